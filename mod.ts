@@ -1,0 +1,6 @@
+/**
+ * spire-cacerts: SPIRE's CA certificate in every container's system trust store, kept current
+ * without restarts.
+ *
+ * @module
+ */
