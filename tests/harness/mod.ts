@@ -1,0 +1,58 @@
+/**
+ * Real components for tests: etcd + kube-apiserver + kubectl, spire-server + spire-agent,
+ * spiffe-helper, and the paths of the CSI command-line tools (csi-sanity, csc), all built from Go
+ * modules by `tests/tools/build.sh` (`./scripts/deno task tools`).
+ *
+ * ```ts
+ * import { needsTools, startKubeApiServer } from "../harness/mod.ts";
+ *
+ * Deno.test({ name: "x", ...needsTools(["etcd", "kube-apiserver", "kubectl"]), fn: async () => {
+ *   const kube = await startKubeApiServer();
+ *   try {
+ *     await kube.kubectl(["get", "ns"], { check: true });
+ *   } finally {
+ *     await kube.stop();
+ *   }
+ * } });
+ * ```
+ *
+ * @module
+ */
+
+export {
+  BUILD_COMMAND,
+  hasTool,
+  isCi,
+  needsTools,
+  ToolMissingError,
+  type ToolName,
+  toolPath,
+  type ToolRequirement,
+  toolsBinDir,
+} from "./tools.ts";
+export {
+  CommandFailedError,
+  type CommandResult,
+  freePorts,
+  ManagedProcess,
+  ProcessExitedError,
+  runCommand,
+  type RunCommandOptions,
+  startProcess,
+  type StartProcessOptions,
+  waitFor,
+  WaitTimeoutError,
+} from "./process.ts";
+export {
+  type CertificateFiles,
+  createCa,
+  generateKeyPair,
+  issueCertificate,
+  type IssueOptions,
+} from "./pki.ts";
+export {
+  type KubeApiServer,
+  type KubeApiServerOptions,
+  type KubectlOptions,
+  startKubeApiServer,
+} from "./kube_apiserver.ts";
