@@ -56,3 +56,16 @@ export {
   type KubectlOptions,
   startKubeApiServer,
 } from "./kube_apiserver.ts";
+export {
+  type EntryOptions,
+  type Spire,
+  SpireCommandError,
+  type SpireOptions,
+  startSpire,
+} from "./spire.ts";
+export {
+  runSpiffeHelper,
+  type SpiffeHelper,
+  type SpiffeHelperOptions,
+  SVID_FILE_NAMES,
+} from "./spiffe_helper.ts";
