@@ -115,6 +115,29 @@ Deno.test({
           assert.deepEqual(server.calls, ["GetPluginInfo"]);
         });
 
+        const sanity = (focus: string) =>
+          runCommand([
+            toolPath("csi-sanity"),
+            `-csi.endpoint=${endpoint}`,
+            `-csi.mountdir=${join(dir, "mnt")}`,
+            `-csi.stagingdir=${join(dir, "staging")}`,
+            `-ginkgo.focus=${focus}`,
+            "-ginkgo.no-color",
+          ]);
+
+        await t.step("csi-sanity passes its GetPluginInfo spec against grpc-js", async () => {
+          const out = await sanity("GetPluginInfo");
+          assert.equal(out.code, 0, out.stdout.slice(-2000));
+          assert.match(out.stdout, /Ran 1 of \d+ Specs/);
+          assert.match(out.stdout, /1 Passed \| 0 Failed/);
+        });
+
+        await t.step("csi-sanity fails the Probe spec the server does not serve", async () => {
+          const out = await sanity("Probe");
+          assert.notEqual(out.code, 0);
+          assert.match(out.stdout, /0 Passed \| 1 Failed/);
+        });
+
         await t.step("csc reports Unimplemented for a method the server lacks", async () => {
           const out = await runCommand([
             csc,
@@ -126,7 +149,8 @@ Deno.test({
             "5s",
           ]);
           assert.notEqual(out.code, 0);
-          assert.match(out.stderr, /Unimplemented/);
+          // csc prints the gRPC status message (grpc-js words for code UNIMPLEMENTED).
+          assert.match(out.stderr, /does not implement the method \/csi\.v1\.Node\/NodeGetInfo/);
         });
       } finally {
         await server.stop();

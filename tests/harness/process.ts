@@ -176,6 +176,17 @@ export interface StartProcessOptions {
   cwd?: string;
 }
 
+// Safety net: processes still running when this program exits (a test that forgot stop(), an
+// uncaught error) are killed so that no etcd or apiserver outlives the test run.
+const live = new Set<Deno.ChildProcess>();
+globalThis.addEventListener("unload", () => {
+  for (const child of live) {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+});
+
 /** A running child process whose output goes to a log file. */
 export class ManagedProcess {
   /** Display name. */
@@ -196,7 +207,9 @@ export class ManagedProcess {
       for await (const chunk of stream) await log.write(chunk);
     };
     this.#pumps = Promise.all([pump(child.stdout), pump(child.stderr)]).then(() => log.close());
+    live.add(child);
     this.#status = child.status.then((status) => {
+      live.delete(child);
       this.#exitCode = status.code;
       return status;
     });

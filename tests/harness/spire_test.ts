@@ -89,6 +89,7 @@ Deno.test({
             : undefined;
         }, { timeoutMs: 30_000, intervalMs: 250 });
         assert.ok(Date.parse(rotated.leaf.validTo) > Date.parse(first.leaf.validTo));
+        assert.equal(rotated.leaf.subjectAltName?.includes("/workload/server"), true);
         assert.equal(first.leaf.checkPrivateKey(rotated.key), false, "a new key comes with it");
       });
 

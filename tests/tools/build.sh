@@ -39,9 +39,13 @@ command -v gcc >/dev/null 2>&1 || fail "gcc is not on PATH (needed for CGO: spir
 exec 9>"$tools_dir/.lock"
 flock 9
 
-go_version="$(go env GOVERSION)"
+# Asked inside a module so that GOTOOLCHAIN=auto, where allowed, switches to the go.mod version.
+go_version="$(cd "$here/kubernetes" && go env GOVERSION)" || fail "go env GOVERSION"
+case "$go_version" in
+go1.2[6-9]* | go1.[3-9][0-9]* | go[2-9]*) ;;
+*) fail "Go >= 1.26 is needed (found $go_version at $(command -v go)); Debian's golang-go is too old" ;;
+esac
 export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod -buildvcs=false"
-export GOTOOLCHAIN=local
 
 k8s_version=v1.37.2
 k8s_ldflags="-s -w"
@@ -50,15 +54,19 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
 
+# Without these, --version prints "<base>-dev-unk".
+spire_ldflags="-s -w -X github.com/spiffe/spire/pkg/common/version.gittag=1.13.3"
+helper_ldflags="-s -w -X github.com/spiffe/spiffe-helper/pkg/version.gittag=0.11.0"
+
 # One line per tool: module-dir|binary|package|module path (for its version)|CGO_ENABLED|ldflags
 specs() {
   cat <<EOF
 kubernetes|kube-apiserver|k8s.io/kubernetes/cmd/kube-apiserver|k8s.io/kubernetes|1|$k8s_ldflags
 kubernetes|kubectl|k8s.io/kubernetes/cmd/kubectl|k8s.io/kubernetes|1|$k8s_ldflags
 etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3|0|-s -w
-spire|spire-server|github.com/spiffe/spire/cmd/spire-server|github.com/spiffe/spire|1|-s -w
-spire|spire-agent|github.com/spiffe/spire/cmd/spire-agent|github.com/spiffe/spire|1|-s -w
-spire|spiffe-helper|github.com/spiffe/spiffe-helper/cmd/spiffe-helper|github.com/spiffe/spiffe-helper|0|-s -w
+spire|spire-server|github.com/spiffe/spire/cmd/spire-server|github.com/spiffe/spire|1|$spire_ldflags
+spire|spire-agent|github.com/spiffe/spire/cmd/spire-agent|github.com/spiffe/spire|1|$spire_ldflags
+spire|spiffe-helper|github.com/spiffe/spiffe-helper/cmd/spiffe-helper|github.com/spiffe/spiffe-helper|0|$helper_ldflags
 csi|csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity|github.com/kubernetes-csi/csi-test/v5|0|-s -w
 csi|csc|github.com/dell/gocsi/csc|github.com/dell/gocsi|0|-s -w
 churn|csi-churn|.||0|-s -w
