@@ -190,7 +190,6 @@ export async function startKubeApiServer(
       // A loopback advertise address is refused by the default endpoint reconciler.
       "--endpoint-reconciler-type=none",
       `--secure-port=${securePort}`,
-      `--cert-dir=${pki}`,
       `--tls-cert-file=${serving.certPath}`,
       `--tls-private-key-file=${serving.keyPath}`,
       `--client-ca-file=${ca.certPath}`,

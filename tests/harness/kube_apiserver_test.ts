@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createServer, type Server } from "node:https";
 import { join } from "node:path";
-import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { createCa, issueCertificate, needsTools, startKubeApiServer, waitFor } from "./mod.ts";
 
 const CRD_PATH = new URL("./fixtures/caproviderclass_crd.yaml", import.meta.url).pathname;
@@ -94,6 +94,16 @@ Deno.test({
           });
           const review = JSON.parse(out.stdout) as { status: { userInfo: { groups: string[] } } };
           assert.ok(review.status.userInfo.groups.includes("system:masters"), out.stdout);
+        }
+      });
+
+      await t.step("client-node works with both users", async () => {
+        for (const context of ["admin", "admin-cert"]) {
+          const config = new KubeConfig();
+          config.loadFromFile(kube.kubeconfigPath);
+          config.setCurrentContext(context);
+          const list = await config.makeApiClient(CoreV1Api).listNamespace();
+          assert.ok(list.items.some((ns) => ns.metadata?.name === "default"), context);
         }
       });
 

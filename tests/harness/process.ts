@@ -15,6 +15,8 @@ export class CommandFailedError extends Error {
   readonly stderr: string;
 
   /**
+   * Creates the error for a failed command.
+   *
    * @param command program and arguments
    * @param code exit code
    * @param stdout captured standard output
@@ -35,6 +37,8 @@ export class CommandFailedError extends Error {
 /** Thrown when a condition does not become true in time. */
 export class WaitTimeoutError extends Error {
   /**
+   * Creates the error for a condition that did not become true.
+   *
    * @param what description of the awaited condition
    * @param timeoutMs how long was waited
    * @param lastError the last failure seen while polling, if any
@@ -57,6 +61,8 @@ export class WaitTimeoutError extends Error {
 /** Thrown when a long-running process exits while it was expected to keep running. */
 export class ProcessExitedError extends Error {
   /**
+   * Creates the error for a process that ended unexpectedly.
+   *
    * @param name display name of the process
    * @param code its exit code
    * @param logTail last lines of its output

@@ -74,6 +74,8 @@ export interface Spire {
 /** Thrown when a spire-server command fails. */
 export class SpireCommandError extends Error {
   /**
+   * Creates the error for a failed spire-server command.
+   *
    * @param args the subcommand and its flags
    * @param result what the command returned
    */

@@ -32,6 +32,8 @@ export class ToolMissingError extends Error {
   readonly path: string;
 
   /**
+   * Creates the error for a missing binary.
+   *
    * @param tool name of the binary
    * @param path absolute path where it was expected
    */

@@ -29,7 +29,7 @@ run() {
   local rc=0
   "$@" || rc=$?
   if [ "$rc" -ne 0 ]; then
-    fail "(exit $rc, in $PWD) $*"
+    fail "(exit $rc, in $PWD) $(printf '%q ' "$@")"
   fi
 }
 
