@@ -1,0 +1,368 @@
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { loadAllYaml } from "@kubernetes/client-node";
+import { needsTools, runCommand, startKubeApiServer, toolPath, waitFor } from "./harness/mod.ts";
+import {
+  checkManifests,
+  EXCLUDED_NAMESPACES,
+  type KubeObject,
+  parseImage,
+} from "../scripts/manifest_rules.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const MANIFESTS = `${ROOT}manifests`;
+const VERSION = (JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)) as { version: string })
+  .version;
+
+async function render(): Promise<KubeObject[]> {
+  const result = await runCommand([toolPath("kubectl"), "kustomize", MANIFESTS], { check: true });
+  return (loadAllYaml(result.stdout) as unknown[]).filter(
+    (o): o is KubeObject => typeof o === "object" && o !== null,
+  );
+}
+
+function find(objects: KubeObject[], kind: string, name: string): KubeObject {
+  const found = objects.find((o) =>
+    o.kind === kind && (o.metadata as { name?: string }).name === name
+  );
+  assert.ok(found, `${kind} ${name} is rendered`);
+  return found;
+}
+
+/** A deep copy that a test can break without touching the shared rendering. */
+function copy(objects: KubeObject[]): KubeObject[] {
+  return structuredClone(objects);
+}
+
+// Minimal typed views of the few objects the tests look into.
+interface Container {
+  name: string;
+  image: string;
+  args?: string[];
+  livenessProbe?: unknown;
+  securityContext?: Record<string, unknown>;
+  volumeMounts?: { name: string; mountPath: string; mountPropagation?: string }[];
+}
+interface PodTemplateOwner {
+  spec: {
+    template: {
+      metadata: { labels: Record<string, string> };
+      spec: { containers: Container[]; initContainers?: Container[] };
+    };
+  };
+}
+interface Hook {
+  failurePolicy: string;
+  clientConfig: { caBundle?: string };
+  namespaceSelector: { matchExpressions: { values: string[] }[] };
+}
+
+const tools = needsTools(["kubectl"]);
+
+Deno.test({
+  name: "manifests: kubectl kustomize renders every component",
+  ...tools,
+  fn: async () => {
+    const objects = await render();
+    const kinds = new Set(objects.map((o) => `${o.kind}/${(o.metadata as { name: string }).name}`));
+    for (
+      const expected of [
+        "Namespace/spire",
+        "Namespace/spire-cacerts",
+        "Namespace/spiffe-demo",
+        "CustomResourceDefinition/caproviderclasses.cacerts.csi.cert-manager.io",
+        "CustomResourceDefinition/clusterspiffeids.spire.spiffe.io",
+        "StatefulSet/spire-server",
+        "DaemonSet/spire-agent",
+        "ConfigMap/spire-bundle",
+        "CSIDriver/cacerts.csi.cert-manager.io",
+        "DaemonSet/spire-cacerts-csi",
+        "Deployment/spire-cacerts-webhook",
+        "PodDisruptionBudget/spire-cacerts-webhook",
+        "Service/spire-cacerts-webhook",
+        "MutatingWebhookConfiguration/spire-cacerts-webhook",
+        "Deployment/server",
+        "Service/server-service",
+        "Deployment/client",
+        "ClusterSPIFFEID/spire-cacerts-webhook",
+        "ClusterSPIFFEID/spiffe-demo-server",
+        "ClusterSPIFFEID/spiffe-demo-client",
+      ]
+    ) assert.ok(kinds.has(expected), `${expected} is rendered`);
+  },
+});
+
+Deno.test({
+  name: "manifests: rendered objects follow every deployment rule",
+  ...tools,
+  fn: async () => {
+    const problems = checkManifests(await render(), { ownImageTag: VERSION });
+    assert.deepEqual(problems, []);
+  },
+});
+
+Deno.test({
+  name: "manifests: the rule checker catches each kind of violation",
+  ...tools,
+  fn: async () => {
+    const base = await render();
+    const cases: [string, (o: KubeObject[]) => void, RegExp][] = [
+      ["latest tag", (o) => {
+        (find(o, "DaemonSet", "spire-agent") as unknown as PodTemplateOwner).spec.template.spec
+          .containers[0].image = "ghcr.io/spiffe/spire-agent:latest";
+      }, /uses :latest/],
+      ["untagged", (o) => {
+        (find(o, "Deployment", "server") as unknown as PodTemplateOwner).spec.template.spec
+          .containers[0].image = "ghcr.io/spire-cacerts/workloads";
+      }, /is not pinned/],
+      ["missing probe", (o) => {
+        delete (find(o, "Deployment", "spire-cacerts-webhook") as unknown as PodTemplateOwner)
+          .spec.template.spec.containers[0].livenessProbe;
+      }, /webhook: livenessProbe missing/],
+      ["writable root", (o) => {
+        (find(o, "Deployment", "client") as unknown as PodTemplateOwner).spec.template.spec
+          .containers[0].securityContext = { allowPrivilegeEscalation: false };
+      }, /readOnlyRootFilesystem/],
+      ["selector mismatch", (o) => {
+        (find(o, "Deployment", "server") as unknown as PodTemplateOwner).spec.template.metadata
+          .labels = { app: "other" };
+      }, /does not match its template/],
+      ["caBundle applied", (o) => {
+        const config = find(o, "MutatingWebhookConfiguration", "spire-cacerts-webhook");
+        (config.webhooks as Hook[])[0].clientConfig.caBundle = "Zm9v";
+      }, /caBundle must not be in the manifest/],
+      ["namespace not excluded", (o) => {
+        const config = find(o, "MutatingWebhookConfiguration", "spire-cacerts-webhook");
+        (config.webhooks as Hook[])[0].namespaceSelector.matchExpressions[0].values = ["spire"];
+      }, /must exclude/],
+    ];
+    for (const [label, breakIt, expected] of cases) {
+      const broken = copy(base);
+      breakIt(broken);
+      const problems = checkManifests(broken, { ownImageTag: VERSION });
+      assert.ok(
+        problems.some((p) => expected.test(p)),
+        `${label}: expected a problem matching ${expected}, got ${JSON.stringify(problems)}`,
+      );
+    }
+  },
+});
+
+Deno.test({
+  name: "manifests: CSI driver, SPIRE identities and helper config are as the product needs",
+  ...tools,
+  fn: async () => {
+    const objects = await render();
+    // loadAllYaml returns client-node model classes for built-in kinds: compare plain data.
+    const driver = JSON.parse(
+      JSON.stringify(find(objects, "CSIDriver", "cacerts.csi.cert-manager.io").spec),
+    );
+    assert.deepEqual(driver, {
+      attachRequired: false,
+      podInfoOnMount: true,
+      volumeLifecycleModes: ["Ephemeral"],
+      requiresRepublish: true,
+      fsGroupPolicy: "None",
+    });
+
+    const csi = (find(objects, "DaemonSet", "spire-cacerts-csi") as unknown as PodTemplateOwner)
+      .spec.template.spec.containers;
+    const plugin = csi.find((c) => c.name === "csi-driver")!;
+    assert.ok(plugin.args?.includes("--allowed-ref-namespaces=spire"));
+    assert.ok(plugin.args?.includes("--driver-name=cacerts.csi.cert-manager.io"));
+    assert.equal(
+      plugin.volumeMounts?.find((m) => m.mountPath === "/var/lib/kubelet/pods")?.mountPropagation,
+      "Bidirectional",
+    );
+    const registrar = csi.find((c) => c.name === "node-driver-registrar")!;
+    assert.ok(
+      registrar.args?.includes(
+        "--kubelet-registration-path=/var/lib/kubelet/plugins/cacerts.csi.cert-manager.io/csi.sock",
+      ),
+    );
+
+    const ids = Object.fromEntries(
+      objects.filter((o) => o.kind === "ClusterSPIFFEID").map((o) => [
+        (o.metadata as { name: string }).name,
+        o.spec as { spiffeIDTemplate: string; ttl: string; dnsNameTemplates?: string[] },
+      ]),
+    );
+    assert.equal(ids["spiffe-demo-server"].ttl, "10s");
+    assert.match(ids["spiffe-demo-server"].spiffeIDTemplate, /\/workload\/server$/);
+    assert.deepEqual(ids["spiffe-demo-server"].dnsNameTemplates, [
+      "server-service",
+      "server-service.spiffe-demo",
+      "server-service.spiffe-demo.svc",
+      "server-service.spiffe-demo.svc.cluster.local",
+    ]);
+    assert.equal(ids["spiffe-demo-client"].ttl, "60s");
+    assert.match(ids["spiffe-demo-client"].spiffeIDTemplate, /\/workload\/client$/);
+    assert.equal(ids["spire-cacerts-webhook"].ttl, "60m");
+    assert.ok(
+      ids["spire-cacerts-webhook"].dnsNameTemplates?.includes(
+        "spire-cacerts-webhook.spire-cacerts.svc",
+      ),
+    );
+
+    const bundle = find(objects, "ConfigMap", "spire-bundle");
+    assert.equal(bundle.data, undefined, "spire-bundle ships empty; SPIRE's notifier fills it");
+
+    const cmConfig = objects.find((o) =>
+      o.kind === "ConfigMap" &&
+      (o.metadata as { name: string }).name.startsWith("spire-controller-manager-")
+    );
+    const cmYaml = (cmConfig?.data as Record<string, string>)["controller-manager.yaml"];
+    const parsed = loadAllYaml(cmYaml)[0] as { ignoreNamespaces: string[]; clusterName: string };
+    assert.ok(parsed.ignoreNamespaces.includes("spire"));
+    assert.ok(!parsed.ignoreNamespaces.includes("spire-cacerts"));
+    assert.ok(!parsed.ignoreNamespaces.includes("spiffe-demo"));
+    const serverConf = objects.find((o) =>
+      o.kind === "ConfigMap" && (o.metadata as { name: string }).name.startsWith("spire-server-")
+    )?.data as Record<string, string>;
+    assert.match(serverConf["server.conf"], new RegExp(`"${parsed.clusterName}" = \\{`));
+    assert.match(serverConf["server.conf"], /KeyManager "disk"/);
+
+    const helpers = objects.filter((o) =>
+      o.kind === "ConfigMap" && (o.metadata as { name: string }).name.includes("spiffe-helper")
+    ).map((o) => o.data as Record<string, string>);
+    assert.equal(helpers.length, 2);
+    assert.deepEqual(helpers[0], helpers[1], "webhook and examples use the same helper config");
+    assert.match(helpers[0]["spiffe-helper-init.hcl"], /daemon_mode = false/);
+    assert.match(helpers[0]["spiffe-helper.hcl"], /daemon_mode = true/);
+
+    const client = (find(objects, "Deployment", "client") as unknown as PodTemplateOwner).spec
+      .template;
+    assert.equal(client.metadata.labels["spiffe.io/spire-managed-identity"], "true");
+    assert.ok(client.spec.containers[0].args?.includes("--system-certs=true"));
+
+    for (const o of objects) {
+      for (
+        const c of ((o as unknown as Partial<PodTemplateOwner>).spec?.template?.spec
+          ?.containers ?? [])
+      ) {
+        const ref = parseImage(c.image);
+        assert.ok(ref.tag && ref.tag !== "latest", `${c.image} is pinned`);
+      }
+    }
+    const hook = (find(objects, "MutatingWebhookConfiguration", "spire-cacerts-webhook")
+      .webhooks as Hook[])[0];
+    assert.equal(hook.failurePolicy, "Fail");
+    assert.deepEqual(hook.namespaceSelector.matchExpressions[0].values, [...EXCLUDED_NAMESPACES]);
+  },
+});
+
+Deno.test({
+  name: "manifests: a real kube-apiserver accepts every object (dry run, apply, read back)",
+  ...needsTools(["etcd", "kube-apiserver", "kubectl"]),
+  fn: async () => {
+    const objects = await render();
+    const kube = await startKubeApiServer();
+    try {
+      // Namespaces and CRDs first: a server-side dry run cannot see namespaces or types that the
+      // same dry run would create. (Applied from the files: loadAllYaml's model classes rename
+      // fields such as x-kubernetes-list-type, so parsed objects are never sent back.)
+      await kube.kubectl(["apply", "--server-side", "-f", `${MANIFESTS}/namespaces.yaml`], {
+        check: true,
+      });
+      await kube.kubectl(["apply", "--server-side", "-k", `${MANIFESTS}/crds`], { check: true });
+      await kube.kubectl(
+        ["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"],
+        { check: true },
+      );
+
+      const dry = await kube.kubectl([
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "-k",
+        MANIFESTS,
+      ]);
+      assert.equal(dry.code, 0, `dry run failed:\n${dry.stderr}`);
+      const accepted = dry.stdout.trim().split("\n").filter((l) => l.includes("(server dry run)"));
+      assert.equal(accepted.length, objects.length, dry.stdout);
+
+      const applied = await kube.kubectl(["apply", "--server-side", "-k", MANIFESTS]);
+      assert.equal(applied.code, 0, `apply failed:\n${applied.stderr}`);
+
+      const got = await kube.kubectl(["get", "-k", MANIFESTS, "-o", "json"], { check: true });
+      const items = (JSON.parse(got.stdout) as { items: KubeObject[] }).items;
+      const key = (o: KubeObject) => {
+        const m = o.metadata as { name: string; namespace?: string };
+        return `${o.kind}/${m.namespace ?? ""}/${m.name}`;
+      };
+      assert.deepEqual(items.map(key).sort(), objects.map(key).sort());
+
+      // The schema of CAProviderClass is enforced: a valid object is stored, a bad kind is not.
+      const cap = (kind: string) =>
+        JSON.stringify({
+          apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
+          kind: "CAProviderClass",
+          metadata: { name: `check-${kind.toLowerCase()}`, namespace: "spiffe-demo" },
+          spec: {
+            refs: [{
+              apiGroup: "",
+              kind,
+              namespace: "spire",
+              name: "spire-ca-bundle",
+              key: "ca.crt",
+            }],
+          },
+        });
+      await kube.kubectl(["create", "-f", "-"], { stdin: cap("Secret"), check: true });
+      const bad = await kube.kubectl(["create", "-f", "-"], { stdin: cap("Issuer") });
+      assert.notEqual(bad.code, 0);
+      assert.match(bad.stderr, /spec\.refs\[0\]\.kind: Unsupported value: "Issuer"/);
+      const columns = await kube.kubectl(["get", "cap", "-n", "spiffe-demo"], { check: true });
+      assert.match(columns.stdout, /^NAME\s+REFS\s+READY\s+AGE/m);
+
+      // What SPIRE's notifier writes (bundle data, caBundle) survives a re-apply: the manifests
+      // do not own those fields.
+      await kube.kubectl([
+        "patch",
+        "configmap",
+        "spire-bundle",
+        "-n",
+        "spire",
+        "--field-manager=spire-server",
+        "--type=merge",
+        "-p",
+        JSON.stringify({ data: { "bundle.crt": "PEM" } }),
+      ], { check: true });
+      await kube.kubectl([
+        "patch",
+        "mutatingwebhookconfiguration",
+        "spire-cacerts-webhook",
+        "--field-manager=spire-server",
+        "--type=json",
+        "-p",
+        JSON.stringify([{ op: "add", path: "/webhooks/0/clientConfig/caBundle", value: "UEVN" }]),
+      ], { check: true });
+      await kube.kubectl(["apply", "--server-side", "-k", MANIFESTS], { check: true });
+      const after = await waitFor("re-applied objects", async () => {
+        const cm = await kube.kubectl(
+          [
+            "get",
+            "configmap",
+            "spire-bundle",
+            "-n",
+            "spire",
+            "-o",
+            "jsonpath={.data.bundle\\.crt}",
+          ],
+          { check: true },
+        );
+        const ca = await kube.kubectl([
+          "get",
+          "mutatingwebhookconfiguration",
+          "spire-cacerts-webhook",
+          "-o",
+          "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ], { check: true });
+        return { bundle: cm.stdout, caBundle: ca.stdout };
+      });
+      assert.deepEqual(after, { bundle: "PEM", caBundle: "UEVN" });
+    } finally {
+      await kube.stop();
+    }
+  },
+});
