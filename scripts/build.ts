@@ -1,0 +1,282 @@
+/**
+ * `deno task build`: compiles the CSI driver and the webhook into single binaries under `dist/`
+ * and proves each one is the program by running it with `--self-test`.
+ *
+ * `deno compile` needs the `denort` runtime (see `denort.ts`). Where none can be had, the build
+ * says so, bundles each entry point with `deno bundle` into `dist/<name>.js`, smoke-runs the
+ * bundles with `deno run -A`, and still exits non-zero unless `--allow-bundle-fallback` accepts
+ * that result. A result that is not the program (a `DENORT_BIN` pointing at `deno` yields a REPL)
+ * is always rejected.
+ *
+ * ```sh
+ * ./scripts/deno task build                          # binaries or failure
+ * ./scripts/deno task build --allow-bundle-fallback  # binaries, else bundles
+ * ./scripts/deno task build --only csi --out-dir /out
+ * ```
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join, relative, resolve } from "node:path";
+import { type DenortLookup, findDenort } from "./denort.ts";
+import { runSelfTest, SelfTestError } from "./self_test.ts";
+
+/** One program the build produces. */
+export interface BuildTarget {
+  /** Short name; the program's self-test line must contain it. */
+  name: string;
+  /** Entry point, relative to the repository root or absolute. */
+  entry: string;
+  /** File name of the compiled binary (the bundle is `<output>.js`). */
+  output: string;
+}
+
+/** Programs built by default, and the optional example workloads (`--only server,client`). */
+export const TARGETS: readonly BuildTarget[] = [
+  { name: "csi", entry: "csi/main.ts", output: "spire-cacerts-csi" },
+  { name: "webhook", entry: "webhook/main.ts", output: "spire-cacerts-webhook" },
+  { name: "server", entry: "workloads/server.ts", output: "spire-cacerts-server" },
+  { name: "client", entry: "workloads/client.ts", output: "spire-cacerts-client" },
+];
+
+/** Names built when `--only` is not given. */
+export const DEFAULT_TARGETS: readonly string[] = ["csi", "webhook"];
+
+/** A built and verified artefact. */
+export interface Artefact {
+  /** Target name. */
+  name: string;
+  /** `binary` from `deno compile`, `bundle` from the fallback. */
+  kind: "binary" | "bundle";
+  /** Path of the file. */
+  path: string;
+  /** The self-test line it printed. */
+  selfTest: string;
+}
+
+/** Thrown for a bad command line. */
+export class BuildUsageError extends Error {
+  /** @param message what is wrong with the arguments */
+  constructor(message: string) {
+    super(message);
+    this.name = "BuildUsageError";
+  }
+}
+
+/** Thrown when a build step fails; the message says which and why. */
+export class BuildError extends Error {
+  /** @param message what failed */
+  constructor(message: string) {
+    super(message);
+    this.name = "BuildError";
+  }
+}
+
+const ROOT = resolve(new URL("..", import.meta.url).pathname);
+
+function log(message: string): void {
+  console.error(`build: ${message}`);
+}
+
+// Compiled programs get every permission: a binary's permissions are fixed at compile time and an
+// unexpected permission prompt in a non-interactive container is a crash. The container (non-root,
+// read-only root filesystem, RBAC) confines them instead.
+const PERMISSIONS = ["--allow-all"];
+
+async function run(args: string[]): Promise<void> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "inherit",
+    stderr: "piped",
+  }).output();
+  if (!out.success) {
+    throw new BuildError(
+      `\`deno ${args.join(" ")}\` exited ${out.code}:\n${new TextDecoder().decode(out.stderr)}`,
+    );
+  }
+}
+
+function parseTargets(only: string | undefined, entries: string[]): BuildTarget[] {
+  if (entries.length > 0) {
+    return entries.map((spec) => {
+      const eq = spec.indexOf("=");
+      if (eq <= 0 || eq === spec.length - 1) {
+        throw new BuildUsageError(`--entry expects name=path, got "${spec}"`);
+      }
+      const name = spec.slice(0, eq);
+      return { name, entry: spec.slice(eq + 1), output: name };
+    });
+  }
+  const names = only ? only.split(",").map((s) => s.trim()).filter(Boolean) : DEFAULT_TARGETS;
+  return names.map((name) => {
+    const target = TARGETS.find((t) => t.name === name);
+    if (!target) {
+      throw new BuildUsageError(
+        `unknown target "${name}"; known: ${TARGETS.map((t) => t.name).join(", ")}`,
+      );
+    }
+    return target;
+  });
+}
+
+async function compile(
+  target: BuildTarget,
+  outDir: string,
+  timeoutMs: number,
+): Promise<Artefact> {
+  const path = join(outDir, target.output);
+  log(`compiling ${target.entry} -> ${relative(ROOT, path) || path}`);
+  await run(["compile", ...PERMISSIONS, "--output", path, target.entry]);
+  try {
+    const { line } = await runSelfTest([path], target.name, timeoutMs);
+    log(`${relative(ROOT, path)}: ${line}`);
+    return { name: target.name, kind: "binary", path, selfTest: line };
+  } catch (error) {
+    await Deno.remove(path).catch(() => {});
+    if (error instanceof SelfTestError) {
+      throw new BuildError(
+        `${error.message}\nThe compiled binary was removed. If DENORT_BIN is set, it must point at ` +
+          `denort ${Deno.version.deno} for ${Deno.build.target}, not at deno (which yields a REPL).`,
+      );
+    }
+    throw error;
+  }
+}
+
+async function bundle(
+  target: BuildTarget,
+  outDir: string,
+  timeoutMs: number,
+): Promise<Artefact> {
+  const path = join(outDir, `${target.output}.js`);
+  log(`bundling ${target.entry} -> ${relative(ROOT, path) || path}`);
+  await run(["bundle", "--platform", "deno", "--output", path, target.entry]);
+  try {
+    const { line } = await runSelfTest(
+      [Deno.execPath(), "run", ...PERMISSIONS, "--no-config", path],
+      target.name,
+      timeoutMs,
+    );
+    log(`${relative(ROOT, path)}: ${line}`);
+    return { name: target.name, kind: "bundle", path, selfTest: line };
+  } catch (error) {
+    if (error instanceof SelfTestError) throw new BuildError(error.message);
+    throw error;
+  }
+}
+
+/** Options of {@link build}. */
+export interface BuildOptions {
+  /** What to build. */
+  targets: BuildTarget[];
+  /** Where artefacts go (created if missing). */
+  outDir: string;
+  /** Accept bundles when no denort can be had. */
+  allowBundleFallback: boolean;
+  /** Limit for each self-test run. */
+  selfTestTimeoutMs: number;
+  /** Result of the denort lookup (see `findDenort`). */
+  denort: DenortLookup;
+}
+
+/**
+ * Builds and verifies every target.
+ *
+ * @returns the artefacts, all verified
+ * @throws {BuildError} when a step fails, an artefact is not the program, or only bundles could
+ *   be made and `allowBundleFallback` is false (the bundles are left in place)
+ */
+export async function build(options: BuildOptions): Promise<Artefact[]> {
+  await Deno.mkdir(options.outDir, { recursive: true });
+  const artefacts: Artefact[] = [];
+  if (options.denort.found) {
+    const source = options.denort.source;
+    log(`denort: ${source.kind === "network" ? source.url : source.path} (${source.kind})`);
+    for (const target of options.targets) {
+      artefacts.push(await compile(target, options.outDir, options.selfTestTimeoutMs));
+    }
+  } else {
+    log(
+      `denort is not available, so \`deno compile\` cannot run. Tried:\n` +
+        options.denort.tried.map((t) => `  - ${t}`).join("\n") +
+        `\nFalling back to \`deno bundle\` (run the bundles with deno ${Deno.version.deno}).`,
+    );
+    for (const target of options.targets) {
+      artefacts.push(await bundle(target, options.outDir, options.selfTestTimeoutMs));
+    }
+  }
+  await Deno.writeTextFile(
+    join(options.outDir, "build.json"),
+    JSON.stringify({ deno: Deno.version.deno, artefacts }, null, 2) + "\n",
+  );
+  if (!options.denort.found && !options.allowBundleFallback) {
+    throw new BuildError(
+      "only bundles were produced (no denort); pass --allow-bundle-fallback to accept them",
+    );
+  }
+  return artefacts;
+}
+
+const USAGE =
+  `usage: deno task build [--allow-bundle-fallback] [--only csi,webhook] [--out-dir dist]
+                       [--entry name=path]... [--self-test-timeout-ms 15000]
+                       [--deno-dir DIR] [--denort-download-base URL]`;
+
+async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      "allow-bundle-fallback": { type: "boolean", default: false },
+      "only": { type: "string" },
+      "entry": { type: "string", multiple: true, default: [] },
+      "out-dir": { type: "string", default: "dist" },
+      "self-test-timeout-ms": { type: "string", default: "15000" },
+      "deno-dir": { type: "string" },
+      "denort-download-base": { type: "string" },
+      "help": { type: "boolean", default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const timeout = Number(values["self-test-timeout-ms"]);
+  if (!Number.isInteger(timeout) || timeout <= 0) {
+    throw new BuildUsageError(`--self-test-timeout-ms must be a positive integer`);
+  }
+  const targets = parseTargets(values.only, values.entry);
+  const denort = await findDenort({
+    denoDir: values["deno-dir"],
+    downloadBase: values["denort-download-base"],
+  });
+  const artefacts = await build({
+    targets,
+    outDir: resolve(ROOT, values["out-dir"]),
+    allowBundleFallback: values["allow-bundle-fallback"],
+    selfTestTimeoutMs: timeout,
+    denort,
+  });
+  log(`ok: ${artefacts.map((a) => `${relative(ROOT, a.path)} (${a.kind})`).join(", ")}`);
+  return 0;
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main(Deno.args));
+  } catch (error) {
+    if (
+      error instanceof BuildUsageError ||
+      (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")
+    ) {
+      log(`${(error as Error).message}\n${USAGE}`);
+      Deno.exit(2);
+    }
+    log(error instanceof BuildError ? `FAILED: ${error.message}` : String(error));
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,232 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { denortZipName, findDenort } from "../scripts/denort.ts";
+import { runSelfTest, SelfTestError } from "../scripts/self_test.ts";
+import { TARGETS } from "../scripts/build.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const FIXTURE = "scripts/testdata/fixture_main.ts";
+// A closed loopback port: the denort download probe fails at once, as it does offline.
+const NO_NETWORK = "http://127.0.0.1:9";
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function deno(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1", ...env },
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+/** Runs scripts/build.ts with no denort reachable (empty cache dir, DENORT_BIN empty, no network). */
+async function buildOffline(dir: string, args: string[]): Promise<Run> {
+  return await deno([
+    "run",
+    "-A",
+    "scripts/build.ts",
+    "--out-dir",
+    join(dir, "dist"),
+    "--deno-dir",
+    join(dir, "deno-dir"),
+    "--denort-download-base",
+    NO_NETWORK,
+    ...args,
+  ], { DENORT_BIN: "" });
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
+}
+
+Deno.test("build: without denort, --allow-bundle-fallback bundles and smoke-runs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "build-test-" });
+  try {
+    const result = await buildOffline(dir, [
+      "--allow-bundle-fallback",
+      "--entry",
+      `fixture=${FIXTURE}`,
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /denort is not available/);
+    assert.match(result.stderr, /DENORT_BIN: not set/);
+    assert.match(result.stderr, /fixture self-test ok/);
+    const bundle = join(dir, "dist", "fixture.js");
+    const run = await deno(["run", "-A", "--no-config", bundle, "--self-test"]);
+    assert.equal(run.stdout.trim(), "fixture self-test ok");
+    const manifest = JSON.parse(await Deno.readTextFile(join(dir, "dist", "build.json"))) as {
+      artefacts: { name: string; kind: string }[];
+    };
+    assert.deepEqual(manifest.artefacts.map((a) => [a.name, a.kind]), [["fixture", "bundle"]]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("build: without denort and without the flag, bundles are made but the build fails", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "build-test-" });
+  try {
+    const result = await buildOffline(dir, ["--entry", `fixture=${FIXTURE}`]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /pass --allow-bundle-fallback to accept them/);
+    assert.ok(await exists(join(dir, "dist", "fixture.js")));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("build: a bundle that is not the program, or never answers, is rejected", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "build-test-" });
+  try {
+    const wrong = await buildOffline(dir, [
+      "--allow-bundle-fallback",
+      "--entry",
+      "fixture=scripts/testdata/not_the_program.ts",
+    ]);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /is not the program: expected a line "<program> self-test ok"/);
+    assert.match(wrong.stderr, /hello from something else/);
+
+    const hangs = await buildOffline(dir, [
+      "--allow-bundle-fallback",
+      "--self-test-timeout-ms",
+      "1500",
+      "--entry",
+      "fixture=scripts/testdata/hangs.ts",
+    ]);
+    assert.equal(hangs.code, 1);
+    assert.match(hangs.stderr, /no answer within 1500 ms/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("build: DENORT_BIN pointing at deno yields a REPL binary, which is rejected and removed", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "build-test-" });
+  try {
+    const result = await deno([
+      "run",
+      "-A",
+      "scripts/build.ts",
+      "--out-dir",
+      join(dir, "dist"),
+      "--entry",
+      `fixture=${FIXTURE}`,
+      "--allow-bundle-fallback",
+    ], { DENORT_BIN: Deno.execPath() });
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /\(env\)/);
+    assert.match(result.stderr, /is not the program/);
+    assert.match(result.stderr, /not at deno \(which yields a REPL\)/);
+    assert.equal(await exists(join(dir, "dist", "fixture")), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("build: bad arguments exit 2 with usage", async () => {
+  const result = await deno(["run", "-A", "scripts/build.ts", "--only", "nope"]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /unknown target "nope"; known: csi, webhook/);
+  assert.match(result.stderr, /usage: deno task build/);
+});
+
+Deno.test("denort lookup: DENORT_BIN, then Deno's cache, then the network", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "denort-test-" });
+  try {
+    const target = "x86_64-unknown-linux-gnu";
+    const base = { version: "2.8.3", target, downloadBase: NO_NETWORK, probeTimeoutMs: 2_000 };
+    const missing = await findDenort({ ...base, denortBin: join(dir, "nope"), denoDir: dir });
+    assert.equal(missing.found, false);
+    assert.equal(missing.tried.length, 3);
+    assert.match(missing.tried[0], /nope: no such file/);
+    assert.match(missing.tried[1], /not in Deno's cache/);
+    assert.match(missing.tried[2], /127\.0\.0\.1:9\/release\/v2\.8\.3\/denort-x86_64/);
+
+    const zip = join(dir, "dl", "release", "v2.8.3", denortZipName(target));
+    await Deno.mkdir(join(dir, "dl", "release", "v2.8.3"), { recursive: true });
+    await Deno.writeFile(zip, new Uint8Array([0x50, 0x4b]));
+    const cached = await findDenort({ ...base, denortBin: "", denoDir: dir });
+    assert.deepEqual(cached.found && cached.source, { kind: "cache", path: zip });
+
+    const fromEnv = await findDenort({ ...base, denortBin: zip, denoDir: dir });
+    assert.deepEqual(fromEnv.found && fromEnv.source, { kind: "env", path: zip });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("self-test: the deno binary itself (what a wrong DENORT_BIN produces) is not accepted", async () => {
+  // The real deno binary with no script is exactly what a wrong DENORT_BIN produces.
+  await assert.rejects(
+    () => runSelfTest([Deno.execPath()], "csi", 10_000),
+    (error: unknown) => error instanceof SelfTestError && /not the program/.test(error.message),
+  );
+});
+
+Deno.test("Containerfiles build the targets scripts/build.ts knows, on pinned bases", async () => {
+  const denoVersion = /DENO_VERSION=(\S+)/.exec(await Deno.readTextFile(`${ROOT}scripts/deno`))
+    ?.[1];
+  assert.ok(denoVersion);
+  for (
+    const [file, names] of [["csi", ["csi"]], ["webhook", ["webhook"]], [
+      "workloads",
+      ["server", "client"],
+    ]] as const
+  ) {
+    const text = await Deno.readTextFile(`${ROOT}images/${file}.Containerfile`);
+    assert.match(text, new RegExp(`^ARG DENO_IMAGE=denoland/deno:${denoVersion}$`, "m"));
+    assert.match(text, /^ARG RUNTIME_IMAGE=gcr\.io\/distroless\/cc-debian12:nonroot$/m);
+    assert.match(text, new RegExp(`scripts/build\\.ts --only ${names.join(",")} --out-dir /out`));
+    assert.doesNotMatch(text, /allow-bundle-fallback/);
+    for (const name of names) {
+      const output = TARGETS.find((t) => t.name === name)?.output;
+      assert.ok(output);
+      assert.match(text, new RegExp(`/out/${output} /usr/local/bin/${output}`));
+    }
+  }
+});
+
+const entryPointsExist = (await exists(`${ROOT}csi/main.ts`)) &&
+  (await exists(`${ROOT}webhook/main.ts`));
+
+Deno.test({
+  name: "deno task build --allow-bundle-fallback produces and smoke-runs both programs",
+  ignore: !entryPointsExist,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "build-test-" });
+    try {
+      const result = await deno([
+        "task",
+        "build",
+        "--allow-bundle-fallback",
+        "--out-dir",
+        join(dir, "dist"),
+      ]);
+      assert.equal(result.code, 0, result.stderr);
+      const manifest = JSON.parse(await Deno.readTextFile(join(dir, "dist", "build.json"))) as {
+        artefacts: { name: string; path: string; selfTest: string }[];
+      };
+      assert.deepEqual(manifest.artefacts.map((a) => a.name), ["csi", "webhook"]);
+      for (const artefact of manifest.artefacts) {
+        const command = artefact.path.endsWith(".js")
+          ? [Deno.execPath(), "run", "-A", "--no-config", artefact.path]
+          : [artefact.path];
+        const { line } = await runSelfTest(command, artefact.name);
+        assert.equal(line, artefact.selfTest);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
