@@ -252,7 +252,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "manifests: a real kube-apiserver accepts every object (dry run, apply, read back)",
+  name:
+    "manifests: a real kube-apiserver accepts every object (dry run, apply, read back, admission)",
   ...needsTools(["etcd", "kube-apiserver", "kubectl"]),
   fn: async () => {
     const objects = await render();
@@ -314,6 +315,38 @@ Deno.test({
       assert.match(bad.stderr, /spec\.refs\[0\]\.kind: Unsupported value: "Issuer"/);
       const columns = await kube.kubectl(["get", "cap", "-n", "spiffe-demo"], { check: true });
       assert.match(columns.stdout, /^NAME\s+REFS\s+READY\s+AGE/m);
+
+      // The webhook's selectors and failurePolicy, as the real apiserver applies them. No webhook
+      // pod runs here, so every call to it fails: a labelled pod in an application namespace is
+      // refused (Fail), while unlabelled pods and pods in exempt namespaces never reach it.
+      const pod = (name: string, namespace: string, labelled: boolean) =>
+        JSON.stringify({
+          apiVersion: "v1",
+          kind: "Pod",
+          metadata: {
+            name,
+            namespace,
+            labels: labelled ? { "spiffe.io/spire-managed-identity": "true" } : {},
+          },
+          spec: { containers: [{ name: "c", image: "registry.k8s.io/pause:3.10" }] },
+        });
+      const refused = await waitFor("the webhook configuration to take effect", async () => {
+        const r = await kube.kubectl(["create", "-f", "-"], {
+          stdin: pod("labelled", "spiffe-demo", true),
+        });
+        return r.code !== 0 ? r : false;
+      });
+      assert.match(
+        refused.stderr,
+        /failed calling webhook "trust-store\.cacerts\.csi\.cert-manager\.io"/,
+      );
+      await kube.kubectl(["create", "-f", "-"], {
+        stdin: pod("unlabelled", "spiffe-demo", false),
+        check: true,
+      });
+      for (const ns of EXCLUDED_NAMESPACES) {
+        await kube.kubectl(["create", "-f", "-"], { stdin: pod("exempt", ns, true), check: true });
+      }
 
       // What SPIRE's notifier writes (bundle data, caBundle) survives a re-apply: the manifests
       // do not own those fields.
