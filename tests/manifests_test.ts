@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { loadAllYaml } from "@kubernetes/client-node";
-import { needsTools, runCommand, startKubeApiServer, toolPath, waitFor } from "./harness/mod.ts";
+import {
+  freePorts,
+  needsTools,
+  runCommand,
+  startKubeApiServer,
+  startSpire,
+  toolPath,
+  waitFor,
+} from "./harness/mod.ts";
 import {
   checkManifests,
   EXCLUDED_NAMESPACES,
@@ -396,6 +404,128 @@ Deno.test({
       assert.deepEqual(after, { bundle: "PEM", caBundle: "UEVN" });
     } finally {
       await kube.stop();
+    }
+  },
+});
+
+function configMapData(objects: KubeObject[], prefix: string): Record<string, string> {
+  const found = objects.find((o) =>
+    o.kind === "ConfigMap" && (o.metadata as { name: string }).name.startsWith(prefix)
+  );
+  assert.ok(found, `ConfigMap ${prefix}* is rendered`);
+  return found.data as Record<string, string>;
+}
+
+Deno.test({
+  name: "manifests: SPIRE 1.13.3 validates the shipped server and agent configurations",
+  ...needsTools(["kubectl", "spire-server", "spire-agent"]),
+  fn: async () => {
+    const objects = await render();
+    const dir = await Deno.makeTempDir({ prefix: "spire-conf-" });
+    try {
+      const validate = async (tool: "spire-server" | "spire-agent", text: string) => {
+        const path = `${dir}/${tool}.conf`;
+        await Deno.writeTextFile(path, text);
+        return await runCommand([toolPath(tool), "validate", "-config", path]);
+      };
+      const server = configMapData(objects, "spire-server-")["server.conf"];
+      const agent = configMapData(objects, "spire-agent-")["agent.conf"];
+      const okServer = await validate("spire-server", server);
+      assert.equal(okServer.code, 0, okServer.stdout + okServer.stderr);
+      assert.match(okServer.stdout, /configuration file is valid/);
+      const okAgent = await validate("spire-agent", agent);
+      assert.equal(okAgent.code, 0, okAgent.stdout + okAgent.stderr);
+      // The check can fail: a misspelt key is refused.
+      const bad = await validate("spire-server", server.replace("live_path", "liveness_path"));
+      assert.notEqual(bad.code, 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "manifests: spiffe-helper runs the shipped configs against real SPIRE (files + probe paths)",
+  ...needsTools(["kubectl", "spire-server", "spire-agent", "spiffe-helper"]),
+  fn: async () => {
+    const objects = await render();
+    const helper = configMapData(objects, "spire-cacerts-webhook-spiffe-helper-");
+    const webhook = find(objects, "Deployment", "spire-cacerts-webhook") as unknown as {
+      spec: {
+        template: {
+          spec: {
+            containers: {
+              name: string;
+              ports?: { name: string; containerPort: number }[];
+              livenessProbe?: { httpGet: { path: string; port: string } };
+              readinessProbe?: { httpGet: { path: string; port: string } };
+            }[];
+          };
+        };
+      };
+    };
+    const sidecar = webhook.spec.template.spec.containers.find((c) => c.name === "spiffe-helper")!;
+    const probedPort = sidecar.ports?.find((p) => p.name === sidecar.livenessProbe?.httpGet.port)
+      ?.containerPort;
+    assert.equal(probedPort, 8081);
+
+    const spire = await startSpire();
+    const dir = await Deno.makeTempDir({ prefix: "helper-conf-" });
+    let daemon: Deno.ChildProcess | undefined;
+    try {
+      await spire.createEntry({
+        spiffeId: "/workload/webhook",
+        dnsNames: ["spire-cacerts-webhook"],
+      });
+      const [port] = freePorts(1);
+      const localize = (hcl: string, certDir: string) =>
+        hcl.replace("/run/spire/agent-sockets/spire-agent.sock", spire.agentSocketPath)
+          .replace("/run/spiffe/certs", certDir)
+          .replace("bind_port = 8081", `bind_port = ${port}`);
+
+      // Init container: fetch once, exit 0, all three files present.
+      await Deno.mkdir(`${dir}/init`);
+      await Deno.writeTextFile(
+        `${dir}/init.hcl`,
+        localize(helper["spiffe-helper-init.hcl"], `${dir}/init`),
+      );
+      const init = await runCommand([toolPath("spiffe-helper"), "-config", `${dir}/init.hcl`]);
+      assert.equal(init.code, 0, init.stderr);
+      for (const file of ["svid.pem", "svid_key.pem", "svid_bundle.pem"]) {
+        const text = await Deno.readTextFile(`${dir}/init/${file}`);
+        assert.match(text, /-----BEGIN /, `${file} written by the init config`);
+      }
+
+      // Sidecar: stays up and answers the paths the probes use.
+      await Deno.mkdir(`${dir}/sidecar`);
+      await Deno.writeTextFile(
+        `${dir}/sidecar.hcl`,
+        localize(helper["spiffe-helper.hcl"], `${dir}/sidecar`),
+      );
+      daemon = new Deno.Command(toolPath("spiffe-helper"), {
+        args: ["-config", `${dir}/sidecar.hcl`],
+        stdout: "null",
+        stderr: "null",
+        stdin: "null",
+      }).spawn();
+      for (const probe of [sidecar.livenessProbe!, sidecar.readinessProbe!]) {
+        await waitFor(`spiffe-helper ${probe.httpGet.path}`, async () => {
+          const res = await fetch(`http://127.0.0.1:${port}${probe.httpGet.path}`).catch(() =>
+            undefined
+          );
+          await res?.body?.cancel();
+          return res?.status === 200;
+        }, { timeoutMs: 30_000 });
+      }
+      assert.match(await Deno.readTextFile(`${dir}/sidecar/svid.pem`), /BEGIN CERTIFICATE/);
+    } finally {
+      if (daemon) {
+        daemon.kill("SIGTERM");
+        await daemon.status;
+      }
+      await spire.stop();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
