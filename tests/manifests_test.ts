@@ -290,7 +290,8 @@ Deno.test({
       const accepted = dry.stdout.trim().split("\n").filter((l) => l.includes("(server dry run)"));
       assert.equal(accepted.length, objects.length, dry.stdout);
 
-      const applied = await kube.kubectl(["apply", "--server-side", "-k", MANIFESTS]);
+      // The real apply, as an operator types it (client-side apply).
+      const applied = await kube.kubectl(["apply", "-k", MANIFESTS]);
       assert.equal(applied.code, 0, `apply failed:\n${applied.stderr}`);
 
       const got = await kube.kubectl(["get", "-k", MANIFESTS, "-o", "json"], { check: true });
@@ -378,7 +379,10 @@ Deno.test({
         "-p",
         JSON.stringify([{ op: "add", path: "/webhooks/0/clientConfig/caBundle", value: "UEVN" }]),
       ], { check: true });
-      await kube.kubectl(["apply", "--server-side", "-k", MANIFESTS], { check: true });
+      await kube.kubectl(["apply", "-k", MANIFESTS], { check: true });
+      await kube.kubectl(["apply", "--server-side", "--force-conflicts", "-k", MANIFESTS], {
+        check: true,
+      });
       const after = await waitFor("re-applied objects", async () => {
         const cm = await kube.kubectl(
           [
