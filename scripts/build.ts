@@ -186,10 +186,16 @@ export interface BuildOptions {
  * Builds and verifies every target.
  *
  * @returns the artefacts, all verified
- * @throws {BuildError} when a step fails, an artefact is not the program, or only bundles could
+ * @throws {BuildError} when an entry point is missing, a step fails, an artefact is not the program, or only bundles could
  *   be made and `allowBundleFallback` is false (the bundles are left in place)
  */
 export async function build(options: BuildOptions): Promise<Artefact[]> {
+  for (const target of options.targets) {
+    const path = resolve(ROOT, target.entry);
+    if (!(await Deno.stat(path).then((info) => info.isFile, () => false))) {
+      throw new BuildError(`entry point ${target.entry} (target ${target.name}) does not exist`);
+    }
+  }
   await Deno.mkdir(options.outDir, { recursive: true });
   const artefacts: Artefact[] = [];
   if (options.denort.found) {

@@ -134,6 +134,20 @@ Deno.test("build: DENORT_BIN pointing at deno yields a REPL binary, which is rej
   }
 });
 
+Deno.test("build: a missing entry point is named", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "build-test-" });
+  try {
+    const result = await buildOffline(dir, ["--entry", "ghost=scripts/testdata/ghost.ts"]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      /entry point scripts\/testdata\/ghost\.ts \(target ghost\) does not exist/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("build: bad arguments exit 2 with usage", async () => {
   const result = await deno(["run", "-A", "scripts/build.ts", "--only", "nope"]);
   assert.equal(result.code, 2);
