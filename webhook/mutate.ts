@@ -1,0 +1,329 @@
+/**
+ * The pod mutation as a pure function: which pods get the trust-store CSI volume, how their
+ * annotations are read, and the JSONPatch that adds the volume, the read-only mounts and, on
+ * request, the environment variables for runtimes that ignore the system store.
+ *
+ * @module
+ */
+
+import type { V1Container, V1EnvVar, V1Pod } from "@kubernetes/client-node";
+import {
+  DEFAULT_OS_FAMILY,
+  defaultMountPath,
+  type OsFamily,
+  parseOsFamily,
+  storeFiles,
+} from "./trust_paths.ts";
+
+/** The pod label that asks for injection (value `"true"`). */
+export const INJECT_LABEL = "spiffe.io/spire-managed-identity";
+/** Prefix of every annotation this webhook reads. */
+export const ANNOTATION_PREFIX = "cacerts.spiffe.io/";
+/** Annotation keys (after {@link ANNOTATION_PREFIX}) and what they take. */
+export const ANNOTATIONS = {
+  /** `"false"` opts a labelled pod out; `"true"` is the default. */
+  inject: "inject",
+  /** OS family of the images (see `parseOsFamily`); picks the store layout and mount path. */
+  os: "os",
+  /** Comma-separated container names (containers or init containers) to mount into. */
+  containers: "containers",
+  /** Absolute mount path overriding the family's default. */
+  mountPath: "mount-path",
+  /** `"true"` sets SSL_CERT_FILE, SSL_CERT_DIR, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, JAVA_TOOL_OPTIONS. */
+  env: "env",
+} as const;
+/** Name of the volume the webhook adds. */
+export const VOLUME_NAME = "spire-cacerts";
+/** The default mount path when a pod names neither an OS family nor a path. */
+export const DEFAULT_MOUNT_PATH = "/etc/ssl/certs";
+
+/** What the mutation needs to know about its deployment. */
+export interface MutationConfig {
+  /** CSI driver name, e.g. `cacerts.csi.cert-manager.io`. */
+  driverName: string;
+  /** Per-namespace CAProviderClass the volume refers to, e.g. `spire-ca`. */
+  className: string;
+}
+
+/** One RFC 6902 operation as the webhook emits them. */
+export type JsonPatchOperation =
+  | { op: "add"; path: string; value: unknown }
+  | { op: "replace"; path: string; value: unknown };
+
+/** The outcome of {@link planMutation}. */
+export interface MutationPlan {
+  /** Operations to apply; empty when the pod stays as it is. */
+  patch: JsonPatchOperation[];
+  /** Admission warnings explaining why something was left alone. */
+  warnings: string[];
+}
+
+/** Thrown for an annotation this webhook cannot honour; the pod is rejected with the message. */
+export class InvalidAnnotationError extends Error {
+  /** Creates the error with a message naming the annotation and what it accepts. */
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidAnnotationError";
+  }
+}
+
+/**
+ * Escapes one JSON Pointer reference token (RFC 6901): `~` becomes `~0`, `/` becomes `~1`.
+ */
+export function escapePointerToken(token: string): string {
+  return token.replaceAll("~", "~0").replaceAll("/", "~1");
+}
+
+function pointer(...tokens: (string | number)[]): string {
+  return tokens.map((token) => "/" + escapePointerToken(String(token))).join("");
+}
+
+/** Whether a pod carries the injection label with value `"true"`. */
+export function wantsInjection(pod: V1Pod): boolean {
+  return pod.metadata?.labels?.[INJECT_LABEL] === "true";
+}
+
+/** The pod's annotations under {@link ANNOTATION_PREFIX}, checked. */
+export interface PodOptions {
+  /** False when the pod opted out. */
+  inject: boolean;
+  /** OS family, when the pod named one. */
+  os?: OsFamily;
+  /** Selected container names; undefined means every container and init container. */
+  containers?: string[];
+  /** Where the store is mounted. */
+  mountPath: string;
+  /** Whether to set the runtime environment variables. */
+  env: boolean;
+}
+
+function parseBoolean(key: string, value: string): boolean {
+  if (value === "true") return true;
+  if (value === "false") return false;
+  throw new InvalidAnnotationError(
+    `annotation ${ANNOTATION_PREFIX}${key}: ${JSON.stringify(value)} is not "true" or "false"`,
+  );
+}
+
+function checkMountPath(value: string): string {
+  const bad = (why: string) =>
+    new InvalidAnnotationError(
+      `annotation ${ANNOTATION_PREFIX}${ANNOTATIONS.mountPath}: ${JSON.stringify(value)} ${why}`,
+    );
+  if (!value.startsWith("/")) throw bad("is not an absolute path");
+  if (value === "/") throw bad("would hide the whole root filesystem");
+  if (value.includes(":")) throw bad("contains ':'");
+  const parts = value.split("/").slice(1);
+  if (parts.some((part) => part === "" || part === "." || part === "..")) {
+    throw bad("is not a normalised path (empty, '.' or '..' segment, or trailing '/')");
+  }
+  return value;
+}
+
+/**
+ * Reads and checks the pod's annotations under {@link ANNOTATION_PREFIX}.
+ *
+ * @throws {InvalidAnnotationError} for an unknown key, a bad value, or a container that does not exist
+ */
+export function readPodOptions(pod: V1Pod): PodOptions {
+  const annotations = pod.metadata?.annotations ?? {};
+  const known = new Set<string>(Object.values(ANNOTATIONS));
+  const get = (key: string) => annotations[ANNOTATION_PREFIX + key];
+  for (const key of Object.keys(annotations)) {
+    if (!key.startsWith(ANNOTATION_PREFIX)) continue;
+    const name = key.slice(ANNOTATION_PREFIX.length);
+    if (!known.has(name)) {
+      throw new InvalidAnnotationError(
+        `unknown annotation ${key}; known: ${
+          [...known].map((k) => ANNOTATION_PREFIX + k).join(", ")
+        }`,
+      );
+    }
+  }
+  const injectValue = get(ANNOTATIONS.inject);
+  const inject = injectValue === undefined ? true : parseBoolean(ANNOTATIONS.inject, injectValue);
+  const envValue = get(ANNOTATIONS.env);
+  const env = envValue === undefined ? false : parseBoolean(ANNOTATIONS.env, envValue);
+
+  let os: OsFamily | undefined;
+  const osValue = get(ANNOTATIONS.os);
+  if (osValue !== undefined) {
+    try {
+      os = parseOsFamily(osValue);
+    } catch (error) {
+      throw new InvalidAnnotationError(
+        `annotation ${ANNOTATION_PREFIX}${ANNOTATIONS.os}: ${(error as Error).message}`,
+      );
+    }
+  }
+
+  let containers: string[] | undefined;
+  const containersValue = get(ANNOTATIONS.containers);
+  if (containersValue !== undefined) {
+    containers = containersValue.split(",").map((name) => name.trim()).filter((name) =>
+      name !== ""
+    );
+    const key = ANNOTATION_PREFIX + ANNOTATIONS.containers;
+    if (containers.length === 0) {
+      throw new InvalidAnnotationError(`annotation ${key} names no container`);
+    }
+    const present = new Set(
+      [...(pod.spec?.containers ?? []), ...(pod.spec?.initContainers ?? [])].map((c) => c.name),
+    );
+    const missing = containers.filter((name) => !present.has(name));
+    if (missing.length > 0) {
+      throw new InvalidAnnotationError(
+        `annotation ${key}: no container or init container named ${missing.join(", ")} ` +
+          `(pod has ${[...present].join(", ") || "none"})`,
+      );
+    }
+  }
+
+  const pathValue = get(ANNOTATIONS.mountPath);
+  const mountPath = pathValue !== undefined
+    ? checkMountPath(pathValue)
+    : os !== undefined
+    ? defaultMountPath(os)
+    : DEFAULT_MOUNT_PATH;
+  return { inject, os, containers, mountPath, env };
+}
+
+/** Environment variables for runtimes that do not read the system store. */
+function envVars(mountPath: string, family: OsFamily): V1EnvVar[] {
+  const files = storeFiles(family);
+  const at = (relative: string) => relative === "" ? mountPath : `${mountPath}/${relative}`;
+  return [
+    { name: "SSL_CERT_FILE", value: at(files.bundle) },
+    { name: "SSL_CERT_DIR", value: at(files.hashDir) },
+    { name: "NODE_EXTRA_CA_CERTS", value: at(files.bundle) },
+    { name: "REQUESTS_CA_BUNDLE", value: at(files.bundle) },
+    { name: "JAVA_TOOL_OPTIONS", value: javaOptions(at(files.java)) },
+  ];
+}
+
+function javaOptions(keyStore: string): string {
+  return `-Djavax.net.ssl.trustStore=${keyStore} -Djavax.net.ssl.trustStorePassword=changeit`;
+}
+
+function envPatch(
+  container: V1Container,
+  base: string[],
+  wanted: V1EnvVar[],
+  warnings: string[],
+): JsonPatchOperation[] {
+  const existing = container.env;
+  if (existing === undefined || existing.length === 0) {
+    return [{ op: "add", path: pointer(...base, "env"), value: wanted }];
+  }
+  const ops: JsonPatchOperation[] = [];
+  for (const variable of wanted) {
+    const index = existing.findIndex((e) => e.name === variable.name);
+    if (index === -1) {
+      ops.push({ op: "add", path: pointer(...base, "env", "-"), value: variable });
+      continue;
+    }
+    const current = existing[index];
+    if (variable.name === "JAVA_TOOL_OPTIONS" && current.valueFrom === undefined) {
+      const before = current.value ?? "";
+      if (before.includes("-Djavax.net.ssl.trustStore=")) {
+        warnings.push(
+          `container ${container.name}: JAVA_TOOL_OPTIONS already sets a trust store; left as is`,
+        );
+      } else {
+        ops.push({
+          op: "replace",
+          path: pointer(...base, "env", index, "value"),
+          value: before === "" ? variable.value : `${before} ${variable.value}`,
+        });
+      }
+      continue;
+    }
+    warnings.push(`container ${container.name}: ${variable.name} is already set; left as is`);
+  }
+  return ops;
+}
+
+/**
+ * Plans the mutation of a pod being created. Pure: the same pod and config give the same plan.
+ *
+ * A pod without the label, or opted out, gets an empty plan. A pod that already has the volume
+ * (by name or by driver) or anything mounted at the chosen path in a selected container is left
+ * as it is, with a warning saying why; this makes the mutation idempotent and safe to reinvoke.
+ *
+ * @throws {InvalidAnnotationError} when the pod's annotations are not valid
+ */
+export function planMutation(pod: V1Pod, config: MutationConfig): MutationPlan {
+  if (!wantsInjection(pod)) return { patch: [], warnings: [] };
+  const options = readPodOptions(pod);
+  if (!options.inject) return { patch: [], warnings: [] };
+  const spec = pod.spec;
+  if (spec === undefined) return { patch: [], warnings: ["pod has no spec; left as is"] };
+
+  const volumes = spec.volumes ?? [];
+  const present = volumes.find((v) =>
+    v.name === VOLUME_NAME || v.csi?.driver === config.driverName
+  );
+  if (present !== undefined) {
+    return {
+      patch: [],
+      warnings: [
+        `pod already has volume ${present.name} (CSI driver ${
+          present.csi?.driver ?? "none"
+        }); trust store left as is`,
+      ],
+    };
+  }
+
+  const groups = [
+    { field: "initContainers", list: spec.initContainers ?? [] },
+    { field: "containers", list: spec.containers ?? [] },
+  ] as const;
+  const selected = (c: V1Container) =>
+    options.containers === undefined || options.containers.includes(c.name);
+  for (const { list } of groups) {
+    for (const container of list) {
+      if (!selected(container)) continue;
+      const clash = container.volumeMounts?.find((m) =>
+        m.mountPath.replace(/\/+$/, "") === options.mountPath
+      );
+      if (clash !== undefined) {
+        return {
+          patch: [],
+          warnings: [
+            `container ${container.name} already mounts volume ${clash.name} at ` +
+            `${options.mountPath}; trust store left as is`,
+          ],
+        };
+      }
+    }
+  }
+
+  const family = options.os ?? DEFAULT_OS_FAMILY;
+  const volume = {
+    name: VOLUME_NAME,
+    csi: {
+      driver: config.driverName,
+      readOnly: true,
+      volumeAttributes: { os: family, caProviderClasses: config.className },
+    },
+  };
+  const patch: JsonPatchOperation[] = spec.volumes === undefined
+    ? [{ op: "add", path: pointer("spec", "volumes"), value: [volume] }]
+    : [{ op: "add", path: pointer("spec", "volumes", "-"), value: volume }];
+  const warnings: string[] = [];
+  const mount = { name: VOLUME_NAME, mountPath: options.mountPath, readOnly: true };
+  const wanted = options.env ? envVars(options.mountPath, family) : [];
+  for (const { field, list } of groups) {
+    list.forEach((container, index) => {
+      if (!selected(container)) return;
+      const base = ["spec", field, String(index)];
+      patch.push(
+        container.volumeMounts === undefined
+          ? { op: "add", path: pointer(...base, "volumeMounts"), value: [mount] }
+          : { op: "add", path: pointer(...base, "volumeMounts", "-"), value: mount },
+      );
+      if (wanted.length > 0) patch.push(...envPatch(container, base, wanted, warnings));
+    });
+  }
+  return { patch, warnings };
+}
