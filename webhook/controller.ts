@@ -1,0 +1,366 @@
+/**
+ * The namespace controller and the bundle sync.
+ *
+ * - Every namespace that is not excluded gets the CAProviderClass the webhook points pods at,
+ *   written with server-side apply under its own field manager and labelled as managed. One a
+ *   user wrote (no managed label) is never touched; one whose fields another manager took over
+ *   makes the (unforced) apply fail with a conflict, which is logged and left alone.
+ * - The Secret `spire/spire-ca-bundle` (key `ca.crt`) follows SPIRE's bundle ConfigMap
+ *   `spire/spire-bundle` (key `bundle.crt`), expired roots dropped.
+ *
+ * Every write is compare-before-write and the desired state is a pure function of what is read,
+ * so two replicas running this at once converge on the same objects; no leader election is needed.
+ *
+ * @module
+ */
+
+import {
+  ApiException,
+  type CoreV1Api,
+  type CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesObjectApi,
+  type V1ConfigMap,
+  type V1Namespace,
+} from "@kubernetes/client-node";
+import * as k8s from "@kubernetes/client-node";
+import { X509Certificate } from "node:crypto";
+import type { Logger } from "../csi/log.ts";
+
+/** Field manager of every write. */
+export const FIELD_MANAGER = "spire-cacerts-webhook";
+/** Label marking objects this controller owns. */
+export const MANAGED_LABEL = "app.kubernetes.io/managed-by";
+/** Value of {@link MANAGED_LABEL}. */
+export const MANAGED_VALUE = "spire-cacerts";
+/** Namespaces never given a class. */
+export const DEFAULT_EXCLUDED_NAMESPACES = [
+  "kube-system",
+  "kube-public",
+  "kube-node-lease",
+  "spire",
+  "spire-cacerts",
+];
+
+const GROUP = "cacerts.csi.cert-manager.io";
+const VERSION = "v1alpha1";
+const PLURAL = "caproviderclasses";
+
+/** One key of a namespaced object. */
+export interface KeyRef {
+  /** Namespace. */
+  namespace: string;
+  /** Object name. */
+  name: string;
+  /** Key in `data`. */
+  key: string;
+}
+
+/** A structured logger (the shell's JSON logger). */
+export type Log = (
+  level: "debug" | "info" | "warn" | "error",
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+/** Options of {@link Controller}. */
+export interface ControllerOptions {
+  /** Cluster access. */
+  kubeConfig: KubeConfig;
+  /** Name of the per-namespace CAProviderClass (`spire-ca`). */
+  className: string;
+  /** Namespaces left without a class. */
+  excludedNamespaces: readonly string[];
+  /** SPIRE's bundle ConfigMap (default `spire/spire-bundle` key `bundle.crt`). */
+  bundleConfigMap?: KeyRef;
+  /** The Secret kept equal to it (default `spire/spire-ca-bundle` key `ca.crt`). */
+  bundleSecret?: KeyRef;
+  /** How often the bundle is re-checked even without a change, so roots that expire are dropped (ms). */
+  bundleResyncMs?: number;
+  /** Where events go. */
+  log?: Logger;
+  /** Called after each class write and each Secret write. */
+  onWrite?: (what: "class" | "secret") => void;
+}
+
+/** The CAProviderClass the controller wants in a namespace. */
+export function desiredClass(namespace: string, className: string, secret: KeyRef) {
+  return {
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: "CAProviderClass",
+    metadata: { name: className, namespace, labels: { [MANAGED_LABEL]: MANAGED_VALUE } },
+    spec: {
+      refs: [{
+        apiGroup: "",
+        kind: "Secret",
+        namespace: secret.namespace,
+        name: secret.name,
+        key: secret.key,
+      }],
+    },
+  };
+}
+
+/** Thrown when the bundle holds no root that is valid now. */
+export class NoCurrentRootsError extends Error {
+  /** Creates the error naming the source. */
+  constructor(source: string, detail: string) {
+    super(`${source} holds no currently valid CA certificate: ${detail}`);
+    this.name = "NoCurrentRootsError";
+  }
+}
+
+/**
+ * The PEM blocks of `text` whose certificate is valid at `now`, re-emitted in order, one block
+ * per certificate. Expired or not-yet-valid roots are dropped.
+ *
+ * @throws {NoCurrentRootsError} when nothing valid remains (the Secret is then left as it is)
+ */
+export function currentRootsPem(text: string, source: string, now = new Date()): string {
+  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  const kept: string[] = [];
+  const dropped: string[] = [];
+  for (const block of blocks) {
+    const cert = new X509Certificate(block);
+    const from = new Date(cert.validFrom);
+    const to = new Date(cert.validTo);
+    if (from <= now && now <= to) kept.push(cert.toString().trim());
+    else {dropped.push(
+        `${cert.subject.replaceAll("\n", ",")} (valid ${cert.validFrom} to ${cert.validTo})`,
+      );}
+  }
+  if (kept.length === 0) {
+    throw new NoCurrentRootsError(
+      source,
+      blocks.length === 0 ? "no CERTIFICATE block" : `all expired: ${dropped.join("; ")}`,
+    );
+  }
+  return kept.join("\n") + "\n";
+}
+
+/** JSON with object keys sorted, so stored objects compare equal whatever their key order. */
+function canonical(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_key, v) =>
+      typeof v === "object" && v !== null && !Array.isArray(v)
+        ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0))
+        : v,
+  );
+}
+
+function isStatus(error: unknown, code: number): boolean {
+  return error instanceof ApiException && error.code === code;
+}
+
+/** Keeps per-namespace CAProviderClasses and the bundle Secret current. */
+export class Controller {
+  #options: ControllerOptions;
+  #core: CoreV1Api;
+  #custom: CustomObjectsApi;
+  #objects: KubernetesObjectApi;
+  #secret: KeyRef;
+  #configMap: KeyRef;
+  #excluded: Set<string>;
+  #log: Logger;
+  #informers: { stop(): Promise<void> }[] = [];
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #stopped = false;
+
+  /** Creates the controller; nothing runs until {@link start}. */
+  constructor(options: ControllerOptions) {
+    this.#options = options;
+    this.#core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
+    this.#custom = options.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
+    this.#objects = k8s.KubernetesObjectApi.makeApiClient(options.kubeConfig);
+    this.#secret = options.bundleSecret ??
+      { namespace: "spire", name: "spire-ca-bundle", key: "ca.crt" };
+    this.#configMap = options.bundleConfigMap ??
+      { namespace: "spire", name: "spire-bundle", key: "bundle.crt" };
+    this.#excluded = new Set(options.excludedNamespaces);
+    this.#log = options.log ?? { debug() {}, info() {}, warn() {}, error() {} };
+  }
+
+  /**
+   * Makes sure `namespace` has the class: creates it when absent, re-applies it when it is ours
+   * and differs, leaves it when a user wrote it. Returns what it did.
+   */
+  async ensureClass(
+    namespace: string,
+  ): Promise<"excluded" | "created" | "updated" | "unchanged" | "user-owned" | "conflict"> {
+    if (this.#excluded.has(namespace)) return "excluded";
+    const name = this.#options.className;
+    const desired = desiredClass(namespace, name, this.#secret);
+    let existing: { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined;
+    try {
+      existing = await this.#custom.getNamespacedCustomObject({
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: PLURAL,
+        name,
+      });
+    } catch (error) {
+      if (!isStatus(error, 404)) throw error;
+    }
+    if (existing !== undefined) {
+      if (existing.metadata?.labels?.[MANAGED_LABEL] !== MANAGED_VALUE) {
+        this.#log.info("CAProviderClass written by someone else; left as is", {
+          namespace,
+          name,
+        });
+        return "user-owned";
+      }
+      if (canonical(existing.spec) === canonical(desired.spec)) return "unchanged";
+    }
+    try {
+      // Server-side apply without force: a field another manager owns makes this a 409.
+      await this.#objects.patch(
+        desired,
+        undefined,
+        undefined,
+        FIELD_MANAGER,
+        false,
+        k8s.PatchStrategy.ServerSideApply,
+      );
+    } catch (error) {
+      if (isStatus(error, 409)) {
+        this.#log.warn("CAProviderClass fields owned by another manager; left as is", {
+          namespace,
+          name,
+        });
+        return "conflict";
+      }
+      throw error;
+    }
+    this.#options.onWrite?.("class");
+    this.#log.info(existing ? "CAProviderClass updated" : "CAProviderClass created", {
+      namespace,
+      name,
+    });
+    return existing ? "updated" : "created";
+  }
+
+  /**
+   * Copies the current roots of the bundle ConfigMap into the Secret when they differ.
+   * Returns whether the Secret was written.
+   */
+  async syncBundle(configMap?: V1ConfigMap): Promise<boolean> {
+    const source =
+      `ConfigMap ${this.#configMap.namespace}/${this.#configMap.name} key ${this.#configMap.key}`;
+    const cm = configMap ?? await this.#core.readNamespacedConfigMap({
+      namespace: this.#configMap.namespace,
+      name: this.#configMap.name,
+    }).catch((error) => {
+      if (isStatus(error, 404)) return undefined;
+      throw error;
+    });
+    const text = cm?.data?.[this.#configMap.key];
+    if (!text) {
+      this.#log.warn("SPIRE bundle not published yet", { source });
+      return false;
+    }
+    const pem = currentRootsPem(text, source);
+    const current = await this.#core.readNamespacedSecret({
+      namespace: this.#secret.namespace,
+      name: this.#secret.name,
+    }).catch((error) => {
+      if (isStatus(error, 404)) return undefined;
+      throw error;
+    });
+    const currentPem = current?.data?.[this.#secret.key];
+    if (currentPem !== undefined && atob(currentPem) === pem) return false;
+    await this.#objects.patch(
+      {
+        apiVersion: "v1",
+        kind: "Secret",
+        metadata: {
+          name: this.#secret.name,
+          namespace: this.#secret.namespace,
+          labels: { [MANAGED_LABEL]: MANAGED_VALUE },
+        },
+        type: "Opaque",
+        data: { [this.#secret.key]: btoa(pem) },
+      },
+      undefined,
+      undefined,
+      FIELD_MANAGER,
+      true,
+      k8s.PatchStrategy.ServerSideApply,
+    );
+    this.#options.onWrite?.("secret");
+    this.#log.info("SPIRE CA bundle Secret updated", {
+      secret: `${this.#secret.namespace}/${this.#secret.name}`,
+      roots: pem.match(/BEGIN CERTIFICATE/g)?.length ?? 0,
+    });
+    return true;
+  }
+
+  #guard(what: string, fields: Record<string, unknown>, work: () => Promise<unknown>): void {
+    work().catch((error) =>
+      this.#log.error(`${what} failed`, {
+        ...fields,
+        error: error instanceof Error ? error.message : String(error),
+      })
+    );
+  }
+
+  /**
+   * Starts the namespace informer (its initial list is the full pass) and the bundle watch;
+   * resolves once both have listed.
+   */
+  async start(): Promise<void> {
+    const namespaces = k8s.makeInformer<V1Namespace>(
+      this.#options.kubeConfig,
+      "/api/v1/namespaces",
+      () => this.#core.listNamespace(),
+    );
+    const onNamespace = (ns: V1Namespace) => {
+      const name = ns.metadata?.name;
+      if (!name || ns.status?.phase === "Terminating" || ns.metadata?.deletionTimestamp) return;
+      this.#guard("ensure CAProviderClass", { namespace: name }, () => this.ensureClass(name));
+    };
+    namespaces.on("add", onNamespace);
+    this.#watchErrors(namespaces, "namespaces");
+
+    const cmRef = this.#configMap;
+    const bundle = k8s.makeInformer<V1ConfigMap>(
+      this.#options.kubeConfig,
+      `/api/v1/namespaces/${cmRef.namespace}/configmaps`,
+      () => this.#core.listNamespacedConfigMap({ namespace: cmRef.namespace }),
+    );
+    const onConfigMap = (cm: V1ConfigMap) => {
+      if (cm.metadata?.name !== cmRef.name) return;
+      this.#guard("sync SPIRE bundle", {}, () => this.syncBundle(cm));
+    };
+    bundle.on("add", onConfigMap);
+    bundle.on("update", onConfigMap);
+    this.#watchErrors(bundle, "bundle ConfigMap");
+
+    this.#informers.push(namespaces, bundle);
+    await Promise.all([namespaces.start(), bundle.start()]);
+    this.#timer = setInterval(
+      () => this.#guard("resync SPIRE bundle", {}, () => this.syncBundle()),
+      this.#options.bundleResyncMs ?? 10 * 60_000,
+    );
+  }
+
+  #watchErrors(informer: k8s.Informer<k8s.KubernetesObject>, what: string): void {
+    informer.on("error", (error: unknown) => {
+      if (this.#stopped) return;
+      this.#log.warn(`watch on ${what} ended; restarting`, {
+        error: error instanceof Error ? error.message : String(error),
+      });
+      setTimeout(() => {
+        if (!this.#stopped) informer.start().catch(() => {});
+      }, 1000);
+    });
+  }
+
+  /** Stops the watches and the resync timer. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    await Promise.all(this.#informers.map((informer) => informer.stop()));
+  }
+}
