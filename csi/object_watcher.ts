@@ -1,0 +1,245 @@
+/**
+ * Ref-counted watches of single named objects (Secrets, ConfigMaps, CAProviderClasses). Each
+ * object that a published volume uses is listed and watched with
+ * `fieldSelector=metadata.name=<name>` in its namespace, shared by every volume that uses it, and
+ * dropped when the last one goes: no cluster-wide or namespace-wide Secret watch. After a watch
+ * ends (timeout, 410 Gone, network error) the object is listed again and the watch resumes from
+ * the list's resourceVersion.
+ *
+ * @module
+ */
+
+import { CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
+import { CLASS_GROUP, CLASS_PLURAL, CLASS_VERSION } from "./class_ref.ts";
+import type { Logger } from "./log.ts";
+
+/** Kinds the driver watches. */
+export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass";
+
+/** Identity of a watched object. */
+export interface WatchedObject {
+  /** Kind. */
+  kind: WatchedKind;
+  /** Namespace. */
+  namespace: string;
+  /** Name. */
+  name: string;
+}
+
+/** The key used for a watched object: `Kind/namespace/name`. */
+export function objectKey(o: WatchedObject): string {
+  return `${o.kind}/${o.namespace}/${o.name}`;
+}
+
+interface Entry extends WatchedObject {
+  key: string;
+  refs: number;
+  /** undefined: not loaded yet; null: does not exist. */
+  object: Record<string, unknown> | null | undefined;
+  loaded: Promise<void>;
+  stopped: boolean;
+  abort?: AbortController;
+  wake?: () => void;
+}
+
+interface ObjectMeta {
+  metadata?: { resourceVersion?: string; name?: string };
+}
+
+/** Options for {@link ObjectWatcher}. */
+export interface ObjectWatcherOptions {
+  /** Cluster access. */
+  kubeConfig: KubeConfig;
+  /** Structured logger. */
+  logger: Logger;
+  /** Called with the key of an object whose content changed (including creation or deletion). */
+  onChange: (key: string) => void;
+  /** Server-side watch timeout in seconds (default 300). */
+  watchTimeoutSeconds?: number;
+}
+
+function pathOf(o: WatchedObject): string {
+  switch (o.kind) {
+    case "Secret":
+      return `/api/v1/namespaces/${o.namespace}/secrets`;
+    case "ConfigMap":
+      return `/api/v1/namespaces/${o.namespace}/configmaps`;
+    case "CAProviderClass":
+      return `/apis/${CLASS_GROUP}/${CLASS_VERSION}/namespaces/${o.namespace}/${CLASS_PLURAL}`;
+  }
+}
+
+function rvOf(o: unknown): string | undefined {
+  return (o as ObjectMeta | null | undefined)?.metadata?.resourceVersion;
+}
+
+/** Ref-counted single-object watches; see the module documentation. */
+export class ObjectWatcher {
+  readonly #opts: ObjectWatcherOptions;
+  readonly #core: CoreV1Api;
+  readonly #custom: CustomObjectsApi;
+  readonly #watch: Watch;
+  readonly #entries = new Map<string, Entry>();
+
+  /** @param options cluster access, logger and change callback */
+  constructor(options: ObjectWatcherOptions) {
+    this.#opts = options;
+    this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
+    this.#custom = options.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.#watch = new Watch(options.kubeConfig);
+  }
+
+  /** Number of objects currently watched. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /**
+   * Starts (or shares) the watch of an object and resolves once its current state is known.
+   * Each call must be balanced by {@link release}.
+   */
+  async acquire(o: WatchedObject): Promise<void> {
+    const key = objectKey(o);
+    let entry = this.#entries.get(key);
+    if (!entry) {
+      let resolveLoaded!: () => void;
+      const loaded = new Promise<void>((resolve) => (resolveLoaded = resolve));
+      entry = { ...o, key, refs: 0, object: undefined, loaded, stopped: false };
+      this.#entries.set(key, entry);
+      this.#run(entry, resolveLoaded);
+    }
+    entry.refs++;
+    await entry.loaded;
+  }
+
+  /** Drops one use of an object; the watch stops with the last one. */
+  release(o: WatchedObject): void {
+    const key = objectKey(o);
+    const entry = this.#entries.get(key);
+    if (!entry) return;
+    if (--entry.refs > 0) return;
+    this.#entries.delete(key);
+    this.#stopEntry(entry);
+  }
+
+  /** Current state: the object, null when it does not exist, undefined when not watched. */
+  get(o: WatchedObject): Record<string, unknown> | null | undefined {
+    return this.#entries.get(objectKey(o))?.object;
+  }
+
+  /** Stops every watch. */
+  stop(): void {
+    for (const entry of this.#entries.values()) this.#stopEntry(entry);
+    this.#entries.clear();
+  }
+
+  #stopEntry(entry: Entry): void {
+    entry.stopped = true;
+    entry.abort?.abort();
+    entry.wake?.();
+  }
+
+  #set(entry: Entry, object: Record<string, unknown> | null): void {
+    const before = entry.object;
+    entry.object = object;
+    if (before === undefined) return;
+    if ((before === null) !== (object === null) || rvOf(before) !== rvOf(object)) {
+      this.#opts.onChange(entry.key);
+    }
+  }
+
+  async #list(entry: Entry): Promise<string | undefined> {
+    const fieldSelector = `metadata.name=${entry.name}`;
+    let list: { metadata?: { resourceVersion?: string }; items?: unknown[] };
+    if (entry.kind === "Secret") {
+      list = await this.#core.listNamespacedSecret({ namespace: entry.namespace, fieldSelector });
+    } else if (entry.kind === "ConfigMap") {
+      list = await this.#core.listNamespacedConfigMap({
+        namespace: entry.namespace,
+        fieldSelector,
+      });
+    } else {
+      list = await this.#custom.listNamespacedCustomObject({
+        group: CLASS_GROUP,
+        version: CLASS_VERSION,
+        namespace: entry.namespace,
+        plural: CLASS_PLURAL,
+        fieldSelector,
+      }) as typeof list;
+    }
+    const item = list.items?.find((i) => (i as ObjectMeta).metadata?.name === entry.name);
+    this.#set(entry, (item as Record<string, unknown> | undefined) ?? null);
+    return list.metadata?.resourceVersion;
+  }
+
+  async #run(entry: Entry, loaded: () => void): Promise<void> {
+    const log = this.#opts.logger;
+    let backoff = 200;
+    while (!entry.stopped) {
+      let rv: string | undefined;
+      try {
+        rv = await this.#list(entry);
+        loaded();
+        backoff = 200;
+      } catch (error) {
+        log.warn("list failed", { object: entry.key, error: String(error) });
+        // A first load that fails leaves the object unknown; publishing reports it.
+        if (entry.object === undefined) {
+          entry.object = null;
+          loaded();
+        }
+        await this.#sleep(entry, backoff);
+        backoff = Math.min(backoff * 2, 10_000);
+        continue;
+      }
+      if (entry.stopped) break;
+      await new Promise<void>((resolve) => {
+        let finished = false;
+        const finish = () => {
+          if (!finished) {
+            finished = true;
+            resolve();
+          }
+        };
+        entry.wake = finish;
+        this.#watch.watch(
+          pathOf(entry),
+          {
+            fieldSelector: `metadata.name=${entry.name}`,
+            resourceVersion: rv,
+            allowWatchBookmarks: true,
+            timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
+          },
+          (phase, obj) => {
+            if (phase === "ADDED" || phase === "MODIFIED") this.#set(entry, obj);
+            else if (phase === "DELETED") this.#set(entry, null);
+            else if (phase === "ERROR") finish();
+          },
+          (err) => {
+            if (err && !entry.stopped && (err as Error).name !== "AbortError") {
+              log.debug("watch ended", { object: entry.key, error: String(err) });
+            }
+            finish();
+          },
+        ).then((abort) => {
+          entry.abort = abort;
+          if (entry.stopped) abort.abort();
+        }, (err) => {
+          log.warn("watch failed", { object: entry.key, error: String(err) });
+          finish();
+        });
+      });
+      if (!entry.stopped) await this.#sleep(entry, 100);
+    }
+  }
+
+  #sleep(entry: Entry, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      entry.wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * Volume records persisted in the state directory, one JSON file per volume, written atomically
+ * (temporary file + rename), so a restarted driver can resume watching and updating its volumes.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import type { ObjectName } from "./class_ref.ts";
+import type { PodRef } from "./validation.ts";
+
+/** What the driver remembers about a published volume. */
+export interface VolumeRecord {
+  /** Record format version. */
+  version: 1;
+  /** CSI volume id. */
+  volumeId: string;
+  /** Target path. */
+  targetPath: string;
+  /** The pod. */
+  pod: PodRef;
+  /** OS family name. */
+  os: string;
+  /** CAProviderClasses. */
+  classes: ObjectName[];
+  /** Whether a tmpfs was mounted at the target. */
+  mounted: boolean;
+}
+
+/** A persisted record that could not be read. */
+export class StateFileError extends Error {
+  /** @param path the file; @param cause what went wrong */
+  constructor(readonly path: string, cause: unknown) {
+    super(`volume record ${path} is unreadable: ${String(cause)}`);
+    this.name = "StateFileError";
+  }
+}
+
+/** The state directory's volume records. */
+export class StateStore {
+  readonly #dir: string;
+
+  /** @param stateDir the `--state-dir`; records live in `<stateDir>/volumes/` */
+  constructor(stateDir: string) {
+    this.#dir = join(stateDir, "volumes");
+  }
+
+  #file(volumeId: string): string {
+    return join(
+      this.#dir,
+      createHash("sha256").update(volumeId).digest("hex").slice(0, 32) + ".json",
+    );
+  }
+
+  /** Writes a record atomically. */
+  async save(record: VolumeRecord): Promise<void> {
+    await Deno.mkdir(this.#dir, { recursive: true });
+    const file = this.#file(record.volumeId);
+    const tmp = `${file}.${crypto.randomUUID()}.tmp`;
+    await Deno.writeTextFile(tmp, JSON.stringify(record, null, 2) + "\n", { mode: 0o600 });
+    await Deno.rename(tmp, file);
+  }
+
+  /** Removes a record (no error when absent). */
+  async remove(volumeId: string): Promise<void> {
+    await Deno.remove(this.#file(volumeId)).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+  }
+
+  /** Reads every record; unreadable files are returned as errors, leftovers `.tmp` are removed. */
+  async loadAll(): Promise<{ records: VolumeRecord[]; errors: StateFileError[] }> {
+    const records: VolumeRecord[] = [];
+    const errors: StateFileError[] = [];
+    let entries: Deno.DirEntry[] = [];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(this.#dir));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return { records, errors };
+      throw e;
+    }
+    for (const entry of entries) {
+      const path = join(this.#dir, entry.name);
+      if (entry.name.endsWith(".tmp")) {
+        await Deno.remove(path).catch(() => {});
+        continue;
+      }
+      if (!entry.name.endsWith(".json")) continue;
+      try {
+        const record = JSON.parse(await Deno.readTextFile(path)) as VolumeRecord;
+        if (record.version !== 1 || !record.volumeId || !record.targetPath) {
+          throw new Error("missing fields");
+        }
+        records.push(record);
+      } catch (e) {
+        errors.push(new StateFileError(path, e));
+      }
+    }
+    return { records, errors };
+  }
+}
