@@ -1,0 +1,87 @@
+/**
+ * Java KeyStore (JKS) writer for trusted-certificate entries. Written by hand because no allowed
+ * library writes JKS; the format is small (Sun's `JavaKeyStore.engineStore`):
+ * magic `0xFEEDFEED`, version 2, entry count, then per entry tag 2 (trustedCertEntry), alias
+ * (Java modified UTF-8, here ASCII only), creation time in ms, certificate type `X.509`, DER
+ * length and bytes; finally SHA-1 over the password as UTF-16BE, the bytes of
+ * `"Mighty Aphrodite"`, and everything before it.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+
+/** The password every distribution uses for its system keystore. */
+export const JKS_PASSWORD = "changeit";
+
+/** One trustedCertEntry. */
+export interface JksEntry {
+  /** Alias: lower-case ASCII (keytool lower-cases JKS aliases); must be unique. */
+  alias: string;
+  /** Certificate DER bytes. */
+  der: Uint8Array;
+  /** Creation time recorded in the entry (kept deterministic by callers). */
+  created: Date;
+}
+
+class Writer {
+  #parts: number[] = [];
+  u16(n: number) {
+    this.#parts.push((n >>> 8) & 0xff, n & 0xff);
+  }
+  u32(n: number) {
+    this.#parts.push((n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+  }
+  u64(n: number) {
+    this.u32(Math.floor(n / 2 ** 32));
+    this.u32(n >>> 0);
+  }
+  utf(s: string) {
+    if (!/^[\x01-\x7f]*$/.test(s)) throw new Error(`JKS alias must be ASCII: ${JSON.stringify(s)}`);
+    this.u16(s.length);
+    for (let i = 0; i < s.length; i++) this.#parts.push(s.charCodeAt(i));
+  }
+  bytes(b: Uint8Array) {
+    for (const x of b) this.#parts.push(x);
+  }
+  done(): Uint8Array {
+    return Uint8Array.from(this.#parts);
+  }
+}
+
+/**
+ * Encodes trusted certificates as a JKS keystore.
+ *
+ * @param entries the certificates with unique aliases
+ * @param password store password (integrity only; JKS does not encrypt trusted certificates)
+ */
+export function encodeJks(entries: readonly JksEntry[], password = JKS_PASSWORD): Uint8Array {
+  const w = new Writer();
+  w.u32(0xfeedfeed);
+  w.u32(2);
+  w.u32(entries.length);
+  const aliases = new Set<string>();
+  for (const e of entries) {
+    const alias = e.alias.toLowerCase();
+    if (aliases.has(alias)) throw new Error(`duplicate JKS alias ${alias}`);
+    aliases.add(alias);
+    w.u32(2);
+    w.utf(alias);
+    w.u64(e.created.getTime());
+    w.utf("X.509");
+    w.u32(e.der.length);
+    w.bytes(e.der);
+  }
+  const body = w.done();
+  const pw = new Uint8Array(password.length * 2);
+  for (let i = 0; i < password.length; i++) {
+    pw[i * 2] = password.charCodeAt(i) >>> 8;
+    pw[i * 2 + 1] = password.charCodeAt(i) & 0xff;
+  }
+  const digest = createHash("sha1").update(pw).update(new TextEncoder().encode("Mighty Aphrodite"))
+    .update(body).digest();
+  const out = new Uint8Array(body.length + digest.length);
+  out.set(body, 0);
+  out.set(digest, body.length);
+  return out;
+}

@@ -1,0 +1,206 @@
+/**
+ * Renders a trust set into the files each OS family reads as its system trust store. A payload
+ * maps paths relative to the volume root to bytes. OpenSSL hashed names (`<hash>.N`) are plain
+ * copies of the certificate's PEM, not symlinks: copies work through every mount, `subPath` and
+ * bind, and keep the payload a flat map of files.
+ *
+ * @module
+ */
+
+import { concat, encodeElement, encodeOid } from "./der.ts";
+import { UnknownOsFamilyError } from "./errors.ts";
+import { encodeJks } from "./jks.ts";
+import { encodePem } from "./pem.ts";
+import { subjectHash } from "./subject_hash.ts";
+import type { TrustSet } from "./trust_set.ts";
+import type { TrustedCertificate } from "./certificate.ts";
+
+/** Every supported OS family. */
+export const OS_FAMILIES = [
+  "debian",
+  "ubuntu",
+  "distroless",
+  "alpine",
+  "fedora",
+  "centos",
+  "rhel",
+  "rockylinux",
+  "oraclelinux",
+  "opensuse",
+  "sles",
+] as const;
+
+/** An OS family whose trust-store layout the engine renders. */
+export type OsFamily = typeof OS_FAMILIES[number];
+
+/** Path (relative to the volume root, `/`-separated) to file bytes. */
+export type Payload = Map<string, Uint8Array>;
+
+/**
+ * Parses an OS family name (case-insensitive, surrounding whitespace ignored).
+ *
+ * @throws {UnknownOsFamilyError} listing the valid values
+ */
+export function parseOsFamily(value: string): OsFamily {
+  const v = value.trim().toLowerCase();
+  if ((OS_FAMILIES as readonly string[]).includes(v)) return v as OsFamily;
+  throw new UnknownOsFamilyError(value, OS_FAMILIES);
+}
+
+type Kind = "debian" | "alpine" | "rhel" | "suse";
+
+function kindOf(family: OsFamily): Kind {
+  switch (family) {
+    case "debian":
+    case "ubuntu":
+    case "distroless":
+      return "debian";
+    case "alpine":
+      return "alpine";
+    case "fedora":
+    case "centos":
+    case "rhel":
+    case "rockylinux":
+    case "oraclelinux":
+      return "rhel";
+    case "opensuse":
+    case "sles":
+      return "suse";
+  }
+}
+
+/**
+ * Where a family's system trust store lives, i.e. where to mount the rendered volume:
+ * `/etc/ssl/certs` (debian, ubuntu, distroless, alpine), `/etc/pki/ca-trust/extracted` (rhel
+ * family), `/var/lib/ca-certificates` (opensuse, sles).
+ */
+export function defaultMountPath(family: OsFamily): string {
+  switch (kindOf(family)) {
+    case "debian":
+    case "alpine":
+      return "/etc/ssl/certs";
+    case "rhel":
+      return "/etc/pki/ca-trust/extracted";
+    case "suse":
+      return "/var/lib/ca-certificates";
+  }
+}
+
+const enc = new TextEncoder();
+
+/** A stable, readable file stem: sanitized label plus the first 8 hex digits of the SHA-256. */
+export function certificateStem(cert: TrustedCertificate): string {
+  const base = cert.label.normalize("NFKD").replace(/[^A-Za-z0-9.-]+/g, "_")
+    .replace(/^[._]+|_+$/g, "").slice(0, 64) || "certificate";
+  return `${base}_${cert.sha256.slice(0, 8)}`;
+}
+
+const TRUST_OIDS = [
+  "1.3.6.1.5.5.7.3.1", // serverAuth
+  "1.3.6.1.5.5.7.3.2", // clientAuth
+  "1.3.6.1.5.5.7.3.4", // emailProtection
+  "1.3.6.1.5.5.7.3.3", // codeSigning
+];
+
+/**
+ * Encodes a certificate as an OpenSSL `TRUSTED CERTIFICATE` PEM block: the DER certificate
+ * followed by an `X509_CERT_AUX` (trust OIDs and an alias), as `openssl x509 -trustout` and
+ * p11-kit's `openssl-bundle` write it.
+ */
+export function trustedCertificatePem(cert: TrustedCertificate): string {
+  const trust = encodeElement(0x30, concat(TRUST_OIDS.map(encodeOid)));
+  const alias = encodeElement(0x0c, enc.encode(cert.label));
+  const aux = encodeElement(0x30, concat([trust, alias]));
+  return encodePem("TRUSTED CERTIFICATE", concat([cert.der, aux]));
+}
+
+interface Rendered {
+  pems: string[];
+  stems: string[];
+  hashes: string[];
+  bundle: Uint8Array;
+  trustBundle: Uint8Array;
+  jks: Uint8Array;
+}
+
+function prepare(set: TrustSet): Rendered {
+  const pems = set.certificates.map((c) => encodePem("CERTIFICATE", c.der));
+  const stems = set.certificates.map(certificateStem);
+  const counts = new Map<string, number>();
+  const hashes = set.certificates.map((c) => {
+    const h = subjectHash(c.subjectDer);
+    const n = counts.get(h) ?? 0;
+    counts.set(h, n + 1);
+    return `${h}.${n}`;
+  });
+  const jks = encodeJks(
+    set.certificates.map((c, i) => ({
+      alias: stems[i].toLowerCase(),
+      der: c.der,
+      created: c.notBefore,
+    })),
+  );
+  return {
+    pems,
+    stems,
+    hashes,
+    bundle: enc.encode(pems.join("")),
+    trustBundle: enc.encode(
+      set.certificates.map((c) => `# ${c.subject}\n${trustedCertificatePem(c)}`).join("\n"),
+    ),
+    jks,
+  };
+}
+
+function addHashedDir(payload: Payload, dir: string, r: Rendered, pems = r.pems): void {
+  const prefix = dir ? `${dir}/` : "";
+  for (let i = 0; i < pems.length; i++) {
+    const bytes = enc.encode(pems[i]);
+    payload.set(`${prefix}${r.stems[i]}.pem`, bytes);
+    payload.set(`${prefix}${r.hashes[i]}`, bytes);
+  }
+}
+
+/**
+ * Renders the files of one OS family's trust store:
+ * - debian, ubuntu, distroless: `ca-certificates.crt`, `<name>.pem` per certificate,
+ *   `<subject_hash>.N`, `java/cacerts` (JKS, password `changeit`);
+ * - alpine: the same plus `cert.pem`;
+ * - rhel family (the `/etc/pki/ca-trust/extracted` tree): `pem/tls-ca-bundle.pem`,
+ *   `pem/email-ca-bundle.pem`, `pem/objsign-ca-bundle.pem`, `pem/directory-hash/` (per-cert PEM
+ *   and hashed names), `openssl/ca-bundle.trust.crt` (TRUSTED CERTIFICATE blocks),
+ *   `java/cacerts`, and at the root `ca-bundle.crt` and `ca-bundle.trust.crt` so the same volume
+ *   also works mounted at `/etc/pki/tls/certs`;
+ * - opensuse, sles (`/var/lib/ca-certificates`): `ca-bundle.pem`, `pem/` (per-cert PEM + hashed
+ *   names), `openssl/` (TRUSTED CERTIFICATE per cert + hashed names), `java-cacerts`.
+ */
+export function renderTrustStore(family: OsFamily, set: TrustSet): Payload {
+  const r = prepare(set);
+  const payload: Payload = new Map();
+  switch (kindOf(family)) {
+    case "alpine":
+    case "debian":
+      if (kindOf(family) === "alpine") payload.set("cert.pem", r.bundle);
+      payload.set("ca-certificates.crt", r.bundle);
+      addHashedDir(payload, "", r);
+      payload.set("java/cacerts", r.jks);
+      break;
+    case "rhel":
+      payload.set("pem/tls-ca-bundle.pem", r.bundle);
+      payload.set("pem/email-ca-bundle.pem", r.bundle);
+      payload.set("pem/objsign-ca-bundle.pem", r.bundle);
+      addHashedDir(payload, "pem/directory-hash", r);
+      payload.set("openssl/ca-bundle.trust.crt", r.trustBundle);
+      payload.set("java/cacerts", r.jks);
+      payload.set("ca-bundle.crt", r.bundle);
+      payload.set("ca-bundle.trust.crt", r.trustBundle);
+      break;
+    case "suse":
+      payload.set("ca-bundle.pem", r.bundle);
+      addHashedDir(payload, "pem", r);
+      addHashedDir(payload, "openssl", r, set.certificates.map(trustedCertificatePem));
+      payload.set("java-cacerts", r.jks);
+      break;
+  }
+  return payload;
+}

@@ -1,0 +1,187 @@
+/**
+ * Builds the set of certificates to publish: strict PEM, parse, dedupe by SHA-256 of the DER,
+ * filter (each filter configurable and reported as a warning), add the chosen base roots, and
+ * order deterministically (custom certificates first, then base roots, each by fingerprint).
+ *
+ * @module
+ */
+
+import { readFile } from "node:fs/promises";
+import { BaseRootsError, EmptyTrustSetError, PemError } from "./errors.ts";
+import { parseCertificate, type TrustedCertificate } from "./certificate.ts";
+import { parsePem } from "./pem.ts";
+
+/** A named PEM input; the name appears in every error and warning about it. */
+export interface PemSource {
+  /** e.g. `Secret spire/spire-ca-bundle key ca.crt` */
+  name: string;
+  /** PEM text holding only CERTIFICATE blocks. */
+  text: string;
+}
+
+/** Where the public roots under the custom CAs come from. */
+export type BaseRoots =
+  | { kind: "none" }
+  | {
+    kind: "bundled";
+    /** PEM bundle of the image's ca-certificates package (default {@link DEFAULT_BUNDLED_PATH}). */
+    path?: string;
+    /** dpkg status files to read the package version from (default {@link DEFAULT_DPKG_STATUS_PATHS}). */
+    statusPaths?: readonly string[];
+  }
+  | { kind: "file"; path: string };
+
+/** What the base roots turned out to be. */
+export type BaseInfo =
+  | { kind: "none" }
+  | { kind: "bundled"; path: string; package: string; version: string; count: number }
+  | { kind: "file"; path: string; count: number };
+
+/** Filter and base options; every filter defaults to on. */
+export interface TrustSetOptions {
+  /** Clock for validity checks (default: now). */
+  now?: Date;
+  /** Drop certificates whose notAfter is past (default true). */
+  dropExpired?: boolean;
+  /** Drop certificates whose notBefore is in the future (default true). */
+  dropNotYetValid?: boolean;
+  /** Drop certificates that are not CAs (default true). */
+  requireCa?: boolean;
+  /** Keep CA certificates that are not self-issued (intermediates) (default false). */
+  keepIntermediates?: boolean;
+  /** Base roots (default none). */
+  base?: BaseRoots;
+}
+
+/** The validated, deduplicated, ordered certificates to publish. */
+export interface TrustSet {
+  /** Custom certificates first, then base roots; each group ordered by SHA-256. */
+  readonly certificates: readonly TrustedCertificate[];
+  /** One line per dropped certificate or duplicate, naming its source. */
+  readonly warnings: readonly string[];
+  /** Which base roots were added. */
+  readonly base: BaseInfo;
+  /** Number of certificates from custom sources that were kept. */
+  readonly customCount: number;
+}
+
+/** The driver image's Debian ca-certificates bundle. */
+export const DEFAULT_BUNDLED_PATH = "/etc/ssl/certs/ca-certificates.crt";
+/** Where dpkg (or distroless's status.d) records the ca-certificates package version. */
+export const DEFAULT_DPKG_STATUS_PATHS: readonly string[] = [
+  "/var/lib/dpkg/status",
+  "/var/lib/dpkg/status.d/ca-certificates",
+];
+
+async function packageVersion(paths: readonly string[]): Promise<string> {
+  for (const p of paths) {
+    let text: string;
+    try {
+      text = await readFile(p, "utf8");
+    } catch {
+      continue;
+    }
+    for (const stanza of text.split(/\n\s*\n/)) {
+      if (!/^Package: ca-certificates$/m.test(stanza)) continue;
+      const v = /^Version: (.+)$/m.exec(stanza);
+      if (v) return v[1].trim();
+    }
+  }
+  return "unknown";
+}
+
+function parseSource(source: PemSource, fromBase: boolean): TrustedCertificate[] {
+  return parsePem(source.name, source.text).map((block) => {
+    try {
+      return parseCertificate(block.der, source.name, fromBase);
+    } catch (e) {
+      throw new PemError(
+        source.name,
+        `block ${block.index} is not a valid certificate (${(e as Error).message})`,
+      );
+    }
+  });
+}
+
+async function readBase(
+  base: BaseRoots,
+): Promise<{ info: BaseInfo; certs: TrustedCertificate[] }> {
+  if (base.kind === "none") return { info: { kind: "none" }, certs: [] };
+  const path = base.kind === "file" ? base.path : base.path ?? DEFAULT_BUNDLED_PATH;
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (e) {
+    throw new BaseRootsError(`cannot read base roots ${path}: ${(e as Error).message}`);
+  }
+  const name = base.kind === "file" ? `base roots file ${path}` : `bundled roots ${path}`;
+  const certs = parseSource({ name, text }, true);
+  if (base.kind === "file") return { info: { kind: "file", path, count: certs.length }, certs };
+  const version = await packageVersion(base.statusPaths ?? DEFAULT_DPKG_STATUS_PATHS);
+  return {
+    info: { kind: "bundled", path, package: "ca-certificates", version, count: certs.length },
+    certs,
+  };
+}
+
+/**
+ * Builds a trust set.
+ *
+ * @param sources custom PEM sources (e.g. the SPIRE bundle)
+ * @param options filters and base roots
+ * @throws {PemError} when any source holds anything but clean CERTIFICATE blocks
+ * @throws {BaseRootsError} when the base roots cannot be read
+ * @throws {EmptyTrustSetError} when nothing is left to publish
+ */
+export async function buildTrustSet(
+  sources: readonly PemSource[],
+  options: TrustSetOptions = {},
+): Promise<TrustSet> {
+  const now = options.now ?? new Date();
+  const dropExpired = options.dropExpired ?? true;
+  const dropNotYetValid = options.dropNotYetValid ?? true;
+  const requireCa = options.requireCa ?? true;
+  const keepIntermediates = options.keepIntermediates ?? false;
+  const custom = sources.flatMap((s) => parseSource(s, false));
+  const { info, certs: baseCerts } = await readBase(options.base ?? { kind: "none" });
+  const warnings: string[] = [];
+  const seen = new Map<string, TrustedCertificate>();
+  const kept: TrustedCertificate[] = [];
+  for (const cert of [...custom, ...baseCerts]) {
+    const what = `${cert.subject} (sha256 ${cert.sha256.slice(0, 16)}) from ${cert.source}`;
+    const first = seen.get(cert.sha256);
+    if (first) {
+      if (!cert.fromBase) warnings.push(`duplicate ${what} ignored; first seen in ${first.source}`);
+      continue;
+    }
+    seen.set(cert.sha256, cert);
+    if (dropExpired && cert.notAfter.getTime() < now.getTime()) {
+      warnings.push(`dropped expired ${what}: notAfter ${cert.notAfter.toISOString()}`);
+      continue;
+    }
+    if (dropNotYetValid && cert.notBefore.getTime() > now.getTime()) {
+      warnings.push(`dropped not yet valid ${what}: notBefore ${cert.notBefore.toISOString()}`);
+      continue;
+    }
+    if (requireCa && !cert.isCa) {
+      warnings.push(`dropped non-CA ${what}`);
+      continue;
+    }
+    if (requireCa && !keepIntermediates && !cert.selfIssued) {
+      warnings.push(`dropped intermediate ${what} (keepIntermediates is off)`);
+      continue;
+    }
+    kept.push(cert);
+  }
+  if (kept.length === 0) throw new EmptyTrustSetError(warnings);
+  const bySha = (a: TrustedCertificate, b: TrustedCertificate) =>
+    a.sha256 < b.sha256 ? -1 : a.sha256 > b.sha256 ? 1 : 0;
+  const customKept = kept.filter((c) => !c.fromBase).sort(bySha);
+  const baseKept = kept.filter((c) => c.fromBase).sort(bySha);
+  return {
+    certificates: [...customKept, ...baseKept],
+    warnings,
+    base: info,
+    customCount: customKept.length,
+  };
+}
