@@ -133,6 +133,15 @@ message NodeServiceCapability {
   }
   oneof type { RPC rpc = 1; }
 }
+message ControllerGetCapabilitiesRequest {}
+message ControllerGetCapabilitiesResponse { repeated ControllerServiceCapability capabilities = 1; }
+message ControllerServiceCapability {
+  message RPC {
+    enum Type { UNKNOWN = 0; CREATE_DELETE_VOLUME = 1; PUBLISH_UNPUBLISH_VOLUME = 2; }
+    Type type = 1;
+  }
+  oneof type { RPC rpc = 1; }
+}
 message NodeGetInfoRequest {}
 message NodeGetInfoResponse {
   string node_id = 1;
@@ -238,6 +247,20 @@ export const identityService: grpc.ServiceDefinition = {
     "GetPluginCapabilitiesResponse",
   ),
   Probe: method("Identity", "Probe", "ProbeRequest", "ProbeResponse"),
+};
+
+/**
+ * grpc-js definition of `csi.v1.Controller`, reduced to ControllerGetCapabilities. The plugin
+ * does not advertise CONTROLLER_SERVICE, so Kubernetes never calls it; csi-sanity calls it
+ * before every Node spec and needs a non-empty list, which the driver answers with UNKNOWN only.
+ */
+export const controllerService: grpc.ServiceDefinition = {
+  ControllerGetCapabilities: method(
+    "Controller",
+    "ControllerGetCapabilities",
+    "ControllerGetCapabilitiesRequest",
+    "ControllerGetCapabilitiesResponse",
+  ),
 };
 
 /** grpc-js definition of the `csi.v1.Node` methods this driver serves. */

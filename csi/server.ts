@@ -9,7 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 import { dirname } from "node:path";
 import { CsiError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { identityService, nodeService } from "./proto.ts";
+import { controllerService, identityService, nodeService } from "./proto.ts";
 import type {
   NodeGetVolumeStatsRequest,
   NodePublishVolumeRequest,
@@ -104,6 +104,12 @@ export async function startCsiServer(options: CsiServerOptions): Promise<CsiServ
     })),
     GetPluginCapabilities: unary(log, "GetPluginCapabilities", () => ({ capabilities: [] })),
     Probe: unary(log, "Probe", () => ({ ready: { value: options.ready?.() ?? true } })),
+  });
+  // Lists no capability (UNKNOWN): see controllerService. Nothing else of Controller is served.
+  server.addService(controllerService, {
+    ControllerGetCapabilities: unary(log, "ControllerGetCapabilities", () => ({
+      capabilities: [{ rpc: { type: "UNKNOWN" } }],
+    })),
   });
   const node = options.node;
   const unavailable = () => {

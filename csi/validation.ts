@@ -172,15 +172,18 @@ export function validateUnpublish(req: NodeUnpublishVolumeRequest): {
 }
 
 /**
- * Validates a NodeGetVolumeStats request.
+ * Validates a NodeGetVolumeStats request. Only presence is checked here: a path that does not
+ * match a published volume (relative ones included) is NOT_FOUND, as csi-sanity expects.
  *
- * @throws {CsiError} INVALID_ARGUMENT when volume_id or volume_path is missing or unsafe
+ * @throws {CsiError} INVALID_ARGUMENT when volume_id or volume_path is missing
  */
 export function validateStats(req: NodeGetVolumeStatsRequest): {
   volumeId: string;
   volumePath: string;
 } {
-  const who = `volume ${req.volumeId || "(none)"}`;
   if (!req.volumeId) throw new CsiError(status.INVALID_ARGUMENT, "volume_id is required");
-  return { volumeId: req.volumeId, volumePath: checkPath("volume_path", req.volumePath, who) };
+  if (!req.volumePath) {
+    throw new CsiError(status.INVALID_ARGUMENT, `volume_path is required (volume ${req.volumeId})`);
+  }
+  return { volumeId: req.volumeId, volumePath: req.volumePath.replace(/(.)\/+$/, "$1") };
 }
