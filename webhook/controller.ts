@@ -24,7 +24,7 @@ import {
   type V1Namespace,
 } from "@kubernetes/client-node";
 import * as k8s from "@kubernetes/client-node";
-import { X509Certificate } from "node:crypto";
+import { parseCertificates } from "../spire/mod.ts";
 import type { Logger } from "../csi/log.ts";
 
 /** Field manager of every write. */
@@ -114,26 +114,24 @@ export class NoCurrentRootsError extends Error {
  * The PEM blocks of `text` whose certificate is valid at `now`, re-emitted in order, one block
  * per certificate. Expired or not-yet-valid roots are dropped.
  *
+ * @throws {PemParseError} when the text is not a clean list of CERTIFICATE blocks
  * @throws {NoCurrentRootsError} when nothing valid remains (the Secret is then left as it is)
  */
 export function currentRootsPem(text: string, source: string, now = new Date()): string {
-  const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  const certificates = parseCertificates(text, source);
   const kept: string[] = [];
   const dropped: string[] = [];
-  for (const block of blocks) {
-    const cert = new X509Certificate(block);
-    const from = new Date(cert.validFrom);
-    const to = new Date(cert.validTo);
-    if (from <= now && now <= to) kept.push(cert.toString().trim());
-    else {dropped.push(
+  for (const cert of certificates) {
+    if (new Date(cert.validFrom) <= now && now <= new Date(cert.validTo)) {
+      kept.push(cert.toString().trim());
+    } else {
+      dropped.push(
         `${cert.subject.replaceAll("\n", ",")} (valid ${cert.validFrom} to ${cert.validTo})`,
-      );}
+      );
+    }
   }
   if (kept.length === 0) {
-    throw new NoCurrentRootsError(
-      source,
-      blocks.length === 0 ? "no CERTIFICATE block" : `all expired: ${dropped.join("; ")}`,
-    );
+    throw new NoCurrentRootsError(source, `all expired: ${dropped.join("; ")}`);
   }
   return kept.join("\n") + "\n";
 }

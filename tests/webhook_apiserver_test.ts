@@ -1,0 +1,259 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { connect } from "node:tls";
+import { CoreV1Api, type V1Pod } from "@kubernetes/client-node";
+import { createApp } from "../webhook/app.ts";
+import { planMutation } from "../webhook/mutate.ts";
+import {
+  freePorts,
+  needsTools,
+  runSpiffeHelper,
+  startKubeApiServer,
+  startProcess,
+  startSpire,
+  waitFor,
+} from "./harness/mod.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const CRD_PATH = join(ROOT, "tests/harness/fixtures/caproviderclass_crd.yaml");
+const LABEL = { "spiffe.io/spire-managed-identity": "true" };
+const config = { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" };
+
+async function httpGet(url: string): Promise<{ status: number; text: string }> {
+  const response = await fetch(url);
+  return { status: response.status, text: await response.text() };
+}
+
+/** Serial of the certificate a fresh TLS handshake gets, verified against `ca` for `localhost`. */
+function servedSerial(port: number, ca: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ca }, () => {
+      const serial = socket.getPeerCertificate().serialNumber;
+      socket.end();
+      resolve(serial);
+    });
+    socket.on("error", reject);
+  });
+}
+
+function metric(text: string, name: string): number {
+  const line = text.split("\n").find((l) => l.startsWith(name + " "));
+  return line === undefined ? 0 : Number(line.split(" ")[1]);
+}
+
+Deno.test({
+  name: "webhook on the real apiserver with a SPIRE SVID rotating every ~5 s",
+  ...needsTools([
+    "etcd",
+    "kube-apiserver",
+    "kubectl",
+    "spire-server",
+    "spire-agent",
+    "spiffe-helper",
+  ]),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const kube = await startKubeApiServer();
+    const spire = await startSpire({ trustDomain: "example.org" });
+    const work = await Deno.makeTempDir({ prefix: "webhook-e2e-" });
+    const stops: (() => Promise<void>)[] = [];
+    try {
+      await spire.createEntry({
+        spiffeId: "/workload/webhook",
+        dnsNames: ["localhost"],
+        x509SvidTtlSeconds: 10,
+      });
+      const certDir = join(work, "certs");
+      const helper = await runSpiffeHelper({ agentSocketPath: spire.agentSocketPath, certDir });
+      stops.push(() => helper.stop());
+      await helper.waitForFiles();
+
+      const [port, healthPort] = freePorts(2);
+      const webhook = startProcess({
+        name: "webhook",
+        program: Deno.execPath(),
+        args: [
+          "run",
+          "-A",
+          join(ROOT, "webhook/main.ts"),
+          `--port=${port}`,
+          `--health-port=${healthPort}`,
+          "--bind-address=127.0.0.1",
+          `--cert-dir=${certDir}`,
+          `--kubeconfig=${kube.kubeconfigPath}`,
+        ],
+        logPath: join(work, "webhook.log"),
+      });
+      stops.push(() => webhook.stop());
+      const health = `http://127.0.0.1:${healthPort}`;
+      await waitFor("webhook ready", async () => {
+        try {
+          return (await httpGet(`${health}/readyz`)).status === 200;
+        } catch {
+          return false;
+        }
+      }, { timeoutMs: 60_000, detail: () => Deno.readTextFileSync(join(work, "webhook.log")) });
+
+      await kube.kubectl(["apply", "-f", CRD_PATH], { check: true });
+      const caBundle = btoa(await spire.bundlePem());
+      const configuration = {
+        apiVersion: "admissionregistration.k8s.io/v1",
+        kind: "MutatingWebhookConfiguration",
+        metadata: { name: "spire-cacerts-webhook" },
+        webhooks: [{
+          name: "trust-store.cacerts.csi.cert-manager.io",
+          admissionReviewVersions: ["v1"],
+          clientConfig: { url: `https://localhost:${port}/mutate`, caBundle },
+          rules: [{
+            apiGroups: [""],
+            apiVersions: ["v1"],
+            operations: ["CREATE"],
+            resources: ["pods"],
+          }],
+          objectSelector: { matchLabels: LABEL },
+          failurePolicy: "Fail",
+          sideEffects: "None",
+          reinvocationPolicy: "IfNeeded",
+          timeoutSeconds: 5,
+        }],
+      };
+      await kube.kubectl(["apply", "-f", "-"], {
+        stdin: JSON.stringify(configuration),
+        check: true,
+      });
+
+      const core = kube.kubeConfig.makeApiClient(CoreV1Api);
+      let serial = 0;
+      const createPod = (labels: Record<string, string>, extra: Partial<V1Pod["spec"]> = {}) =>
+        core.createNamespacedPod({
+          namespace: "default",
+          body: {
+            metadata: { name: `p-${++serial}`, labels },
+            spec: { containers: [{ name: "app", image: "example.invalid/app:1" }], ...extra },
+          },
+        });
+      await waitFor("webhook configuration active", async () => {
+        const pod = await createPod(LABEL);
+        return (pod.spec?.volumes ?? []).some((v) => v.name === "spire-cacerts");
+      }, { timeoutMs: 30_000, intervalMs: 200 });
+
+      await t.step("a labelled pod is stored with the volume and mounts", async () => {
+        const pod = await createPod(LABEL, {
+          initContainers: [{ name: "init", image: "example.invalid/init:1" }],
+        });
+        const volume = pod.spec!.volumes!.find((v) => v.name === "spire-cacerts")!;
+        assert.equal(volume.csi?.driver, "cacerts.csi.cert-manager.io");
+        assert.equal(volume.csi?.readOnly, true);
+        assert.deepEqual({ ...volume.csi?.volumeAttributes }, {
+          os: "debian",
+          caProviderClasses: "spire-ca",
+        });
+        for (const c of [...pod.spec!.initContainers!, ...pod.spec!.containers]) {
+          const mount = c.volumeMounts!.find((m) => m.name === "spire-cacerts");
+          assert.deepEqual(
+            { mountPath: mount?.mountPath, readOnly: mount?.readOnly },
+            { mountPath: "/etc/ssl/certs", readOnly: true },
+            c.name,
+          );
+        }
+        // A second mutation of the stored pod changes nothing.
+        const again = planMutation(pod, config);
+        assert.deepEqual(again.patch, []);
+        assert.match(again.warnings.join(), /already has volume spire-cacerts/);
+        const response = await createApp(config).request("/mutate", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({
+            apiVersion: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            request: {
+              uid: "again",
+              kind: { group: "", version: "v1", kind: "Pod" },
+              operation: "CREATE",
+              object: pod,
+            },
+          }),
+        });
+        const body = await response.json();
+        assert.equal(body.response.allowed, true);
+        assert.equal(body.response.patch, undefined);
+      });
+
+      await t.step("an unlabelled pod is stored unchanged", async () => {
+        const pod = await createPod({ app: "plain" });
+        assert.equal(pod.spec!.volumes ?? undefined, undefined);
+        assert.equal(pod.spec!.containers[0].volumeMounts ?? undefined, undefined);
+      });
+
+      await t.step("a pod with a bad annotation is refused with the reason", async () => {
+        await assert.rejects(
+          core.createNamespacedPod({
+            namespace: "default",
+            body: {
+              metadata: {
+                name: "bad-annotation",
+                labels: LABEL,
+                annotations: { "cacerts.spiffe.io/os": "windows" },
+              },
+              spec: { containers: [{ name: "app", image: "example.invalid/app:1" }] },
+            },
+          }),
+          /denied the request: annotation cacerts.spiffe.io\/os: unknown OS family/,
+        );
+      });
+
+      await t.step("pods keep being admitted across ≥ 5 SVID rotations", async () => {
+        const before = metric(
+          (await httpGet(`${health}/metrics`)).text,
+          "spire_cacerts_webhook_svid_updates_total",
+        );
+        let created = 0;
+        const failures: string[] = [];
+        const serials = new Set<string>();
+        const bundle = await spire.bundlePem();
+        const started = Date.now();
+        for (;;) {
+          const text = (await httpGet(`${health}/metrics`)).text;
+          const rotations = metric(text, "spire_cacerts_webhook_svid_updates_total") - before;
+          if (rotations >= 5) {
+            console.log(
+              `${created} pods admitted across ${rotations} rotations in ${
+                ((Date.now() - started) / 1000).toFixed(1)
+              } s, ${serials.size} serving certificates seen, ${failures.length} failures`,
+            );
+            break;
+          }
+          if (Date.now() - started > 90_000) throw new Error(`only ${rotations} rotations in 90 s`);
+          try {
+            serials.add(await servedSerial(port, bundle));
+          } catch (error) {
+            failures.push(`new handshake: ${error}`);
+          }
+          for (let i = 0; i < 10; i++) {
+            try {
+              const pod = await createPod(LABEL);
+              if (!pod.spec?.volumes?.some((v) => v.name === "spire-cacerts")) {
+                failures.push(`${pod.metadata?.name} stored without the volume`);
+              }
+              created++;
+            } catch (error) {
+              failures.push(String(error));
+            }
+          }
+        }
+        assert.deepEqual(failures, []);
+        assert.ok(created >= 50, `${created} pods`);
+        // New handshakes saw the rotated certificates, not only the first one.
+        assert.ok(serials.size >= 5, `${serials.size} distinct serving certificates`);
+        const text = (await httpGet(`${health}/metrics`)).text;
+        assert.doesNotMatch(text, /admissions_total\{result="error"\}/);
+      });
+    } finally {
+      for (const stop of stops.reverse()) await stop().catch(() => {});
+      await spire.stop();
+      await kube.stop();
+      await Deno.remove(work, { recursive: true }).catch(() => {});
+    }
+  },
+});

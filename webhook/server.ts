@@ -1,0 +1,153 @@
+/**
+ * The thin shell around the admission app: HTTPS with the SVID from spiffe-helper's files,
+ * swapped live with `setSecureContext`, and a plain-HTTP health port with `/healthz`, `/readyz`
+ * and `/metrics`.
+ *
+ * @module
+ */
+
+import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "../csi/log.ts";
+import { ServerCertificateSource } from "../spire/mod.ts";
+import { type AppConfig, createApp, DEFAULT_MAX_BODY_BYTES } from "./app.ts";
+import type { WebhookMetrics } from "./metrics.ts";
+import { toNodeListener } from "./node_adapter.ts";
+
+/** Options of {@link startWebhookServer}. */
+export interface WebhookServerOptions {
+  /** spiffe-helper's directory (`svid.pem`, `svid_key.pem`, `svid_bundle.pem`). */
+  certDir: string;
+  /** HTTPS port (0 picks a free one). */
+  port: number;
+  /** Health/metrics port (0 picks a free one). */
+  healthPort: number;
+  /** Address both servers bind to (default `0.0.0.0`). */
+  host?: string;
+  /** Mutation settings. */
+  app: Omit<AppConfig, "onAdmission">;
+  /** Where logs go. */
+  log: Logger;
+  /** Where counts go. */
+  metrics: WebhookMetrics;
+}
+
+/** A running webhook server. */
+export interface WebhookServer {
+  /** The HTTPS port actually bound (once ready). */
+  port(): number | undefined;
+  /** The health port actually bound. */
+  healthPort: number;
+  /** Resolves once a good SVID is loaded and HTTPS is listening. */
+  ready: Promise<void>;
+  /** Stops both servers and the SVID watch. */
+  close(): Promise<void>;
+}
+
+function listen(server: HttpServer | HttpsServer, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(port, host, () => {
+      server.off("error", reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/**
+ * Starts the health port at once and the HTTPS port as soon as spiffe-helper's files hold a
+ * consistent, verified SVID set; `/readyz` answers 503 until then.
+ */
+export async function startWebhookServer(options: WebhookServerOptions): Promise<WebhookServer> {
+  const { log, metrics } = options;
+  const host = options.host ?? "0.0.0.0";
+  const maxBodyBytes = options.app.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  let https: HttpsServer | undefined;
+  let httpsPort: number | undefined;
+  let closed = false;
+
+  const app = createApp({
+    ...options.app,
+    onAdmission: (event) => {
+      metrics.observe(event);
+      const fields = { ...event, ms: Math.round(event.seconds * 1e5) / 100, seconds: undefined };
+      if (event.result === "error") log.error("admission failed", fields);
+      else if (event.result === "rejected" || event.result === "bad_request") {
+        log.warn("admission refused", fields);
+      } else log.debug("admission", fields);
+    },
+  });
+
+  // The bundle is not offered as `ca`: the apiserver presents no client certificate.
+  const source = new ServerCertificateSource(options.certDir, {
+    includeBundleAsCa: false,
+    onError: (error) => log.debug("SVID files not usable yet", { error: error.message }),
+  });
+  source.watcher.onUpdate((set, previous) => {
+    if (previous !== undefined) metrics.svidUpdated();
+    log.info("serving SVID", {
+      spiffeId: set.spiffeId ? String(set.spiffeId) : undefined,
+      notAfter: set.notAfter.toISOString(),
+    });
+  });
+
+  const health = createHttpServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0];
+    const reply = (status: number, body: string, type = "text/plain; charset=utf-8") => {
+      res.writeHead(status, { "content-type": type });
+      res.end(body);
+    };
+    if (path === "/healthz") reply(200, "ok\n");
+    else if (path === "/readyz") {
+      httpsPort !== undefined ? reply(200, "ok\n") : reply(
+        503,
+        `not ready: no valid SVID in ${options.certDir} yet${
+          source.watcher.lastError() ? ` (${source.watcher.lastError()!.message})` : ""
+        }\n`,
+      );
+    } else if (path === "/metrics") {
+      reply(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
+    } else reply(404, "not found\n");
+  });
+  const healthPort = await listen(health, options.healthPort, host);
+  log.info("health endpoint listening", { port: healthPort });
+
+  const ready = (async () => {
+    const initial = await source.initialOptions();
+    if (closed) return;
+    https = createHttpsServer(
+      initial,
+      toNodeListener(app.fetch, {
+        maxBodyBytes,
+        onError: (error) => log.error("request failed", { error: String(error) }),
+      }),
+    );
+    https.on(
+      "tlsClientError",
+      (error: Error) => log.debug("TLS handshake failed", { error: error.message }),
+    );
+    source.attach(https);
+    httpsPort = await listen(https, options.port, host);
+    log.info("admission endpoint listening", { port: httpsPort });
+  })();
+  ready.catch((error) => {
+    if (!closed) log.error("cannot serve HTTPS", { error: String(error) });
+  });
+
+  return {
+    port: () => httpsPort,
+    healthPort,
+    ready,
+    async close() {
+      closed = true;
+      source.close();
+      const stop = (server: HttpServer | HttpsServer) =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        });
+      await Promise.all([stop(health), ...(https ? [stop(https)] : [])]);
+    },
+  };
+}
