@@ -72,7 +72,7 @@ function handler(requireClient: PeerPolicy | undefined, source: ServerCertificat
       }
     }
     const id = source.watcher.current()?.spiffeId?.toString() ?? "unknown";
-    res.writeHead(200, { "content-type": "text/plain", connection: "close" });
+    res.writeHead(200, { "content-type": "text/plain" });
     res.end(`hello from ${id}${peer ? ` to ${peer}` : ""} (${req.method} ${req.url})\n`);
   };
 }
