@@ -37,7 +37,10 @@ class Writer {
     this.u32(n >>> 0);
   }
   utf(s: string) {
-    if (!/^[\x01-\x7f]*$/.test(s)) throw new Error(`JKS alias must be ASCII: ${JSON.stringify(s)}`);
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c === 0 || c > 0x7f) throw new Error(`JKS alias must be ASCII: ${JSON.stringify(s)}`);
+    }
     this.u16(s.length);
     for (let i = 0; i < s.length; i++) this.#parts.push(s.charCodeAt(i));
   }
