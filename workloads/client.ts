@@ -141,6 +141,8 @@ export async function runClient(options: ClientOptions): Promise<ClientStats> {
   let own: SvidWatcher | undefined;
   if (options.certDir) own = new SvidWatcher(options.certDir, { retryMs: 1000 });
   try {
+    // Present the client's SVID from the first request on when there is one.
+    await own?.ready(2_000).catch(() => undefined);
     for (let i = 0; options.count === 0 || i < options.count; i++) {
       if (options.signal?.aborted) break;
       const started = Date.now();
@@ -257,7 +259,7 @@ export async function main(args: string[]): Promise<number> {
       return 0;
     }
     if (values["self-test"]) {
-      const { selfTest } = await import("./self_test.ts");
+      const { selfTest } = await import("./self_check.ts");
       await selfTest();
       console.log("spire-cacerts-client self-test ok");
       return 0;

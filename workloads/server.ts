@@ -42,7 +42,7 @@ export interface ServerOptions {
   readyTimeoutMs?: number;
   /** Watcher debounce / resync / retry overrides. */
   watcher?: { debounceMs?: number; resyncMs?: number; retryMs?: number };
-  /** Log each certificate swap and rejected set (default true). */
+  /** Log each certificate swap, rejected set and failed handshake (default true). */
   logRotations?: boolean;
 }
 
@@ -119,10 +119,12 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     server.listen(options.port, options.hostname ?? "0.0.0.0", () => resolve());
   });
   server.on("error", (error) => log("error", "server error", { error: error.message }));
-  server.on(
-    "tlsClientError",
-    (error) => log("debug", "TLS handshake failed", { error: error.message }),
-  );
+  if (logRotations) {
+    server.on(
+      "tlsClientError",
+      (error) => log("debug", "TLS handshake failed", { error: error.message }),
+    );
+  }
   const port = (server.address() as AddressInfo).port;
   return {
     port,
@@ -188,7 +190,7 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (values["self-test"]) {
-    const { selfTest } = await import("./self_test.ts");
+    const { selfTest } = await import("./self_check.ts");
     await selfTest();
     console.log("spire-cacerts-server self-test ok");
     return 0;

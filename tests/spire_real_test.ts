@@ -1,0 +1,138 @@
+/**
+ * The example server and client against real SPIRE + spiffe-helper with 10-second SVIDs: both
+ * `--system-certs` modes run side by side for two minutes (SPIRE_REAL_TEST_SECONDS overrides) at
+ * 10 requests per second each, a new connection per request, through every server rotation.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { AtomicWriter, buildTrustSet, renderTrustStore } from "../csi/trust_store/mod.ts";
+import { SvidWatcher } from "../spire/mod.ts";
+import { type ClientStats, runClient } from "../workloads/client.ts";
+import { startServer } from "../workloads/server.ts";
+import { needsTools, runSpiffeHelper, startSpire } from "./harness/mod.ts";
+
+const SECONDS = Number(Deno.env.get("SPIRE_REAL_TEST_SECONDS") ?? "120");
+
+Deno.test({
+  name: "real SPIRE 10 s SVIDs: client in both --system-certs modes, zero failed requests",
+  ...needsTools(["spire-server", "spire-agent", "spiffe-helper"]),
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const spire = await startSpire({ trustDomain: "example.org" });
+    const root = await Deno.makeTempDir({ prefix: "spire-real-test-" });
+    const helpers: { stop(): Promise<void> }[] = [];
+    let watcher: SvidWatcher | undefined;
+    let server: Awaited<ReturnType<typeof startServer>> | undefined;
+    try {
+      const selectors = [`unix:uid:${Deno.uid()}`];
+      await spire.createEntry({
+        spiffeId: "/workload/server",
+        selectors,
+        dnsNames: ["server-service"],
+        x509SvidTtlSeconds: 10,
+        hint: "server",
+      });
+      await spire.createEntry({
+        spiffeId: "/workload/client",
+        selectors,
+        x509SvidTtlSeconds: 60,
+        hint: "client",
+      });
+      for (const hint of ["server", "client"]) {
+        const helper = await runSpiffeHelper({
+          agentSocketPath: spire.agentSocketPath,
+          certDir: join(root, hint),
+          hint,
+        });
+        helpers.push(helper);
+        await helper.waitForFiles();
+      }
+      // The OS store the CSI volume would hold, rendered by the engine from SPIRE's bundle.
+      const storeDir = join(root, "etc-ssl-certs");
+      await Deno.mkdir(storeDir);
+      const writer = new AtomicWriter(storeDir);
+      watcher = new SvidWatcher(join(root, "server"));
+      const first = await watcher.ready(30_000);
+      const render = async (pem: string) =>
+        await writer.write(
+          renderTrustStore(
+            "debian",
+            await buildTrustSet([{ name: "svid_bundle.pem", text: pem }], {
+              base: { kind: "none" },
+            }),
+          ),
+        );
+      await render(first.bundlePem);
+      let rotations = 0;
+      watcher.onUpdate((set) => {
+        rotations++;
+        void render(set.bundlePem);
+      });
+
+      server = await startServer({
+        certDir: join(root, "server"),
+        port: 0,
+        hostname: "127.0.0.1",
+        logRotations: false,
+        requireClient: { id: "spiffe://example.org/workload/client" },
+      });
+      const url = new URL(`https://127.0.0.1:${server.port}/`);
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), SECONDS * 1000);
+      const lines: Record<string, string[]> = { bundle: [], system: [] };
+      const run = (mode: "bundle" | "system") =>
+        runClient({
+          url,
+          serverName: "server-service",
+          trustFile: mode === "system"
+            ? join(storeDir, "ca-certificates.crt")
+            : join(root, "client", "svid_bundle.pem"),
+          certDir: join(root, "client"),
+          intervalMs: 100,
+          count: 0,
+          print: (line) => lines[mode].push(line),
+          signal: controller.signal,
+        });
+      let results: ClientStats[];
+      try {
+        results = await Promise.all([run("bundle"), run("system")]);
+      } finally {
+        clearTimeout(timer);
+      }
+      for (const [mode, stats] of [["false", results[0]], ["true", results[1]]] as const) {
+        const failures = lines[mode === "true" ? "system" : "bundle"].filter((l) =>
+          l.startsWith("Request to")
+        );
+        console.log(
+          `--system-certs=${mode}: ${stats.ok} ok, ${stats.failed} failed, ` +
+            `${stats.notAfters.length} distinct Not After; ${rotations} server rotations`,
+        );
+        assert.deepEqual(failures.slice(0, 5), [], `--system-certs=${mode} failures`);
+        assert.equal(stats.failed, 0);
+        assert.ok(stats.ok >= SECONDS * 10 * 0.7, `--system-certs=${mode}: only ${stats.ok} ok`);
+        assert.ok(
+          stats.notAfters.length >= Math.min(10, SECONDS / 12),
+          `--system-certs=${mode}: ${stats.notAfters.length} distinct Not After`,
+        );
+        const times = stats.notAfters.map(Date.parse);
+        for (let i = 1; i < times.length; i++) {
+          assert.ok(times[i] > times[i - 1], "Not After advances");
+        }
+      }
+      assert.ok(rotations >= Math.min(10, SECONDS / 12), `${rotations} rotations`);
+      const sample = lines.system[0].split("\n");
+      assert.equal(sample[0], "Certificate Information:");
+      assert.equal(sample[1], "  Subject: CN=server-service, O=SPIRE, C=US");
+      assert.match(sample[2], /^ {2}Not Before: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+      assert.match(sample[3], /^ {2}Not After: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+      assert.match(sample[4], /^ {2}Time until expiration: \d+s$/);
+    } finally {
+      watcher?.close();
+      await server?.close();
+      for (const helper of helpers) await helper.stop();
+      await spire.stop();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
