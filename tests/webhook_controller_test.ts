@@ -231,7 +231,7 @@ Deno.test({
           namespace: "spire",
           name: "spire-ca-bundle",
         });
-        assert.deepEqual(subjects(atob(secret.data!["ca.crt"])), [
+        assert.deepEqual(subjects(atob(secret.data!["ca.crt"])).sort(), [
           "CN=current-root",
           "CN=next-root",
         ]);

@@ -265,7 +265,7 @@ Deno.test("bad requests: status and message", async (t) => {
       ),
       status: 200,
       allowed: false,
-      match: /cacerts.spiffe.io\/os: unknown OS family "windows"; valid: debian/,
+      match: /cacerts.spiffe.io\/os: unknown OS family "windows"; valid values: debian/,
     },
     {
       name: "unknown container",

@@ -24,7 +24,8 @@ import {
   type V1Namespace,
 } from "@kubernetes/client-node";
 import * as k8s from "@kubernetes/client-node";
-import { parseCertificates } from "../spire/mod.ts";
+import { buildTrustSet } from "../csi/trust_store/mod.ts";
+import { toPem } from "../spire/mod.ts";
 import type { Logger } from "../csi/log.ts";
 
 /** Field manager of every write. */
@@ -101,39 +102,24 @@ export function desiredClass(namespace: string, className: string, secret: KeyRe
   };
 }
 
-/** Thrown when the bundle holds no root that is valid now. */
-export class NoCurrentRootsError extends Error {
-  /** Creates the error naming the source. */
-  constructor(source: string, detail: string) {
-    super(`${source} holds no currently valid CA certificate: ${detail}`);
-    this.name = "NoCurrentRootsError";
-  }
-}
-
 /**
- * The PEM blocks of `text` whose certificate is valid at `now`, re-emitted in order, one block
- * per certificate. Expired or not-yet-valid roots are dropped.
+ * The Secret's PEM for SPIRE's bundle text: the trust-store engine's set (strict PEM, roots only,
+ * expired and not-yet-valid certificates dropped, deduplicated, ordered by SHA-256 so every
+ * replica computes the same bytes), one CERTIFICATE block per root.
  *
- * @throws {PemParseError} when the text is not a clean list of CERTIFICATE blocks
- * @throws {NoCurrentRootsError} when nothing valid remains (the Secret is then left as it is)
+ * @throws {PemError} when the text is not a clean list of CERTIFICATE blocks
+ * @throws {EmptyTrustSetError} when no valid root remains (the Secret is then left as it is)
  */
-export function currentRootsPem(text: string, source: string, now = new Date()): string {
-  const certificates = parseCertificates(text, source);
-  const kept: string[] = [];
-  const dropped: string[] = [];
-  for (const cert of certificates) {
-    if (new Date(cert.validFrom) <= now && now <= new Date(cert.validTo)) {
-      kept.push(cert.toString().trim());
-    } else {
-      dropped.push(
-        `${cert.subject.replaceAll("\n", ",")} (valid ${cert.validFrom} to ${cert.validTo})`,
-      );
-    }
-  }
-  if (kept.length === 0) {
-    throw new NoCurrentRootsError(source, `all expired: ${dropped.join("; ")}`);
-  }
-  return kept.join("\n") + "\n";
+export async function bundleSecretPem(
+  text: string,
+  source: string,
+  now = new Date(),
+): Promise<{ pem: string; warnings: readonly string[] }> {
+  const set = await buildTrustSet([{ name: source, text }], { now });
+  return {
+    pem: set.certificates.map((cert) => toPem("CERTIFICATE", cert.der)).join(""),
+    warnings: set.warnings,
+  };
 }
 
 /** JSON with object keys sorted, so stored objects compare equal whatever their key order. */
@@ -258,7 +244,8 @@ export class Controller {
       this.#log.warn("SPIRE bundle not published yet", { source });
       return false;
     }
-    const pem = currentRootsPem(text, source);
+    const { pem, warnings } = await bundleSecretPem(text, source);
+    for (const warning of warnings) this.#log.debug("SPIRE bundle entry left out", { warning });
     const current = await this.#core.readNamespacedSecret({
       namespace: this.#secret.namespace,
       name: this.#secret.name,

@@ -6,59 +6,9 @@
  * @module
  */
 
-/** OS families whose trust-store layout the CSI driver renders. */
-export const OS_FAMILIES = [
-  "debian",
-  "ubuntu",
-  "distroless",
-  "alpine",
-  "fedora",
-  "centos",
-  "rhel",
-  "rockylinux",
-  "oraclelinux",
-  "opensuse",
-  "sles",
-] as const;
+import { defaultMountPath, type OsFamily, parseOsFamily } from "../csi/trust_store/mod.ts";
 
-/** One of {@link OS_FAMILIES}. */
-export type OsFamily = typeof OS_FAMILIES[number];
-
-/** Thrown for a value that names no known OS family. */
-export class UnknownOsFamilyError extends Error {
-  /** Creates the error listing the valid values. */
-  constructor(value: string) {
-    super(`unknown OS family ${JSON.stringify(value)}; valid: ${OS_FAMILIES.join(", ")}`);
-    this.name = "UnknownOsFamilyError";
-  }
-}
-
-/**
- * Parses an OS family name (exact, lower case).
- *
- * @throws {UnknownOsFamilyError} listing the valid values
- */
-export function parseOsFamily(value: string): OsFamily {
-  if ((OS_FAMILIES as readonly string[]).includes(value)) return value as OsFamily;
-  throw new UnknownOsFamilyError(value);
-}
-
-/** Where the family's images read their trust store, which the volume is mounted over. */
-export function defaultMountPath(family: OsFamily): string {
-  switch (family) {
-    case "fedora":
-    case "centos":
-    case "rhel":
-    case "rockylinux":
-    case "oraclelinux":
-      return "/etc/pki/ca-trust/extracted";
-    case "opensuse":
-    case "sles":
-      return "/var/lib/ca-certificates";
-    default:
-      return "/etc/ssl/certs";
-  }
-}
+export { defaultMountPath, type OsFamily, parseOsFamily };
 
 /** The OS family assumed when a pod names none: its store lives at `/etc/ssl/certs`. */
 export const DEFAULT_OS_FAMILY: OsFamily = "debian";
@@ -74,9 +24,10 @@ export interface StoreFiles {
 }
 
 /**
- * The store's files inside the volume for a family; they follow the layout the engine renders
- * (debian: `ca-certificates.crt`, `java/cacerts`; rhel: `pem/tls-ca-bundle.pem`, `java/cacerts`;
- * suse: `ca-bundle.pem`, `pem/`, `java-cacerts`).
+ * The store's files inside the volume for a family, as `renderTrustStore` lays them out
+ * (debian/alpine: `ca-certificates.crt`, hashed names at the root, `java/cacerts`; rhel:
+ * `pem/tls-ca-bundle.pem`, `pem/directory-hash/`, `java/cacerts`; suse: `ca-bundle.pem`, `pem/`,
+ * `java-cacerts`).
  */
 export function storeFiles(family: OsFamily): StoreFiles {
   switch (family) {

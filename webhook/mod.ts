@@ -1,0 +1,71 @@
+/**
+ * The spire-cacerts admission webhook and namespace controller.
+ *
+ * - {@link createApp}: the admission endpoint as a pure Hono app (`POST /mutate`). Pods labelled
+ *   `spiffe.io/spire-managed-identity: "true"` get the CSI volume (`cacerts.csi.cert-manager.io`,
+ *   read-only, attributes `os` and `caProviderClasses`) and a read-only mount in every container
+ *   and init container. Annotations under `cacerts.spiffe.io/`: `inject` (`"false"` opts out),
+ *   `os` (an OS family; the mount then defaults to that family's store directory, e.g.
+ *   `/etc/pki/ca-trust/extracted` for rhel, else `/etc/ssl/certs`), `containers` (comma list),
+ *   `mount-path`, `env` (`"true"` sets SSL_CERT_FILE, SSL_CERT_DIR, NODE_EXTRA_CA_CERTS,
+ *   REQUESTS_CA_BUNDLE and appends trust-store options to JAVA_TOOL_OPTIONS). Unknown keys or
+ *   values are refused with a message.
+ * - {@link Controller}: CAProviderClass `spire-ca` in every namespace not excluded, and the Secret
+ *   `spire/spire-ca-bundle` kept equal to SPIRE's `spire/spire-bundle` ConfigMap.
+ * - {@link startWebhookServer}: HTTPS with the SPIRE SVID from spiffe-helper's files, swapped
+ *   live; `/healthz`, `/readyz`, `/metrics` on a separate plain-HTTP port.
+ *
+ * The MutatingWebhookConfiguration's `caBundle` is kept current by SPIRE's k8sbundle notifier
+ * (`webhook_label`), not by this program: SPIRE already knows every root the moment it changes,
+ * including roots prepared ahead of CA rotation, and the notifier patches configurations created
+ * later too.
+ *
+ * @module
+ */
+
+export {
+  type AdmissionEvent,
+  type AdmissionResult,
+  type AppConfig,
+  BadAdmissionRequestError,
+  createApp,
+  DEFAULT_MAX_BODY_BYTES,
+} from "./app.ts";
+export {
+  ANNOTATION_PREFIX,
+  ANNOTATIONS,
+  DEFAULT_MOUNT_PATH,
+  escapePointerToken,
+  INJECT_LABEL,
+  InvalidAnnotationError,
+  type JsonPatchOperation,
+  type MutationConfig,
+  type MutationPlan,
+  planMutation,
+  type PodOptions,
+  readPodOptions,
+  VOLUME_NAME,
+  wantsInjection,
+} from "./mutate.ts";
+export {
+  bundleSecretPem,
+  Controller,
+  type ControllerOptions,
+  DEFAULT_EXCLUDED_NAMESPACES,
+  desiredClass,
+  FIELD_MANAGER,
+  type KeyRef,
+  MANAGED_LABEL,
+  MANAGED_VALUE,
+} from "./controller.ts";
+export { LATENCY_BUCKETS, WebhookMetrics } from "./metrics.ts";
+export { type FetchHandler, type NodeListenerOptions, toNodeListener } from "./node_adapter.ts";
+export { startWebhookServer, type WebhookServer, type WebhookServerOptions } from "./server.ts";
+export {
+  DEFAULT_OS_FAMILY,
+  defaultMountPath,
+  type OsFamily,
+  parseOsFamily,
+  type StoreFiles,
+  storeFiles,
+} from "./trust_paths.ts";

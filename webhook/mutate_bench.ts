@@ -1,0 +1,337 @@
+/**
+ * Latency and throughput of `/mutate` over TLS, against a bare TLS echo on the same stack
+ * (`node:https` + the same request adapter) measured in the same run.
+ *
+ * ```sh
+ * ./scripts/deno run -A webhook/mutate_bench.ts [--seconds 5] [--rates 50,200,1000]
+ * ./scripts/deno bench -A webhook/mutate_bench.ts   # the in-memory handler only
+ * ```
+ *
+ * Both servers run as child processes so the load generator does not share their event loop.
+ * Fixed-rate phases are open-loop (requests leave on schedule whether or not earlier ones
+ * answered); latency runs from the moment a request is handed to `node:https` to the end of
+ * its response (client timer lateness is left out, server-side queueing is not). The
+ * throughput phase is closed-loop with 32 requests in flight over keep-alive connections.
+ *
+ * @module
+ */
+
+import { Agent, createServer, request } from "node:https";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { createApp } from "./app.ts";
+import { toNodeListener } from "./node_adapter.ts";
+
+const REVIEW = JSON.stringify({
+  apiVersion: "admission.k8s.io/v1",
+  kind: "AdmissionReview",
+  request: {
+    uid: "bench",
+    kind: { group: "", version: "v1", kind: "Pod" },
+    resource: { group: "", version: "v1", resource: "pods" },
+    operation: "CREATE",
+    namespace: "default",
+    object: {
+      apiVersion: "v1",
+      kind: "Pod",
+      metadata: {
+        name: "bench",
+        namespace: "default",
+        labels: { "spiffe.io/spire-managed-identity": "true", app: "bench" },
+        annotations: { "cacerts.spiffe.io/env": "true" },
+      },
+      spec: {
+        initContainers: [{ name: "init", image: "busybox:1.36" }],
+        containers: [
+          {
+            name: "app",
+            image: "example/app:1",
+            env: [{ name: "A", value: "1" }],
+            volumeMounts: [{ name: "data", mountPath: "/data" }],
+          },
+          { name: "sidecar", image: "example/sidecar:1" },
+        ],
+        volumes: [{ name: "data", emptyDir: {} }],
+      },
+    },
+  },
+});
+
+const CONFIG = { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" };
+
+if (!import.meta.main) {
+  const app = createApp(CONFIG);
+  Deno.bench("mutate handler in memory (app.request)", async () => {
+    const response = await app.request("/mutate", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: REVIEW,
+    });
+    await response.arrayBuffer();
+  });
+}
+
+/** A bare TLS echo on the same stack as the webhook: node:https + the fetch adapter. */
+function serveEcho(certDir: string, port: number): void {
+  const cert = Deno.readTextFileSync(join(certDir, "svid.pem"));
+  const key = Deno.readTextFileSync(join(certDir, "svid_key.pem"));
+  const server = createServer(
+    { cert, key },
+    toNodeListener(async (req) =>
+      new Response(await req.arrayBuffer(), { headers: { "content-type": "application/json" } })
+    ),
+  );
+  server.listen(port, "127.0.0.1", () => console.log("listening"));
+}
+
+interface Target {
+  name: string;
+  port: number;
+}
+
+function send(agent: Agent, port: number, ca: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({
+      host: "127.0.0.1",
+      port,
+      servername: "localhost",
+      ca,
+      agent,
+      method: "POST",
+      path: "/mutate",
+      headers: { "content-type": "application/json", "content-length": REVIEW.length },
+    }, (res) => {
+      res.on("data", () => {});
+      res.on("end", () => resolve(res.statusCode ?? 0));
+    });
+    req.on("error", reject);
+    req.end(REVIEW);
+  });
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
+}
+
+async function fixedRate(target: Target, ca: string, rate: number, seconds: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 64 });
+  const latencies: number[] = [];
+  let errors = 0;
+  const total = rate * seconds;
+  const start = performance.now();
+  const pending: Promise<void>[] = [];
+  for (let i = 0; i < total; i++) {
+    const due = start + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    const sent = performance.now();
+    pending.push(
+      send(agent, target.port, ca).then(
+        (status) => {
+          if (status !== 200) errors++;
+          latencies.push(performance.now() - sent);
+        },
+        () => {
+          errors++;
+        },
+      ),
+    );
+  }
+  await Promise.all(pending);
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  return {
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+    achieved: total / ((performance.now() - start) / 1000),
+    errors,
+  };
+}
+
+async function maxThroughput(target: Target, ca: string, seconds: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: 32 });
+  const end = performance.now() + seconds * 1000;
+  let done = 0;
+  let errors = 0;
+  const worker = async () => {
+    while (performance.now() < end) {
+      try {
+        if ((await send(agent, target.port, ca)) === 200) done++;
+        else errors++;
+      } catch {
+        errors++;
+      }
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: 32 }, worker));
+  agent.destroy();
+  return { rps: done / ((performance.now() - start) / 1000), errors };
+}
+
+async function openssl(args: string[], cwd: string): Promise<void> {
+  const { success, stderr } = await new Deno.Command("openssl", { args, cwd, stderr: "piped" })
+    .output();
+  if (!success) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
+}
+
+/** A CA and a `localhost` leaf in spiffe-helper's file names. */
+async function writeCertDir(dir: string): Promise<string> {
+  await openssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "svid_bundle.pem",
+    "-days",
+    "1",
+    "-subj",
+    "/CN=bench-ca",
+  ], dir);
+  await openssl([
+    "req",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-keyout",
+    "svid_key.pem",
+    "-out",
+    "leaf.csr",
+    "-subj",
+    "/CN=localhost",
+  ], dir);
+  await Deno.writeTextFile(
+    join(dir, "ext"),
+    "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+  );
+  await openssl([
+    "x509",
+    "-req",
+    "-in",
+    "leaf.csr",
+    "-CA",
+    "svid_bundle.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-extfile",
+    "ext",
+    "-out",
+    "svid.pem",
+  ], dir);
+  return await Deno.readTextFile(join(dir, "svid_bundle.pem"));
+}
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+async function waitReady(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(url)).status === 200) return;
+    } catch { /* not listening yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`${url} never became ready`);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      seconds: { type: "string", default: "5" },
+      rates: { type: "string", default: "50,200,1000" },
+      "serve-echo": { type: "string" },
+      "cert-dir": { type: "string" },
+    },
+  });
+  if (values["serve-echo"] !== undefined) {
+    serveEcho(values["cert-dir"]!, Number(values["serve-echo"]));
+    return;
+  }
+  const seconds = Number(values.seconds);
+  const rates = values.rates.split(",").map(Number);
+  const dir = await Deno.makeTempDir({ prefix: "webhook-bench-" });
+  const children: Deno.ChildProcess[] = [];
+  try {
+    const ca = await writeCertDir(dir);
+    const [webhookPort, healthPort, echoPort] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
+    const here = new URL(".", import.meta.url).pathname;
+    const spawn = (args: string[]) => {
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", ...args],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      children.push(child);
+    };
+    spawn([
+      join(here, "main.ts"),
+      `--port=${webhookPort}`,
+      `--health-port=${healthPort}`,
+      "--bind-address=127.0.0.1",
+      `--cert-dir=${dir}`,
+      "--controller=false",
+      "--log-level=warn",
+    ]);
+    spawn([join(here, "mutate_bench.ts"), `--serve-echo=${echoPort}`, `--cert-dir=${dir}`]);
+    await waitReady(`http://127.0.0.1:${healthPort}/readyz`);
+    const mutate: Target = { name: "/mutate", port: webhookPort };
+    const echo: Target = { name: "TLS echo", port: echoPort };
+    // Warm both up (JIT, TLS session set-up).
+    await maxThroughput(mutate, ca, 1);
+    await maxThroughput(echo, ca, 1);
+
+    console.log(
+      `AdmissionReview body: ${REVIEW.length} bytes; ${seconds} s per phase; 2 cores shared`,
+    );
+    console.log("target      rate/s  achieved/s   p50 ms   p99 ms  errors");
+    for (const target of [mutate, echo]) {
+      for (const rate of rates) {
+        const r = await fixedRate(target, ca, rate, seconds);
+        console.log(
+          `${target.name.padEnd(10)} ${String(rate).padStart(7)} ${
+            r.achieved.toFixed(0).padStart(11)
+          } ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${
+            String(r.errors).padStart(7)
+          }`,
+        );
+      }
+    }
+    const m = await maxThroughput(mutate, ca, seconds);
+    const e = await maxThroughput(echo, ca, seconds);
+    console.log(
+      `max throughput (32 in flight, keep-alive): /mutate ${m.rps.toFixed(0)}/s, ` +
+        `TLS echo ${e.rps.toFixed(0)}/s, ratio ${(m.rps / e.rps).toFixed(2)} ` +
+        `(errors ${m.errors + e.errors})`,
+    );
+  } finally {
+    for (const child of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await child.status;
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+if (import.meta.main) await main();
