@@ -100,12 +100,15 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
     };
     if (path === "/healthz") reply(200, "ok\n");
     else if (path === "/readyz") {
-      httpsPort !== undefined ? reply(200, "ok\n") : reply(
-        503,
-        `not ready: no valid SVID in ${options.certDir} yet${
-          source.watcher.lastError() ? ` (${source.watcher.lastError()!.message})` : ""
-        }\n`,
-      );
+      const current = source.watcher.current();
+      if (httpsPort !== undefined && current && current.notAfter.getTime() > Date.now()) {
+        reply(200, "ok\n");
+      } else if (current && httpsPort !== undefined) {
+        reply(503, `not ready: serving SVID expired at ${current.notAfter.toISOString()}\n`);
+      } else {
+        const why = source.watcher.lastError()?.message;
+        reply(503, `not ready: no valid SVID in ${options.certDir} yet${why ? ` (${why})` : ""}\n`);
+      }
     } else if (path === "/metrics") {
       reply(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8");
     } else reply(404, "not found\n");
