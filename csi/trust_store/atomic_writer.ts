@@ -7,6 +7,11 @@
  * the old set or the new set, never a mix. Unchanged content is a no-op. Leftovers of a crash
  * (`..data_tmp`, orphaned `..` directories, half-made links) are removed before the next write.
  *
+ * Consistency as readers see it: each file opened through a top-level entry is wholly old or
+ * wholly new; a reader that needs several files from one generation resolves `..data` once and
+ * reads under it (two separate opens through the links may straddle a swap, as with every
+ * Kubernetes Secret or ConfigMap volume).
+ *
  * @module
  */
 

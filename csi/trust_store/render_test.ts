@@ -1,0 +1,209 @@
+import assert from "node:assert/strict";
+import { createServer, type Server } from "node:tls";
+import { join } from "node:path";
+import {
+  AtomicWriter,
+  buildTrustSet,
+  defaultMountPath,
+  OS_FAMILIES,
+  type OsFamily,
+  parseOsFamily,
+  renderTrustStore,
+  subjectHash,
+  type TrustSet,
+  UnknownOsFamilyError,
+} from "./mod.ts";
+import { certificateStem } from "./layouts.ts";
+import { makeCert, type TestCert } from "./testdata/pki.ts";
+import { run } from "./testdata/run.ts";
+import { scratchDir } from "./testdata/tmpfs.ts";
+
+const ca = await makeCert({ subject: "CN=SPIRE Test Root, O=spire-cacerts" });
+const leaf = await makeCert({
+  subject: "CN=localhost",
+  issuer: ca,
+  ca: false,
+  dnsNames: ["localhost"],
+});
+const otherCa = await makeCert({ subject: "CN=Unrelated Root" });
+const otherLeaf = await makeCert({
+  subject: "CN=localhost",
+  issuer: otherCa,
+  ca: false,
+  dnsNames: ["localhost"],
+});
+
+/** PEM bundles, hashed directories and keystores of each family, relative to the volume root. */
+const FILES: Record<string, { bundles: string[]; dirs: string[]; keystore: string }> = {
+  debian: { bundles: ["ca-certificates.crt"], dirs: [""], keystore: "java/cacerts" },
+  alpine: { bundles: ["ca-certificates.crt", "cert.pem"], dirs: [""], keystore: "java/cacerts" },
+  rhel: {
+    bundles: [
+      "pem/tls-ca-bundle.pem",
+      "pem/email-ca-bundle.pem",
+      "pem/objsign-ca-bundle.pem",
+      "openssl/ca-bundle.trust.crt",
+      "ca-bundle.crt",
+      "ca-bundle.trust.crt",
+    ],
+    dirs: ["pem/directory-hash"],
+    keystore: "java/cacerts",
+  },
+  suse: { bundles: ["ca-bundle.pem"], dirs: ["pem", "openssl"], keystore: "java-cacerts" },
+};
+
+function kind(f: OsFamily): string {
+  if (["debian", "ubuntu", "distroless"].includes(f)) return "debian";
+  if (f === "alpine") return "alpine";
+  if (f === "opensuse" || f === "sles") return "suse";
+  return "rhel";
+}
+
+async function writePem(dir: string, name: string, c: TestCert): Promise<string> {
+  const p = join(dir, name);
+  await Deno.writeTextFile(p, c.pem);
+  return p;
+}
+
+async function verify(args: string[], leafPath: string) {
+  return await run("openssl", ["verify", "-purpose", "sslserver", ...args, leafPath]);
+}
+
+async function startServer(): Promise<{ server: Server; port: number }> {
+  const server = createServer({ cert: leaf.pem + ca.pem, key: leaf.keyPem }, (s) => {
+    s.end("hello from the custom CA's server\n");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const addr = server.address();
+  if (typeof addr !== "object" || !addr) throw new Error("no address");
+  return { server, port: addr.port };
+}
+
+async function tlsRead(port: number, caPem: string): Promise<string> {
+  const conn = await Deno.connectTls({ hostname: "localhost", port, caCerts: [caPem] });
+  try {
+    const buf = new Uint8Array(256);
+    const n = await conn.read(buf);
+    return new TextDecoder().decode(buf.subarray(0, n ?? 0));
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("parseOsFamily and defaultMountPath", () => {
+  assert.equal(parseOsFamily(" Ubuntu "), "ubuntu");
+  assert.throws(() => parseOsFamily("windows"), (e: unknown) => {
+    assert.ok(e instanceof UnknownOsFamilyError);
+    assert.match(e.message, /"windows".*debian, ubuntu, distroless, alpine, fedora/);
+    return true;
+  });
+  assert.equal(defaultMountPath("debian"), "/etc/ssl/certs");
+  assert.equal(defaultMountPath("alpine"), "/etc/ssl/certs");
+  assert.equal(defaultMountPath("rockylinux"), "/etc/pki/ca-trust/extracted");
+  assert.equal(defaultMountPath("sles"), "/var/lib/ca-certificates");
+  for (const f of OS_FAMILIES) assert.equal(parseOsFamily(f), f);
+});
+
+Deno.test("hashed names are copies with .0/.1 on collisions; per-cert names are stable", async () => {
+  const twin1 = await makeCert({ subject: "CN=Twin" });
+  const twin2 = await makeCert({ subject: "CN=Twin" });
+  const set = await buildTrustSet([{ name: "twins", text: twin1.pem + twin2.pem }]);
+  const payload = renderTrustStore("debian", set);
+  const h = subjectHash(set.certificates[0].subjectDer);
+  assert.ok(payload.has(`${h}.0`) && payload.has(`${h}.1`) && !payload.has(`${h}.2`));
+  const stems = set.certificates.map(certificateStem);
+  assert.match(stems[0], /^Twin_[0-9a-f]{8}$/);
+  assert.deepEqual(payload.get(`${h}.0`), payload.get(`${stems[0]}.pem`));
+  assert.deepEqual(payload.get(`${h}.1`), payload.get(`${stems[1]}.pem`));
+  assert.deepEqual(
+    [...renderTrustStore("debian", set).keys()],
+    [...payload.keys()],
+    "rendering is deterministic",
+  );
+});
+
+Deno.test("every layout works with openssl verify, keytool and a TLS client", async (t) => {
+  const scratch = await scratchDir("trust-render-");
+  if (Deno.uid() === 0) assert.ok(scratch.tmpfs, "as root the test must run on a real tmpfs");
+  const { server, port } = await startServer();
+  try {
+    const leafPath = await writePem(scratch.dir, "leaf.pem", leaf);
+    const otherLeafPath = await writePem(scratch.dir, "other-leaf.pem", otherLeaf);
+    const set: TrustSet = await buildTrustSet(
+      [{ name: "Secret spire/spire-ca-bundle key ca.crt", text: ca.pem }],
+      { base: { kind: "bundled" } },
+    );
+    const customAlias = certificateStem(set.certificates[0]).toLowerCase();
+    assert.ok(customAlias.startsWith("spire_test_root_"));
+    for (const family of OS_FAMILIES) {
+      await t.step(family, async () => {
+        const root = join(scratch.dir, family);
+        await Deno.mkdir(root);
+        const payload = renderTrustStore(family, set);
+        assert.deepEqual(await new AtomicWriter(root).write(payload), { changed: true });
+        const files = FILES[kind(family)];
+        for (const bundle of files.bundles) {
+          const path = join(root, bundle);
+          const ok = await verify(["-CAfile", path], leafPath);
+          assert.equal(ok.code, 0, `${family} ${bundle}: ${ok.stdout}${ok.stderr}`);
+          assert.match(ok.stdout, /: OK/);
+          const bad = await verify(["-CAfile", path], otherLeafPath);
+          assert.notEqual(bad.code, 0, `${family} ${bundle} trusted an unrelated CA`);
+        }
+        for (const dir of files.dirs) {
+          const ok = await verify(["-CApath", join(root, dir), "-no-CAfile"], leafPath);
+          assert.equal(ok.code, 0, `${family} -CApath ${dir}: ${ok.stdout}${ok.stderr}`);
+          const bad = await verify(["-CApath", join(root, dir), "-no-CAfile"], otherLeafPath);
+          assert.notEqual(bad.code, 0);
+        }
+        const ks = await run("keytool", [
+          "-list",
+          "-keystore",
+          join(root, files.keystore),
+          "-storepass",
+          "changeit",
+          "-storetype",
+          "JKS",
+        ]);
+        assert.equal(ks.code, 0, ks.stderr + ks.stdout);
+        assert.match(
+          ks.stdout,
+          new RegExp(`Your keystore contains ${set.certificates.length} entr`),
+        );
+        assert.match(ks.stdout, new RegExp(`^${customAlias}, .*trustedCertEntry`, "m"));
+        const wrongPw = await run("keytool", [
+          "-list",
+          "-keystore",
+          join(root, files.keystore),
+          "-storepass",
+          "wrong-password",
+        ]);
+        assert.notEqual(wrongPw.code, 0, "keystore integrity must be checked with changeit");
+        const primary = await Deno.readTextFile(join(root, files.bundles[0]));
+        assert.equal(await tlsRead(port, primary), "hello from the custom CA's server\n");
+        await assert.rejects(tlsRead(port, otherCa.pem), "a store without the custom CA must fail");
+      });
+    }
+  } finally {
+    server.close();
+    await scratch.cleanup();
+  }
+});
+
+Deno.test("TRUSTED CERTIFICATE bundles carry the custom CA with trust settings", async () => {
+  const set = await buildTrustSet([{ name: "ca", text: ca.pem }]);
+  const payload = renderTrustStore("rhel", set);
+  const text = new TextDecoder().decode(payload.get("openssl/ca-bundle.trust.crt"));
+  assert.match(text, /^# CN=SPIRE Test Root, O=spire-cacerts\n-----BEGIN TRUSTED CERTIFICATE-----/);
+  const r = await run("openssl", ["x509", "-noout", "-text", "-fingerprint", "-sha256"], text);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /Trusted Uses:\n\s*TLS Web Server Authentication, TLS Web Client Authentication, E-mail Protection, Code Signing/,
+  );
+  assert.match(r.stdout, /Alias: SPIRE Test Root/);
+  const fp = set.certificates[0].sha256.toUpperCase().match(/../g)!.join(":");
+  assert.match(r.stdout, new RegExp(fp));
+  const out = await run("openssl", ["x509", "-trustout"], text);
+  assert.match(out.stdout, /BEGIN TRUSTED CERTIFICATE/);
+});
