@@ -148,8 +148,8 @@ export interface TrustAnchors {
  * trust store file such as `/etc/ssl/certs/ca-certificates.crt` that the CSI volume provides.
  *
  * `get()` stats the file (following symlinks, so an AtomicWriter `..data` swap is seen) and
- * re-reads it only when its inode, size or mtime changed; a file caught mid-rewrite keeps the
- * last good anchors. No watcher is needed, so a client that calls `get()` per connection always
+ * re-reads it when its inode, size or mtime changed (and at most a second after the last read);
+ * a file caught mid-rewrite keeps the last good anchors. No watcher is needed, so a client that calls `get()` per connection always
  * trusts what is on disk now.
  */
 export class TrustSource {
@@ -178,7 +178,9 @@ export class TrustSource {
     try {
       const info = await Deno.stat(this.path);
       const stamp = `${info.ino}:${info.size}:${info.mtime?.getTime()}`;
-      if (stamp !== this.#stamp || !this.#anchors) {
+      // A same-size rewrite within one mtime tick would keep the stamp: re-read each second too.
+      const stale = !this.#anchors || Date.now() - this.#anchors.readAt.getTime() >= 1_000;
+      if (stamp !== this.#stamp || stale) {
         const pem = await Deno.readTextFile(this.path);
         const count = parseCertificates(pem, this.path).length;
         this.#anchors = { pem, count, readAt: new Date() };
@@ -187,7 +189,9 @@ export class TrustSource {
       }
     } catch (error) {
       this.#lastError = error as Error;
-      if (!this.#anchors) throw new TrustSourceError(this.path, (error as Error).message);
+    }
+    if (!this.#anchors) {
+      throw new TrustSourceError(this.path, this.#lastError?.message ?? "not read");
     }
     return this.#anchors;
   }

@@ -212,17 +212,46 @@ async function spireFlow(
     });
     await started(server, join(storeDir, "ca-certificates.crt"));
     const begin = Date.now();
-    let prepared = false;
+    const cli = (args: string[]) =>
+      harness.runCommand([
+        harness.toolPath("spire-server"),
+        ...args,
+        "-socketPath",
+        spire.serverSocketPath,
+      ]);
+    let phase: "waiting" | "prepared" | "activated" = "waiting";
+    let authorityId = "";
+    let preparedAt = 0;
     while (!signal.aborted) {
       await sleep(1_000, signal);
-      if (!prepared && Date.now() - begin >= options.caRotationAtMs) {
-        prepared = true;
-        // SPIRE's own CA rotation: prepare a new X.509 authority (it joins the bundle at once).
-        const result = await spire.serverCli(["localauthority", "x509", "prepare"]);
+      if (phase === "waiting" && Date.now() - begin >= options.caRotationAtMs) {
+        // SPIRE's own CA rotation: prepare a new X.509 authority (it joins the bundle at once) ...
+        const result = await cli(["localauthority", "x509", "prepare", "-output", "json"]);
+        authorityId = /"authority_id"\s*:\s*"([0-9a-f]+)"/.exec(result.stdout)?.[1] ?? "";
+        phase = "prepared";
+        preparedAt = Date.now();
+        say(
+          result.code === 0 && authorityId
+            ? `CA rotation: spire-server prepared X.509 authority ${authorityId} (joins the bundle)`
+            : `could not prepare a new authority: ${(result.stderr || result.stdout).trim()}`,
+        );
+      } else if (
+        phase === "prepared" && authorityId && caRotated &&
+        Date.now() - preparedAt >= options.ttlMs
+      ) {
+        // ... and once the bundle carrying it has reached the store, activate it.
+        const result = await cli([
+          "localauthority",
+          "x509",
+          "activate",
+          "-authorityID",
+          authorityId,
+        ]);
+        phase = "activated";
         say(
           result.code === 0
-            ? "CA rotation: spire-server prepared a new X.509 authority (joins the bundle)"
-            : `could not prepare a new authority: ${result.stderr.trim()}`,
+            ? `spire-server activated authority ${authorityId}: new SVIDs come from the new CA`
+            : `could not activate the authority: ${(result.stderr || result.stdout).trim()}`,
         );
       }
     }
