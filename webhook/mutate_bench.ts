@@ -3,7 +3,7 @@
  * (`node:https` + the same request adapter) measured in the same run.
  *
  * ```sh
- * ./scripts/deno run -A webhook/mutate_bench.ts [--seconds 5] [--rates 50,200,1000]
+ * ./scripts/deno run -A webhook/mutate_bench.ts [--seconds 5] [--rates 50,200,1000] [--rounds 3]
  * ./scripts/deno bench -A webhook/mutate_bench.ts   # the in-memory handler only
  * ```
  *
@@ -255,6 +255,7 @@ async function main(): Promise<void> {
     options: {
       seconds: { type: "string", default: "5" },
       rates: { type: "string", default: "50,200,1000" },
+      rounds: { type: "string", default: "3" },
       "serve-echo": { type: "string" },
       "cert-dir": { type: "string" },
     },
@@ -265,6 +266,7 @@ async function main(): Promise<void> {
   }
   const seconds = Number(values.seconds);
   const rates = values.rates.split(",").map(Number);
+  const rounds = Number(values.rounds);
   const dir = await Deno.makeTempDir({ prefix: "webhook-bench-" });
   const children: Deno.ChildProcess[] = [];
   try {
@@ -301,27 +303,49 @@ async function main(): Promise<void> {
     await maxThroughput(echo, ca, 1);
 
     console.log(
-      `AdmissionReview body: ${REVIEW.length} bytes; ${seconds} s per phase; 2 cores shared`,
+      `AdmissionReview body: ${REVIEW.length} bytes; ${seconds} s per phase, ${rounds} rounds ` +
+        `alternating /mutate and the echo so both see the same machine load; medians shown`,
     );
-    console.log("target      rate/s  achieved/s   p50 ms   p99 ms  errors");
-    for (const target of [mutate, echo]) {
-      for (const rate of rates) {
-        const r = await fixedRate(target, ca, rate, seconds);
+    console.log("target      rate/s  achieved/s   p50 ms   p99 ms  errors  (p99 per round)");
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    for (const rate of rates) {
+      const results = new Map<Target, Awaited<ReturnType<typeof fixedRate>>[]>();
+      for (let round = 0; round < rounds; round++) {
+        for (const target of [mutate, echo]) {
+          const list = results.get(target) ?? [];
+          list.push(await fixedRate(target, ca, rate, seconds));
+          results.set(target, list);
+        }
+      }
+      for (const [target, list] of results) {
+        const errors = list.reduce((sum, r) => sum + r.errors, 0);
         console.log(
           `${target.name.padEnd(10)} ${String(rate).padStart(7)} ${
-            r.achieved.toFixed(0).padStart(11)
-          } ${r.p50.toFixed(2).padStart(8)} ${r.p99.toFixed(2).padStart(8)} ${
-            String(r.errors).padStart(7)
-          }`,
+            median(list.map((r) => r.achieved)).toFixed(0).padStart(11)
+          } ${median(list.map((r) => r.p50)).toFixed(2).padStart(8)} ${
+            median(list.map((r) => r.p99)).toFixed(2).padStart(8)
+          } ${String(errors).padStart(7)}  (${list.map((r) => r.p99.toFixed(1)).join(", ")})`,
         );
       }
     }
-    const m = await maxThroughput(mutate, ca, seconds);
-    const e = await maxThroughput(echo, ca, seconds);
+    const ratios: string[] = [];
+    let mutateTotal = 0;
+    let echoTotal = 0;
+    for (let round = 0; round < rounds; round++) {
+      const m = await maxThroughput(mutate, ca, seconds);
+      const e = await maxThroughput(echo, ca, seconds);
+      mutateTotal += m.rps;
+      echoTotal += e.rps;
+      ratios.push(`${m.rps.toFixed(0)}/${e.rps.toFixed(0)}`);
+    }
     console.log(
-      `max throughput (32 in flight, keep-alive): /mutate ${m.rps.toFixed(0)}/s, ` +
-        `TLS echo ${e.rps.toFixed(0)}/s, ratio ${(m.rps / e.rps).toFixed(2)} ` +
-        `(errors ${m.errors + e.errors})`,
+      `max throughput (32 in flight, keep-alive): /mutate ${
+        (mutateTotal / rounds).toFixed(0)
+      }/s, ` +
+        `TLS echo ${(echoTotal / rounds).toFixed(0)}/s, ratio ${
+          (mutateTotal / echoTotal).toFixed(2)
+        } ` +
+        `(per round /mutate/echo ${ratios.join(", ")})`,
     );
   } finally {
     for (const child of children) {
