@@ -304,7 +304,9 @@ async function main(): Promise<void> {
 
     console.log(
       `AdmissionReview body: ${REVIEW.length} bytes; ${seconds} s per phase, ${rounds} rounds ` +
-        `alternating /mutate and the echo so both see the same machine load; medians shown`,
+        `alternating /mutate and the echo so both see the same machine load; medians shown; ` +
+        `load average ${Deno.loadavg().map((x) => x.toFixed(2)).join(" ")} on ` +
+        `${navigator.hardwareConcurrency} cores`,
     );
     console.log("target      rate/s  achieved/s   p50 ms   p99 ms  errors  (p99 per round)");
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
