@@ -1,7 +1,8 @@
 /**
  * The example server and client against real SPIRE + spiffe-helper with 10-second SVIDs: both
  * `--system-certs` modes run side by side for two minutes (SPIRE_REAL_TEST_SECONDS overrides) at
- * 10 requests per second each, a new connection per request, through every server rotation.
+ * 10 requests per second each, a new connection per request, through every server rotation and
+ * a rotation of SPIRE's CA (a new X.509 authority prepared at 30 %, activated at 60 %).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -9,9 +10,16 @@ import { AtomicWriter, buildTrustSet, renderTrustStore } from "../csi/trust_stor
 import { SvidWatcher } from "../spire/mod.ts";
 import { type ClientStats, runClient } from "../workloads/client.ts";
 import { startServer } from "../workloads/server.ts";
-import { needsTools, runSpiffeHelper, startSpire } from "./harness/mod.ts";
+import { needsTools, runCommand, runSpiffeHelper, startSpire, toolPath } from "./harness/mod.ts";
 
 const SECONDS = Number(Deno.env.get("SPIRE_REAL_TEST_SECONDS") ?? "120");
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
+  });
+}
 
 Deno.test({
   name: "real SPIRE 10 s SVIDs: client in both --system-certs modes, zero failed requests",
@@ -94,12 +102,38 @@ Deno.test({
           print: (line) => lines[mode].push(line),
           signal: controller.signal,
         });
+      // SPIRE's own CA rotation part-way: prepare (joins the bundle), later activate.
+      const cli = (args: string[]) =>
+        runCommand([toolPath("spire-server"), ...args, "-socketPath", spire.serverSocketPath], {
+          check: true,
+        });
+      const caRotation = (async () => {
+        await sleep(SECONDS * 300, controller.signal);
+        if (controller.signal.aborted) return "";
+        const prepared = await cli(["localauthority", "x509", "prepare", "-output", "json"]);
+        const id = /"authority_id"\s*:\s*"([0-9a-f]+)"/.exec(prepared.stdout)?.[1];
+        assert.ok(id, prepared.stdout);
+        await sleep(SECONDS * 300, controller.signal);
+        if (controller.signal.aborted) return "";
+        await cli(["localauthority", "x509", "activate", "-authorityID", id]);
+        return id;
+      })();
       let results: ClientStats[];
       try {
         results = await Promise.all([run("bundle"), run("system")]);
       } finally {
         clearTimeout(timer);
       }
+      assert.ok(await caRotation, "the CA rotation ran");
+      const last = watcher.current()!;
+      assert.equal(last.bundle.length, 2, "the new authority is in the bundle");
+      assert.equal(
+        last.leaf.verify(first.bundle[0].publicKey),
+        false,
+        "leaves now come from the new authority",
+      );
+      const store = await Deno.readTextFile(join(storeDir, "ca-certificates.crt"));
+      assert.equal(store.match(/BEGIN CERTIFICATE/g)?.length, 2, "both CAs reached the store");
       for (const [mode, stats] of [["false", results[0]], ["true", results[1]]] as const) {
         const failures = lines[mode === "true" ? "system" : "bundle"].filter((l) =>
           l.startsWith("Request to")
