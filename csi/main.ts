@@ -37,6 +37,7 @@ Usage: ${PROGRAM} [flags]
   --tmpfs-size SIZE           size of each volume's tmpfs (default 8Mi)
   --base-roots KIND           public roots under the CAs: none, bundled (this image's
                               ca-certificates) or file:/path (default bundled)
+  --render-concurrency N      volumes re-rendered at once after a change (default 32)
   --log-level LEVEL           debug, info, warn or error (default info)
   --self-test                 run the in-memory self-test and exit
   --version                   print the version
@@ -76,6 +77,8 @@ export interface CsiFlags {
   logLevel: LogLevel;
   /** --base-roots */
   baseRoots: BaseRoots;
+  /** --render-concurrency */
+  renderConcurrency: number;
   /** --help / --version / --self-test */
   mode: "run" | "help" | "version" | "self-test";
 }
@@ -99,6 +102,7 @@ export function parseFlags(args: string[]): CsiFlags {
         "tmpfs-size": { type: "string", default: "8Mi" },
         "log-level": { type: "string", default: "info" },
         "base-roots": { type: "string", default: "bundled" },
+        "render-concurrency": { type: "string", default: "32" },
         "self-test": { type: "boolean", default: false },
         version: { type: "boolean", default: false },
         help: { type: "boolean", default: false },
@@ -120,7 +124,14 @@ export function parseFlags(args: string[]): CsiFlags {
   else if (base === "bundled") baseRoots = { kind: "bundled" };
   else if (base.startsWith("file:/")) baseRoots = { kind: "file", path: base.slice(5) };
   else throw new UsageError(`--base-roots "${base}": use none, bundled or file:/absolute/path`);
+  const renderConcurrency = Number(values["render-concurrency"]);
+  if (!Number.isInteger(renderConcurrency) || renderConcurrency < 1) {
+    throw new UsageError(
+      `--render-concurrency "${values["render-concurrency"]}": a positive integer`,
+    );
+  }
   return {
+    renderConcurrency,
     baseRoots,
     endpoint: values.endpoint as string,
     nodeId: (values["node-id"] as string | undefined) || Deno.env.get("NODE_NAME") || hostname(),
@@ -178,6 +189,7 @@ export async function main(args: string[]): Promise<number> {
     tmpfsSize: flags.tmpfsSize,
     allowedRefNamespaces: flags.allowedRefNamespaces,
     baseRoots: flags.baseRoots,
+    renderConcurrency: flags.renderConcurrency,
     kubeConfig,
     logger,
   });

@@ -1,7 +1,8 @@
 // Command csi-churn opens a gRPC connection to a CSI endpoint, makes two calls
 // (Identity.GetPluginInfo, Node.NodeGetCapabilities) and closes it, N times, the way kubelet
 // talks to a CSI driver (one connection per operation, GOAWAY on close). With -publish it instead
-// times NodePublishVolume calls on one connection and prints p50/p99 as JSON.
+// times NodePublishVolume calls on one connection and prints p50/p99 as JSON, with the same
+// connection's NodeGetCapabilities round trip as the baseline.
 package main
 
 import (
@@ -88,6 +89,18 @@ func timePublish(endpoint string, n int, targetDir, volumeContext string, timeou
 		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY},
 	}
+	// Baseline: the same connection's round trip for a call that does no work.
+	baseline := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		t0 := time.Now()
+		_, err := node.NodeGetCapabilities(ctx, &csi.NodeGetCapabilitiesRequest{})
+		baseline = append(baseline, time.Since(t0))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("NodeGetCapabilities %d: %w", i, err)
+		}
+	}
 	durations := make([]time.Duration, 0, n)
 	for i := 0; i < n; i++ {
 		target := filepath.Join(targetDir, fmt.Sprintf("v%d", i))
@@ -106,12 +119,14 @@ func timePublish(endpoint string, n int, targetDir, volumeContext string, timeou
 			return fmt.Errorf("NodePublishVolume %d: %w", i, err)
 		}
 	}
-	sort.Slice(durations, func(a, b int) bool { return durations[a] < durations[b] })
-	pct := func(p float64) float64 {
-		idx := int(p * float64(len(durations)-1))
-		return float64(durations[idx].Microseconds()) / 1000
+	pct := func(d []time.Duration, p float64) float64 {
+		sort.Slice(d, func(a, b int) bool { return d[a] < d[b] })
+		idx := int(p * float64(len(d)-1))
+		return float64(d[idx].Microseconds()) / 1000
 	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]float64{
-		"count": float64(n), "p50Ms": pct(0.5), "p99Ms": pct(0.99), "maxMs": pct(1),
+		"count": float64(n), "p50Ms": pct(durations, 0.5), "p99Ms": pct(durations, 0.99),
+		"maxMs": pct(durations, 1), "baselineP50Ms": pct(baseline, 0.5),
+		"baselineP99Ms": pct(baseline, 0.99),
 	})
 }
