@@ -152,6 +152,17 @@ Deno.test("pods left alone: opt-out, unlabelled, existing mount at the path", ()
   assert.match(plan.warnings[0], /container a already mounts volume c at \/etc\/ssl\/certs/);
 });
 
+Deno.test("null lists are replaced, not appended to", () => {
+  const object = pod({
+    spec: { volumes: null, containers: [{ name: "a", image: "x", volumeMounts: null, env: null }] },
+  });
+  object.metadata.annotations = { "cacerts.spiffe.io/env": "true" };
+  const patched = applyJsonPatch(object, planMutation(object, config).patch);
+  assert.equal(patched.spec.volumes.length, 1);
+  assert.equal(patched.spec.containers[0].volumeMounts.length, 1);
+  assert.equal(patched.spec.containers[0].env.length, 5);
+});
+
 Deno.test("pointer tokens escape ~ and /", () => {
   assert.equal(escapePointerToken("a/b~c"), "a~1b~0c");
 });

@@ -212,7 +212,7 @@ function envPatch(
   warnings: string[],
 ): JsonPatchOperation[] {
   const existing = container.env;
-  if (existing === undefined || existing.length === 0) {
+  if (!Array.isArray(existing) || existing.length === 0) {
     return [{ op: "add", path: pointer(...base, "env"), value: wanted }];
   }
   const ops: JsonPatchOperation[] = [];
@@ -307,7 +307,7 @@ export function planMutation(pod: V1Pod, config: MutationConfig): MutationPlan {
       volumeAttributes: { os: family, caProviderClasses: config.className },
     },
   };
-  const patch: JsonPatchOperation[] = spec.volumes === undefined
+  const patch: JsonPatchOperation[] = !Array.isArray(spec.volumes)
     ? [{ op: "add", path: pointer("spec", "volumes"), value: [volume] }]
     : [{ op: "add", path: pointer("spec", "volumes", "-"), value: volume }];
   const warnings: string[] = [];
@@ -318,7 +318,7 @@ export function planMutation(pod: V1Pod, config: MutationConfig): MutationPlan {
       if (!selected(container)) return;
       const base = ["spec", field, String(index)];
       patch.push(
-        container.volumeMounts === undefined
+        !Array.isArray(container.volumeMounts)
           ? { op: "add", path: pointer(...base, "volumeMounts"), value: [mount] }
           : { op: "add", path: pointer(...base, "volumeMounts", "-"), value: mount },
       );

@@ -42,8 +42,8 @@ export function applyJsonPatch<T>(
       if (op === "replace" && !(last in target)) {
         throw new JsonPatchError(`replace ${path}: ${last} does not exist`);
       }
-      if (op === "add" && last in target) {
-        // RFC 6902 add replaces an existing member; the webhook never relies on it.
+      if (op === "add" && last in target && target[last] !== null) {
+        // RFC 6902 add replaces an existing member; the webhook relies on it only for nulls.
         throw new JsonPatchError(`add ${path}: ${last} already exists`);
       }
       target[last] = value;
