@@ -105,7 +105,8 @@ Deno.test("a writer SIGKILLed mid-swap leaves the store wholly old or wholly new
     // An uninterrupted run completes its swaps.
     const child = spawnWriter(dir, 300);
     const out = new TextDecoder().decode((await child.output()).stdout);
-    assert.match(out, /done 300/);
+    // Every swap changes the store, except a first one that finds its payload already there.
+    assert.match(out, /done (299|300)\n/);
   } finally {
     stop = true;
     await reader;

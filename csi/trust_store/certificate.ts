@@ -36,6 +36,8 @@ export interface TrustedCertificate {
   readonly fromBase: boolean;
 }
 
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
 const NAMES: Record<string, string> = {
   "2.5.4.3": "CN",
   "2.5.4.6": "C",
@@ -73,7 +75,7 @@ export function decodeOid(bytes: Uint8Array, el: DerElement): string {
 export function decodeString(tag: number, content: Uint8Array): string | undefined {
   switch (tag) {
     case 0x0c:
-      return new TextDecoder("utf-8", { fatal: true }).decode(content);
+      return utf8Decoder.decode(content);
     case 0x1e: {
       let s = "";
       for (let i = 0; i + 1 < content.length; i += 2) {

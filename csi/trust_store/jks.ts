@@ -25,12 +25,27 @@ export interface JksEntry {
 }
 
 class Writer {
-  #parts: number[] = [];
+  #buf = new Uint8Array(1 << 16);
+  #view = new DataView(this.#buf.buffer);
+  #len = 0;
+  #grow(n: number) {
+    if (this.#len + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.#len));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
   u16(n: number) {
-    this.#parts.push((n >>> 8) & 0xff, n & 0xff);
+    this.#grow(2);
+    this.#view.setUint16(this.#len, n);
+    this.#len += 2;
   }
   u32(n: number) {
-    this.#parts.push((n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff);
+    this.#grow(4);
+    this.#view.setUint32(this.#len, n >>> 0);
+    this.#len += 4;
   }
   u64(n: number) {
     this.u32(Math.floor(n / 2 ** 32));
@@ -42,13 +57,15 @@ class Writer {
       if (c === 0 || c > 0x7f) throw new Error(`JKS alias must be ASCII: ${JSON.stringify(s)}`);
     }
     this.u16(s.length);
-    for (let i = 0; i < s.length; i++) this.#parts.push(s.charCodeAt(i));
+    this.bytes(new TextEncoder().encode(s));
   }
   bytes(b: Uint8Array) {
-    for (const x of b) this.#parts.push(x);
+    this.#grow(b.length);
+    this.#buf.set(b, this.#len);
+    this.#len += b.length;
   }
   done(): Uint8Array {
-    return Uint8Array.from(this.#parts);
+    return this.#buf.slice(0, this.#len);
   }
 }
 

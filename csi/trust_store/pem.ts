@@ -7,6 +7,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { PemError } from "./errors.ts";
 
 /** One decoded `CERTIFICATE` block. */
@@ -69,7 +70,9 @@ export function parsePem(source: string, text: string): PemBlock[] {
       if (b64.length === 0 || !BASE64.test(b64) || b64.length % 4 !== 0) {
         throw new PemError(source, `block ${seen} (line ${beginLine}): invalid base64 body`);
       }
-      blocks.push({ der: Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)), index: seen });
+      const buf = Buffer.from(b64, "base64");
+      // Copied out of Buffer's shared pool so each certificate owns its bytes.
+      blocks.push({ der: new Uint8Array(buf), index: seen });
       label = undefined;
       continue;
     }
@@ -95,11 +98,7 @@ export function parsePem(source: string, text: string): PemBlock[] {
 
 /** Encodes DER bytes as a PEM block with 64-character lines. */
 export function encodePem(label: string, der: Uint8Array): string {
-  let bin = "";
-  for (let i = 0; i < der.length; i += 0x8000) {
-    bin += String.fromCharCode(...der.subarray(i, i + 0x8000));
-  }
-  const b64 = btoa(bin);
+  const b64 = Buffer.from(der.buffer, der.byteOffset, der.length).toString("base64");
   const lines: string[] = [];
   for (let i = 0; i < b64.length; i += 64) lines.push(b64.slice(i, i + 64));
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;

@@ -1,0 +1,134 @@
+/**
+ * Render benchmark: the debian layout from the system bundle (~140 certificates) plus one custom
+ * CA, against a baseline of simply reading the same input files; and certificate parsing with
+ * `node:crypto` `X509Certificate` against `@peculiar/x509`. `deno bench` prints each group's
+ * ratio to its baseline; a last, single-run entry prints medians and ranges (ms) of its own
+ * samples.
+ * Target: ≤ 25 ms per render.
+ *
+ *   ./scripts/deno bench -A csi/trust_store/render_bench.ts
+ *
+ * @module
+ */
+
+import { X509Certificate as NodeX509 } from "node:crypto";
+import { x509 } from "../../workloads/x509.ts";
+import { AtomicWriter, buildTrustSet, parsePem, renderTrustStore } from "./mod.ts";
+import { makeCert } from "./testdata/pki.ts";
+
+const SYSTEM = "/etc/ssl/certs/ca-certificates.crt";
+const dir = await Deno.makeTempDir({ prefix: "render-bench-" });
+const customPath = `${dir}/custom-ca.pem`;
+await Deno.writeTextFile(customPath, (await makeCert({ subject: "CN=Bench Root" })).pem);
+const ders = parsePem("system", Deno.readTextFileSync(SYSTEM)).map((b) => b.der);
+const outDir = `${dir}/out`;
+await Deno.mkdir(outDir);
+const writer = new AtomicWriter(outDir, { fsync: false });
+
+function readInputs(): number {
+  return Deno.readTextFileSync(SYSTEM).length + Deno.readTextFileSync(customPath).length;
+}
+
+async function render(): Promise<number> {
+  const set = await buildTrustSet(
+    [{ name: customPath, text: Deno.readTextFileSync(customPath) }],
+    { base: { kind: "file", path: SYSTEM } },
+  );
+  return renderTrustStore("debian", set).size;
+}
+
+function parseNode(): number {
+  let n = 0;
+  for (const der of ders) {
+    const c = new NodeX509(der);
+    n += c.subject.length + c.validTo.length + (c.ca ? 1 : 0);
+  }
+  return n;
+}
+
+function parsePeculiar(): number {
+  let n = 0;
+  for (const der of ders) {
+    const c = new x509.X509Certificate(der as Uint8Array<ArrayBuffer>);
+    const bc = c.getExtension(x509.BasicConstraintsExtension);
+    n += c.subject.length + c.notAfter.getTime() % 7 + (bc?.ca ? 1 : 0);
+  }
+  return n;
+}
+
+let alternate = 0;
+const payloads = [
+  renderTrustStore("debian", await buildTrustSet([], { base: { kind: "file", path: SYSTEM } })),
+];
+payloads.push(
+  renderTrustStore(
+    "debian",
+    await buildTrustSet([{ name: "c", text: Deno.readTextFileSync(customPath) }], {
+      base: { kind: "file", path: SYSTEM },
+    }),
+  ),
+);
+
+Deno.bench("read input files", { group: "render", baseline: true }, () => {
+  readInputs();
+});
+Deno.bench("render debian layout (parse, filter, hash, JKS)", { group: "render" }, async () => {
+  await render();
+});
+Deno.bench("render + AtomicWriter swap (tmp dir, no fsync)", { group: "render" }, async () => {
+  await render();
+  await writer.write(payloads[alternate++ % 2]);
+});
+Deno.bench(
+  "parse ~140 certs: node:crypto X509Certificate",
+  { group: "parse", baseline: true },
+  () => {
+    parseNode();
+  },
+);
+Deno.bench("parse ~140 certs: @peculiar/x509", { group: "parse" }, () => {
+  parsePeculiar();
+});
+
+async function sample(fn: () => unknown, n: number): Promise<number[]> {
+  for (let i = 0; i < 3; i++) await fn();
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await fn();
+    out.push(performance.now() - t);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+let summarized = false;
+// Runs last (benches run in registration order): medians and ranges from its own samples.
+Deno.bench(
+  "summary: median and range (printed below)",
+  { group: "summary", n: 1, warmup: 0 },
+  async () => {
+    if (summarized) return; // deno bench may call a single-run bench again; print once
+    summarized = true;
+    const n = 40;
+    const base = await sample(readInputs, n);
+    const rend = await sample(render, n);
+    const node = await sample(parseNode, n);
+    const pec = await sample(parsePeculiar, n);
+    const med = (a: number[]) => a[Math.floor(a.length / 2)];
+    const fmt = (name: string, a: number[], ref: number[]) =>
+      `${name.padEnd(34)} median ${med(a).toFixed(2)} ms (range ${a[0].toFixed(2)}–${
+        a[a.length - 1].toFixed(2)
+      }), ${(med(a) / med(ref)).toFixed(1)}× baseline`;
+    console.log(
+      [
+        `summary (${ders.length} system certificates + 1 custom CA, ${n} runs each):`,
+        fmt("read input files (baseline)", base, base),
+        fmt("render debian layout", rend, base),
+        fmt("parse: node:crypto (baseline)", node, node),
+        fmt("parse: @peculiar/x509", pec, node),
+        `render target ≤ 25 ms: ${med(rend) <= 25 ? "met" : "NOT met"}`,
+      ].join("\n"),
+    );
+    await Deno.remove(dir, { recursive: true });
+  },
+);
