@@ -128,6 +128,7 @@ Deno.test({
           kubeConfig: kube.kubeConfig,
           className: "spire-ca",
           excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
+          resyncMs: 500,
           onWrite: (what) => writes.push(what),
         });
         controllers.push(controller);
@@ -203,6 +204,17 @@ Deno.test({
         );
         assert.equal(await first.controller.ensureClass("old-a"), "conflict");
         assert.deepEqual((await getClass("old-a")).spec.refs, edited.spec.refs);
+      });
+
+      await t.step("a deleted class comes back on the periodic pass", async () => {
+        await custom.deleteNamespacedCustomObject({
+          group: GROUP,
+          version: "v1alpha1",
+          namespace: "old-b",
+          plural: "caproviderclasses",
+          name: "spire-ca",
+        });
+        await waitFor("class back in old-b", () => getClass("old-b"), { timeoutMs: 5_000 });
       });
 
       await t.step("a second replica converges without writing again", async () => {

@@ -76,8 +76,11 @@ export interface ControllerOptions {
   bundleConfigMap?: KeyRef;
   /** The Secret kept equal to it (default `spire/spire-ca-bundle` key `ca.crt`). */
   bundleSecret?: KeyRef;
-  /** How often the bundle is re-checked even without a change, so roots that expire are dropped (ms). */
-  bundleResyncMs?: number;
+  /**
+   * How often every namespace and the bundle are re-checked without an event (ms, default 10 min):
+   * roots that expired meanwhile are dropped and deleted classes come back.
+   */
+  resyncMs?: number;
   /** Where events go. */
   log?: Logger;
   /** Called after each class write and each Secret write. */
@@ -324,10 +327,12 @@ export class Controller {
 
     this.#informers.push(namespaces, bundle);
     await Promise.all([namespaces.start(), bundle.start()]);
-    this.#timer = setInterval(
-      () => this.#guard("resync SPIRE bundle", {}, () => this.syncBundle()),
-      this.#options.bundleResyncMs ?? 10 * 60_000,
-    );
+    // The periodic pass drops roots that expired since the last change and brings back a
+    // class someone deleted (namespace events alone would not).
+    this.#timer = setInterval(() => {
+      this.#guard("resync SPIRE bundle", {}, () => this.syncBundle());
+      for (const ns of namespaces.list()) onNamespace(ns);
+    }, this.#options.resyncMs ?? 10 * 60_000);
   }
 
   #watchErrors(informer: k8s.Informer<k8s.KubernetesObject>, what: string): void {
