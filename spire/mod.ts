@@ -54,4 +54,4 @@ export {
   UnauthorizedPeerError,
   uriSans,
 } from "./spiffe_id.ts";
-export { parseCertificates, PemParseError, toPem } from "./pem.ts";
+export { parseCertificates, toPem } from "./pem.ts";

@@ -16,7 +16,8 @@
 
 import { createHash, createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { join } from "node:path";
-import { parseCertificates, parsePemBlocks, PemParseError } from "./pem.ts";
+import { parseCertificates } from "./pem.ts";
+import { PemError } from "../csi/trust_store/errors.ts";
 import { type SpiffeId, spiffeIdFromCertificate } from "./spiffe_id.ts";
 
 /** File names of an SVID set. */
@@ -151,7 +152,7 @@ function certificates(dir: string, path: string, text: string): X509Certificate[
   try {
     return parseCertificates(text, path);
   } catch (error) {
-    if (error instanceof PemParseError) {
+    if (error instanceof PemError) {
       throw new SvidFileError(dir, path, error.message.slice(path.length + 2));
     }
     throw error;
@@ -159,17 +160,16 @@ function certificates(dir: string, path: string, text: string): X509Certificate[
 }
 
 function privateKey(dir: string, path: string, text: string): KeyObject {
-  let blocks;
-  try {
-    blocks = parsePemBlocks(text, path);
-  } catch (error) {
-    if (error instanceof PemParseError) {
-      throw new SvidFileError(dir, path, error.message.slice(path.length + 2));
-    }
-    throw error;
-  }
-  if (blocks.length !== 1 || !/PRIVATE KEY$/.test(blocks[0].label)) {
-    throw new SvidFileError(dir, path, "expected exactly one PRIVATE KEY block");
+  if (text.trim() === "") throw new SvidFileError(dir, path, "file is empty");
+  const blocks = text.match(
+    /-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----/g,
+  );
+  if (blocks?.length !== 1 || text.replace(blocks[0], "").trim() !== "") {
+    throw new SvidFileError(
+      dir,
+      path,
+      "expected exactly one complete PRIVATE KEY block (partly written?)",
+    );
   }
   try {
     return createPrivateKey(text);

@@ -59,7 +59,7 @@ Deno.test("loadSvidSet rejects each torn state spiffe-helper can leave", async (
       await write(dir, "svid.pem", next.certPem.slice(0, 200));
       await assert.rejects(
         loadSvidSet(dir),
-        (e) => e instanceof SvidFileError && /partly written/.test(e.message),
+        (e) => e instanceof SvidFileError && /not terminated/.test(e.message),
       );
     });
     await t.step("new cert + old key", async () => {
