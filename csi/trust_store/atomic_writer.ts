@@ -186,24 +186,7 @@ export class AtomicWriter {
     }
   }
 
-  /**
-   * Makes the directory hold exactly `payload` (path relative to the directory → bytes).
-   *
-   * @returns whether anything changed
-   * @throws {PayloadPathError} for an invalid path, before anything is touched
-   */
-  async write(payload: Map<string, Uint8Array>): Promise<WriteResult> {
-    const files = validatePayloadPaths(payload.keys());
-    const top = new Set([...files].map((f) => f.split("/")[0]));
-    const current = await this.#current();
-    await this.#cleanup(current);
-    if (current !== undefined && await this.#sameContent(current, files, payload)) {
-      await this.#syncLinks(top);
-      return { changed: false };
-    }
-    const tsDir = await Deno.makeTempDir({ dir: this.dir, prefix: timestampPrefix() });
-    const tsName = tsDir.slice(tsDir.lastIndexOf("/") + 1);
-    await Deno.chmod(tsDir, 0o755);
+  async #fill(tsDir: string, payload: Map<string, Uint8Array>): Promise<void> {
     const dirs = new Set<string>([tsDir]);
     for (const [rel, bytes] of payload) {
       const abs = join(tsDir, rel);
@@ -223,6 +206,34 @@ export class AtomicWriter {
       await Deno.chmod(abs, this.#fileMode);
     }
     if (this.#fsync) { for (const d of dirs) fsyncPath(d); }
+  }
+
+  /**
+   * Makes the directory hold exactly `payload` (path relative to the directory → bytes).
+   *
+   * @returns whether anything changed
+   * @throws {PayloadPathError} for an invalid path, before anything is touched
+   * @throws {Deno.errors} from the file system (e.g. a full tmpfs); the live store is unchanged
+   */
+  async write(payload: Map<string, Uint8Array>): Promise<WriteResult> {
+    const files = validatePayloadPaths(payload.keys());
+    const top = new Set([...files].map((f) => f.split("/")[0]));
+    const current = await this.#current();
+    await this.#cleanup(current);
+    if (current !== undefined && await this.#sameContent(current, files, payload)) {
+      await this.#syncLinks(top);
+      return { changed: false };
+    }
+    const tsDir = await Deno.makeTempDir({ dir: this.dir, prefix: timestampPrefix() });
+    const tsName = tsDir.slice(tsDir.lastIndexOf("/") + 1);
+    await Deno.chmod(tsDir, 0o755);
+    try {
+      await this.#fill(tsDir, payload);
+    } catch (e) {
+      // e.g. ENOSPC on a full tmpfs: drop the half-written directory, keep the live one.
+      await Deno.remove(tsDir, { recursive: true }).catch(() => {});
+      throw e;
+    }
     const tmpLink = join(this.dir, DATA_TMP);
     await Deno.symlink(tsName, tmpLink);
     await Deno.rename(tmpLink, join(this.dir, DATA));

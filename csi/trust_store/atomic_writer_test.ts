@@ -131,3 +131,26 @@ Deno.test("clear() leaves the directory empty and a later write works", () =>
     assert.equal(await Deno.readTextFile(join(dir, "ca.crt")), "two");
     await new AtomicWriter(join(dir, "missing")).clear();
   }));
+
+Deno.test({
+  name: "a full tmpfs fails the write cleanly and the old store stays",
+  ignore: Deno.uid() !== 0, // mounting a small tmpfs needs root
+  fn: async () => {
+    const s = await scratchDir("atomic-full-", "256k");
+    try {
+      assert.ok(s.tmpfs);
+      const w = new AtomicWriter(s.dir);
+      await w.write(payload({ "ca.crt": "old", "java/cacerts": "jks" }));
+      const live = await Deno.readLink(join(s.dir, "..data"));
+      const huge = new Map([["ca.crt", new Uint8Array(512 * 1024).fill(65)]]);
+      await assert.rejects(w.write(huge));
+      assert.deepEqual(await listing(s.dir), ["..data", live, "ca.crt", "java"].sort());
+      assert.equal(await Deno.readTextFile(join(s.dir, "ca.crt")), "old");
+      assert.equal(await Deno.readTextFile(join(s.dir, "java/cacerts")), "jks");
+      assert.equal((await w.write(payload({ "ca.crt": "new" }))).changed, true);
+      assert.equal(await Deno.readTextFile(join(s.dir, "ca.crt")), "new");
+    } finally {
+      await s.cleanup();
+    }
+  },
+});

@@ -125,7 +125,17 @@ interface Rendered {
 
 function prepare(set: TrustSet): Rendered {
   const pems = set.certificates.map((c) => encodePem("CERTIFICATE", c.der));
-  const stems = set.certificates.map(certificateStem);
+  // Stems (and JKS aliases, which are case-insensitive) must be unique: lengthen the
+  // fingerprint part on the rare clash.
+  const used = new Set<string>();
+  const stems = set.certificates.map((c) => {
+    let stem = certificateStem(c);
+    for (let n = 16; used.has(stem.toLowerCase()); n += 8) {
+      stem = `${certificateStem(c)}${c.sha256.slice(8, n)}`;
+    }
+    used.add(stem.toLowerCase());
+    return stem;
+  });
   const counts = new Map<string, number>();
   const hashes = set.certificates.map((c) => {
     const h = subjectHash(c.subjectDer);
