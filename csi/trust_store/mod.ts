@@ -10,6 +10,19 @@
  * const { changed } = await new AtomicWriter("/var/lib/target").write(payload);
  * ```
  *
+ * Layouts (paths relative to the volume root) and where to mount them:
+ *
+ * | family | mount at | files |
+ * |---|---|---|
+ * | debian, ubuntu, distroless | `/etc/ssl/certs` | `ca-certificates.crt`, `<label>_<sha256:8>.pem` per certificate, `<subject_hash>.N`, `java/cacerts` |
+ * | alpine | `/etc/ssl/certs` | the same plus `cert.pem` (Alpine's `/etc/ssl/cert.pem` lies outside the mount: point `SSL_CERT_FILE` at `/etc/ssl/certs/cert.pem` or `ca-certificates.crt`) |
+ * | fedora, centos, rhel, rockylinux, oraclelinux | `/etc/pki/ca-trust/extracted` | `pem/tls-ca-bundle.pem`, `pem/email-ca-bundle.pem`, `pem/objsign-ca-bundle.pem`, `pem/directory-hash/`, `openssl/ca-bundle.trust.crt`, `java/cacerts`; plus `ca-bundle.crt` and `ca-bundle.trust.crt` at the root so the same volume also works mounted at `/etc/pki/tls/certs` |
+ * | opensuse, sles | `/var/lib/ca-certificates` | `ca-bundle.pem`, `pem/` (PEM + hashed names), `openssl/` (TRUSTED CERTIFICATE + hashed names), `java-cacerts` |
+ *
+ * Keystores are JKS with password `changeit` (readable by every JDK). Hashed names are copies,
+ * not symlinks, so they work through any mount. `edk2/cacerts.bin` (RHEL firmware) is not
+ * rendered.
+ *
  * @module
  */
 
