@@ -27,6 +27,7 @@ export {
   SvidKeyMismatchError,
   type SvidSet,
   SvidSetError,
+  verifySvidSet,
 } from "./svid.ts";
 export {
   type SvidListener,
@@ -55,3 +56,11 @@ export {
   uriSans,
 } from "./spiffe_id.ts";
 export { parseCertificates, toPem } from "./pem.ts";
+export {
+  DerSplitError,
+  splitDer,
+  svidSetFromWire,
+  type WireX509Svid,
+  type WorkloadApiOptions,
+  WorkloadApiX509Source,
+} from "./workload_api.ts";

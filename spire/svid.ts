@@ -244,6 +244,26 @@ export async function loadSvidSet(
     readFile(dir, paths.key),
     readFile(dir, paths.bundle),
   ]);
+  return verifySvidSet(dir, { certPem, keyPem, bundlePem }, paths, options);
+}
+
+/**
+ * Verifies an SVID set given as PEM text (from files or from the Workload API).
+ *
+ * @param dir where it came from (a directory, or a label such as the agent socket)
+ * @param pem leaf + intermediates, PKCS#8 key, bundle
+ * @param sources names of the three parts used in errors
+ * @param options validity-check time
+ * @throws {SvidSetError} subclasses as {@link loadSvidSet}
+ */
+export function verifySvidSet(
+  dir: string,
+  pem: { certPem: string; keyPem: string; bundlePem: string },
+  sources: SvidFileNames = { svid: "svid", key: "key", bundle: "bundle" },
+  options: LoadSvidOptions = {},
+): SvidSet {
+  const { certPem, keyPem, bundlePem } = pem;
+  const paths = sources;
   const [leaf, ...intermediates] = certificates(dir, paths.svid, certPem);
   const key = privateKey(dir, paths.key, keyPem);
   const bundle = certificates(dir, paths.bundle, bundlePem);
