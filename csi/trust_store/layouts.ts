@@ -119,7 +119,6 @@ interface Rendered {
   stems: string[];
   hashes: string[];
   bundle: Uint8Array;
-  trustBundle: Uint8Array;
   jks: Uint8Array;
 }
 
@@ -155,9 +154,6 @@ function prepare(set: TrustSet): Rendered {
     stems,
     hashes,
     bundle: enc.encode(pems.join("")),
-    trustBundle: enc.encode(
-      set.certificates.map((c) => `# ${c.subject}\n${trustedCertificatePem(c)}`).join("\n"),
-    ),
     jks,
   };
 }
@@ -195,16 +191,20 @@ export function renderTrustStore(family: OsFamily, set: TrustSet): Payload {
       addHashedDir(payload, "", r);
       payload.set("java/cacerts", r.jks);
       break;
-    case "rhel":
+    case "rhel": {
+      const trustBundle = enc.encode(
+        set.certificates.map((c) => `# ${c.subject}\n${trustedCertificatePem(c)}`).join("\n"),
+      );
       payload.set("pem/tls-ca-bundle.pem", r.bundle);
       payload.set("pem/email-ca-bundle.pem", r.bundle);
       payload.set("pem/objsign-ca-bundle.pem", r.bundle);
       addHashedDir(payload, "pem/directory-hash", r);
-      payload.set("openssl/ca-bundle.trust.crt", r.trustBundle);
+      payload.set("openssl/ca-bundle.trust.crt", trustBundle);
       payload.set("java/cacerts", r.jks);
       payload.set("ca-bundle.crt", r.bundle);
-      payload.set("ca-bundle.trust.crt", r.trustBundle);
+      payload.set("ca-bundle.trust.crt", trustBundle);
       break;
+    }
     case "suse":
       payload.set("ca-bundle.pem", r.bundle);
       addHashedDir(payload, "pem", r);

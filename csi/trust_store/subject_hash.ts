@@ -75,8 +75,13 @@ export function canonicalName(nameDer: Uint8Array): Uint8Array {
       const oidBytes = nameDer.subarray(oid.start, oid.end);
       let valueBytes: Uint8Array;
       if (CANON_TAGS.has(value.tag)) {
-        const text = decodeString(value.tag, nameDer.subarray(value.contentStart, value.end)) ?? "";
-        valueBytes = encodeElement(0x0c, canonicalBytes(encoder.encode(text)));
+        const content = nameDer.subarray(value.contentStart, value.end);
+        // UTF8String is already UTF-8, and single-byte types holding only ASCII are too.
+        const utf8 = value.tag === 0x0c || (value.tag !== 0x1e && value.tag !== 0x1c &&
+            content.every((b) => b < 0x80))
+          ? content
+          : encoder.encode(decodeString(value.tag, content) ?? "");
+        valueBytes = encodeElement(0x0c, canonicalBytes(utf8));
       } else {
         valueBytes = nameDer.subarray(value.start, value.end);
       }
