@@ -335,8 +335,9 @@ export class NodeDriver {
       if (volume) {
         volume.closed = true;
         this.#volumes.delete(volumeId);
-        this.#release(volume);
+        // A re-render in flight takes new watch references; release after it settles.
         await volume.queue.catch(() => {});
+        this.#release(volume);
       }
       const ours = volume !== undefined || (await exists(join(targetPath, DATA_LINK)));
       if (ours && (await exists(targetPath))) await this.#cleanTarget(targetPath, true);
