@@ -95,10 +95,10 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function readTree(root: string, prefix = "", out = new Map<string, string>()) {
-  for await (const entry of Deno.readDir(join(root, prefix))) {
+function readTree(root: string, prefix = "", out = new Map<string, string>()) {
+  for (const entry of Deno.readDirSync(join(root, prefix))) {
     const rel = prefix ? `${prefix}/${entry.name}` : entry.name;
-    if (entry.isDirectory) await readTree(root, rel, out);
+    if (entry.isDirectory) readTree(root, rel, out);
     else out.set(rel, join(root, rel));
   }
   return out;
@@ -142,21 +142,21 @@ export class AtomicWriter {
     for await (const entry of Deno.readDir(this.dir)) {
       const name = entry.name;
       if (!name.startsWith("..") || name === DATA || name === current) continue;
-      await Deno.remove(join(this.dir, name), { recursive: true });
+      Deno.removeSync(join(this.dir, name), { recursive: true });
     }
   }
 
   async #sameContent(current: string, files: Set<string>, payload: Map<string, Uint8Array>) {
     let tree: Map<string, string>;
     try {
-      tree = await readTree(join(this.dir, current));
+      tree = readTree(join(this.dir, current));
     } catch {
       return false;
     }
     if (tree.size !== files.size) return false;
     for (const [rel, abs] of tree) {
       const want = payload.get(rel);
-      if (!want || !equalBytes(await Deno.readFile(abs), want)) return false;
+      if (!want || !equalBytes(Deno.readFileSync(abs), want)) return false;
     }
     return true;
   }
@@ -186,24 +186,28 @@ export class AtomicWriter {
     }
   }
 
-  async #fill(tsDir: string, payload: Map<string, Uint8Array>): Promise<void> {
+  /**
+   * Writes the payload under `tsDir`. Synchronous calls on purpose: a store is a few hundred
+   * small files, and per-call async overhead made a swap ~5× slower than the I/O itself.
+   */
+  #fill(tsDir: string, payload: Map<string, Uint8Array>): void {
     const dirs = new Set<string>([tsDir]);
     for (const [rel, bytes] of payload) {
       const abs = join(tsDir, rel);
       const parent = dirname(abs);
       if (!dirs.has(parent)) {
-        await Deno.mkdir(parent, { recursive: true, mode: 0o755 });
+        Deno.mkdirSync(parent, { recursive: true, mode: 0o755 });
         dirs.add(parent);
       }
-      const file = await Deno.open(abs, { write: true, createNew: true, mode: this.#fileMode });
+      const file = Deno.openSync(abs, { write: true, createNew: true, mode: this.#fileMode });
       try {
         let off = 0;
-        while (off < bytes.length) off += await file.write(bytes.subarray(off));
-        if (this.#fsync) await file.sync();
+        while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+        if (this.#fsync) file.syncSync();
       } finally {
         file.close();
       }
-      await Deno.chmod(abs, this.#fileMode);
+      Deno.chmodSync(abs, this.#fileMode);
     }
     if (this.#fsync) { for (const d of dirs) fsyncPath(d); }
   }
@@ -228,10 +232,12 @@ export class AtomicWriter {
     const tsName = tsDir.slice(tsDir.lastIndexOf("/") + 1);
     await Deno.chmod(tsDir, 0o755);
     try {
-      await this.#fill(tsDir, payload);
+      this.#fill(tsDir, payload);
     } catch (e) {
       // e.g. ENOSPC on a full tmpfs: drop the half-written directory, keep the live one.
-      await Deno.remove(tsDir, { recursive: true }).catch(() => {});
+      try {
+        Deno.removeSync(tsDir, { recursive: true });
+      } catch { /* the next write's cleanup removes it */ }
       throw e;
     }
     const tmpLink = join(this.dir, DATA_TMP);
@@ -240,7 +246,9 @@ export class AtomicWriter {
     if (this.#fsync) fsyncPath(this.dir);
     await this.#syncLinks(top);
     if (current !== undefined && current !== tsName) {
-      await Deno.remove(join(this.dir, current), { recursive: true }).catch(() => {});
+      try {
+        Deno.removeSync(join(this.dir, current), { recursive: true });
+      } catch { /* already gone; the next write's cleanup retries anything left */ }
     }
     if (this.#fsync) fsyncPath(this.dir);
     return { changed: true };
