@@ -4,3 +4,5 @@
  *
  * @module
  */
+
+export * from "./csi/trust_store/mod.ts";
