@@ -146,7 +146,7 @@ export class AtomicWriter {
     }
   }
 
-  async #sameContent(current: string, files: Set<string>, payload: Map<string, Uint8Array>) {
+  #sameContent(current: string, files: Set<string>, payload: Map<string, Uint8Array>): boolean {
     let tree: Map<string, string>;
     try {
       tree = readTree(join(this.dir, current));
@@ -224,7 +224,7 @@ export class AtomicWriter {
     const top = new Set([...files].map((f) => f.split("/")[0]));
     const current = await this.#current();
     await this.#cleanup(current);
-    if (current !== undefined && await this.#sameContent(current, files, payload)) {
+    if (current !== undefined && this.#sameContent(current, files, payload)) {
       await this.#syncLinks(top);
       return { changed: false };
     }
