@@ -21,6 +21,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createApp } from "./app.ts";
 import { toNodeListener } from "./node_adapter.ts";
+import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
 
 const REVIEW = JSON.stringify({
   apiVersion: "admission.k8s.io/v1",
@@ -169,67 +170,16 @@ async function maxThroughput(target: Target, ca: string, seconds: number) {
   return { rps: done / ((performance.now() - start) / 1000), errors };
 }
 
-async function openssl(args: string[], cwd: string): Promise<void> {
-  const { success, stderr } = await new Deno.Command("openssl", { args, cwd, stderr: "piped" })
-    .output();
-  if (!success) throw new Error(`openssl ${args[0]} failed: ${new TextDecoder().decode(stderr)}`);
-}
-
-/** A CA and a `localhost` leaf in spiffe-helper's file names. */
+/** A CA and a `localhost` leaf written in spiffe-helper's file names; returns the CA PEM. */
 async function writeCertDir(dir: string): Promise<string> {
-  await openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "svid_bundle.pem",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=bench-ca",
-  ], dir);
-  await openssl([
-    "req",
-    "-newkey",
-    "ec",
-    "-pkeyopt",
-    "ec_paramgen_curve:P-256",
-    "-nodes",
-    "-keyout",
-    "svid_key.pem",
-    "-out",
-    "leaf.csr",
-    "-subj",
-    "/CN=localhost",
-  ], dir);
-  await Deno.writeTextFile(
-    join(dir, "ext"),
-    "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
-  );
-  await openssl([
-    "x509",
-    "-req",
-    "-in",
-    "leaf.csr",
-    "-CA",
-    "svid_bundle.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-days",
-    "1",
-    "-extfile",
-    "ext",
-    "-out",
-    "svid.pem",
-  ], dir);
-  return await Deno.readTextFile(join(dir, "svid_bundle.pem"));
+  const ca = await DevCa.create();
+  const leaf = await ca.issue({
+    spiffeId: "spiffe://example.org/workload/webhook",
+    dnsNames: ["localhost"],
+    ttlMs: 86_400_000,
+  });
+  await writeSvidFiles(dir, { ...leaf, bundlePem: ca.certPem });
+  return ca.certPem;
 }
 
 function freePort(): number {
