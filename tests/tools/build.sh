@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the real components the test suite runs (kube-apiserver, kubectl, etcd, spire-server,
+# Builds the real components the test suite runs (kube-apiserver, kubectl, kubelet,
+# kube-controller-manager, kube-scheduler, kube-proxy, etcd, spire-server,
 # spire-agent, spiffe-helper, csi-sanity, csc and, when present, csi-churn) from the Go modules
 # beside this script, into ${SPIRE_CACERTS_TOOLS_DIR:-$HOME/.cache/spire-cacerts/tools}/bin.
 #
@@ -63,6 +64,10 @@ specs() {
   cat <<EOF
 kubernetes|kube-apiserver|k8s.io/kubernetes/cmd/kube-apiserver|k8s.io/kubernetes|1|$k8s_ldflags
 kubernetes|kubectl|k8s.io/kubernetes/cmd/kubectl|k8s.io/kubernetes|1|$k8s_ldflags
+kubernetes|kubelet|k8s.io/kubernetes/cmd/kubelet|k8s.io/kubernetes|1|$k8s_ldflags
+kubernetes|kube-controller-manager|k8s.io/kubernetes/cmd/kube-controller-manager|k8s.io/kubernetes|1|$k8s_ldflags
+kubernetes|kube-scheduler|k8s.io/kubernetes/cmd/kube-scheduler|k8s.io/kubernetes|1|$k8s_ldflags
+kubernetes|kube-proxy|k8s.io/kubernetes/cmd/kube-proxy|k8s.io/kubernetes|1|$k8s_ldflags
 etcd|etcd|go.etcd.io/etcd/server/v3|go.etcd.io/etcd/server/v3|0|-s -w
 spire|spire-server|github.com/spiffe/spire/cmd/spire-server|github.com/spiffe/spire|1|$spire_ldflags
 spire|spire-agent|github.com/spiffe/spire/cmd/spire-agent|github.com/spiffe/spire|1|$spire_ldflags
@@ -123,7 +128,7 @@ for mod in $modules; do
       modpath="tests/tools/$mod"
     fi
     echo "  built $name in $((SECONDS - t0))s" >&2
-    printf '%-15s %-10s %s\n' "$name" "$version" "$modpath" >>"$staging/versions"
+    printf '%-24s %-10s %s\n' "$name" "$version" "$modpath" >>"$staging/versions"
   done <<<"$mod_specs"
   cd "$here"
 

@@ -18,7 +18,11 @@ go_line="$(grep -m1 '^go ' "$gomod")"
   echo
   echo "tool ("
   echo "	k8s.io/kubernetes/cmd/kube-apiserver"
+  echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+  echo "	k8s.io/kubernetes/cmd/kube-proxy"
+  echo "	k8s.io/kubernetes/cmd/kube-scheduler"
   echo "	k8s.io/kubernetes/cmd/kubectl"
+  echo "	k8s.io/kubernetes/cmd/kubelet"
   echo ")"
   echo
   echo "require k8s.io/kubernetes $version"
