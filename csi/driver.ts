@@ -24,7 +24,7 @@ import {
 import { type ObjectName, parseClassRefs, type SourceRef } from "./class_ref.ts";
 import { CsiError, SourceError } from "./errors.ts";
 import type { Logger } from "./log.ts";
-import { Metrics } from "./metrics.ts";
+import { Registry } from "../prometheus/mod.ts";
 import { isMountPoint, mountTmpfs, unmount } from "./mount.ts";
 import { objectKey, ObjectWatcher, type WatchedObject } from "./object_watcher.ts";
 import type {
@@ -57,7 +57,7 @@ export interface NodeDriverOptions {
   /** Structured logger. */
   logger: Logger;
   /** Metrics registry (one is created when omitted). */
-  metrics?: Metrics;
+  metrics?: Registry;
   /** Public roots added under the referenced CAs (default: none). */
   baseRoots?: BaseRoots;
   /** How many volumes are re-rendered at once after a change (default 32). */
@@ -107,7 +107,7 @@ async function exists(path: string): Promise<boolean> {
 /** The CSI node driver; see the module documentation. */
 export class NodeDriver {
   /** Metrics registry. */
-  readonly metrics: Metrics;
+  readonly metrics: Registry;
   readonly #opts: NodeDriverOptions;
   readonly #log: Logger;
   readonly #state: StateStore;
@@ -126,15 +126,17 @@ export class NodeDriver {
     this.#log = options.logger;
     this.#state = new StateStore(options.stateDir);
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.metrics = options.metrics ?? new Metrics();
+    this.metrics = options.metrics ?? new Registry();
     const m = this.metrics;
     m.define(
       "cacerts_csi_volumes",
       "gauge",
       "Volumes currently published.",
-      () => this.#volumes.size,
+      { collect: () => this.#volumes.size },
     );
-    m.define("cacerts_csi_watched_objects", "gauge", "Objects watched.", () => this.#watcher.size);
+    m.define("cacerts_csi_watched_objects", "gauge", "Objects watched.", {
+      collect: () => this.#watcher.size,
+    });
     m.define("cacerts_csi_publish_total", "counter", "NodePublishVolume calls by result.");
     m.define("cacerts_csi_unpublish_total", "counter", "NodeUnpublishVolume calls by result.");
     m.define("cacerts_csi_store_writes_total", "counter", "Trust stores swapped in.");

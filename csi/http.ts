@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Metrics } from "./metrics.ts";
+import type { Registry } from "../prometheus/mod.ts";
 
 /** A running health/metrics server. */
 export interface HealthServer {
@@ -31,7 +31,7 @@ export function parseHostPort(addr: string): { hostname: string; port: number } 
  */
 export function startHealthServer(
   addr: string,
-  metrics: Metrics,
+  metrics: Registry,
   healthy: () => boolean,
 ): HealthServer {
   const { hostname, port } = parseHostPort(addr);

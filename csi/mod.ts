@@ -39,7 +39,7 @@ export {
   startCsiServer,
 } from "./server.ts";
 export { type HealthServer, parseHostPort, startHealthServer } from "./http.ts";
-export { Metrics } from "./metrics.ts";
+export { Registry } from "../prometheus/mod.ts";
 export { createLogger, type Logger, type LogLevel } from "./log.ts";
 export {
   objectKey,
