@@ -154,3 +154,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test("a change hard-links unchanged files from the live generation and rewrites the rest", () =>
+  withDir(async (dir) => {
+    const w = new AtomicWriter(dir);
+    await w.write(payload({ "ca.crt": "one", "java/cacerts": "jks", "a.pem": "a" }));
+    const first = await Deno.readLink(join(dir, "..data"));
+    const jksIno = (await Deno.stat(join(dir, first, "java/cacerts"))).ino;
+    const caIno = (await Deno.stat(join(dir, first, "ca.crt"))).ino;
+    await w.write(payload({ "ca.crt": "two", "java/cacerts": "jks", "b.pem": "b" }));
+    const second = await Deno.readLink(join(dir, "..data"));
+    assert.notEqual(second, first);
+    const jks = await Deno.stat(join(dir, "java/cacerts"));
+    assert.equal(jks.ino, jksIno, "unchanged file is the same inode");
+    assert.equal(jks.nlink, 1, "the old generation's link is gone with its directory");
+    assert.equal(jks.mode! & 0o777, 0o644);
+    assert.notEqual((await Deno.stat(join(dir, "ca.crt"))).ino, caIno);
+    assert.equal(await Deno.readTextFile(join(dir, "ca.crt")), "two");
+    assert.deepEqual(await listing(dir), ["..data", second, "b.pem", "ca.crt", "java"].sort());
+  }));
+
+Deno.test("a writer whose directory changed behind its back compares with the disk again", () =>
+  withDir(async (dir) => {
+    const a = new AtomicWriter(dir);
+    const b = new AtomicWriter(dir);
+    const one = payload({ "ca.crt": "one", "java/cacerts": "jks" });
+    const two = payload({ "ca.crt": "two", "java/cacerts": "jks2" });
+    await a.write(one);
+    await b.write(two); // `a` still remembers `one`
+    assert.equal((await a.write(two)).changed, false, "content on disk already equals `two`");
+    assert.equal((await a.write(one)).changed, true);
+    assert.equal(await Deno.readTextFile(join(dir, "ca.crt")), "one");
+    assert.equal(await Deno.readTextFile(join(dir, "java/cacerts")), "jks");
+    // Emptied by someone else: the remembered generation is gone, so the store is rewritten.
+    await new AtomicWriter(dir).clear();
+    assert.equal((await a.write(one)).changed, true);
+    assert.equal(await Deno.readTextFile(join(dir, "ca.crt")), "one");
+    // A file replaced inside the live directory is not noticed by a no-op write of the same
+    // writer (no re-reading), but a fresh writer (as after a restart) repairs it.
+    const live = await Deno.readLink(join(dir, "..data"));
+    await Deno.remove(join(dir, live, "ca.crt"));
+    await Deno.writeTextFile(join(dir, live, "ca.crt"), "tampered");
+    assert.equal((await a.write(one)).changed, false);
+    assert.equal((await new AtomicWriter(dir).write(one)).changed, true);
+    assert.equal(await Deno.readTextFile(join(dir, "ca.crt")), "one");
+  }));
