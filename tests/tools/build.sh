@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real components the test suite runs (kube-apiserver, kubectl, kubelet,
 # kube-controller-manager, kube-scheduler, kube-proxy, etcd, spire-server,
-# spire-agent, spiffe-helper, csi-sanity, csc and, when present, csi-churn) from the Go modules
-# beside this script, into ${SPIRE_CACERTS_TOOLS_DIR:-$HOME/.cache/spire-cacerts/tools}/bin.
+# spire-agent, spiffe-helper, csi-sanity, csc, when present csi-churn, and the programs of the
+# local cluster's images: coredns, spire-controller-manager, pause, deno-launcher and stand-ins for
+# csi-node-driver-registrar and livenessprobe) from the Go modules beside this script, into
+# ${SPIRE_CACERTS_TOOLS_DIR:-$HOME/.cache/spire-cacerts/tools}/bin.
 #
 # Each module is rebuilt only when its stamp (hash of go.mod, go.sum, its sources when it has any,
 # the build flags and the Go version) changes, so a run with nothing changed takes seconds.
@@ -10,7 +12,8 @@
 #
 # Environment:
 #   SPIRE_CACERTS_TOOLS_DIR  where bin/ and the stamps live (default ~/.cache/spire-cacerts/tools)
-#   SPIRE_CACERTS_TOOLS      space-separated subset of modules to build (default: all)
+#   SPIRE_CACERTS_TOOLS      space-separated subset of modules to build (default: all); "cluster"
+#                            includes its nested module cluster/controller-manager
 #   SPIRE_CACERTS_TOOLS_FORCE=1  ignore the stamps and rebuild
 set -euo pipefail
 
@@ -75,10 +78,21 @@ spire|spiffe-helper|github.com/spiffe/spiffe-helper/cmd/spiffe-helper|github.com
 csi|csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity|github.com/kubernetes-csi/csi-test/v5|0|-s -w
 csi|csc|github.com/dell/gocsi/csc|github.com/dell/gocsi|0|-s -w
 churn|csi-churn|.||0|-s -w
+cluster|coredns|./coredns|github.com/coredns/coredns|0|-s -w
+cluster|pause|./pause||0|-s -w
+cluster|deno-launcher|./deno-launcher||0|-s -w
+cluster|csi-node-driver-registrar|./csi-node-driver-registrar||0|-s -w
+cluster|livenessprobe|./livenessprobe||0|-s -w
+cluster/controller-manager|spire-controller-manager|github.com/spiffe/spire-controller-manager/cmd|github.com/spiffe/spire-controller-manager|0|-s -w
 EOF
 }
 
-modules="${SPIRE_CACERTS_TOOLS:-kubernetes etcd spire csi churn}"
+modules=""
+for mod in ${SPIRE_CACERTS_TOOLS:-kubernetes etcd spire csi churn cluster}; do
+  modules+=" $mod"
+  # spire-controller-manager pins an older client-go than CoreDNS: it is its own module.
+  if [ "$mod" = cluster ]; then modules+=" cluster/controller-manager"; fi
+done
 summary=()
 total_start=$SECONDS
 
@@ -96,10 +110,12 @@ for mod in $modules; do
     echo "$go_version"
     echo "$mod_specs"
     cat "$dir/go.mod" "$dir/go.sum" 2>/dev/null
-    find "$dir" -name '*.go' -type f | LC_ALL=C sort | xargs -r cat
+    # Nested modules (their own go.mod) are stamped on their own.
+    find "$dir" -mindepth 1 -type d -exec test -e '{}/go.mod' ';' -prune -o -name '*.go' -type f -print |
+      LC_ALL=C sort | xargs -r cat
   } | sha256sum | cut -d' ' -f1)"
-  stamp_file="$stamp_dir/$mod.stamp"
-  versions_file="$stamp_dir/$mod.versions"
+  stamp_file="$stamp_dir/${mod//\//-}.stamp"
+  versions_file="$stamp_dir/${mod//\//-}.versions"
 
   all_present=1
   while IFS='|' read -r _ name _ _ _ _; do
@@ -114,7 +130,7 @@ for mod in $modules; do
 
   echo "tests/tools/build.sh: building module $mod (go $go_version) ..." >&2
   mod_start=$SECONDS
-  staging="$(mktemp -d "$tools_dir/.build-$mod.XXXXXX")"
+  staging="$(mktemp -d "$tools_dir/.build-${mod//\//-}.XXXXXX")"
   trap 'rm -rf "$staging"' EXIT
   : >"$staging/versions"
   cd "$dir"
@@ -128,7 +144,7 @@ for mod in $modules; do
       modpath="tests/tools/$mod"
     fi
     echo "  built $name in $((SECONDS - t0))s" >&2
-    printf '%-24s %-10s %s\n' "$name" "$version" "$modpath" >>"$staging/versions"
+    printf '%-26s %-10s %s\n' "$name" "$version" "$modpath" >>"$staging/versions"
   done <<<"$mod_specs"
   cd "$here"
 
