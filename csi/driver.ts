@@ -268,6 +268,11 @@ export class NodeDriver {
         volume.storeHash = undefined;
         this.#schedule(volume, "republish found no store");
         await volume.queue;
+      } else if (volume.lastError !== undefined) {
+        // The last update failed (e.g. ENOSPC on a full tmpfs) and no watch event will come
+        // again for content already in the cluster: kubelet's periodic republish retries it.
+        this.#schedule(volume, "republish retries a failed update");
+        await volume.queue;
       }
     } catch (error) {
       this.metrics.inc("cacerts_csi_republish_errors_total");
