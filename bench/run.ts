@@ -1,25 +1,208 @@
 /**
- * `deno task bench`: runs every benchmark of the project one after another, each printing its
- * figures beside a baseline measured in the same run.
+ * `deno task bench`: runs every benchmark `--runs` times (steps interleaved, so each run sees
+ * the machine in a similar state), collects the `BENCH {json}` lines they print and writes
+ * `docs/benchmarks.md`: each figure as median with min–max over the runs, its same-run baseline
+ * and ratio, the target verdict, the machine and the command reproducing it.
+ *
+ * ```sh
+ * ./scripts/deno task bench                      # 3 runs, ~10–15 min on 2 cores
+ * ./scripts/deno run -A bench/run.ts --runs=5
+ * ./scripts/deno run -A bench/run.ts --quick     # smoke: 1 short run, report to a temp file
+ * ./scripts/deno run -A bench/run.ts --only=webhook,render
+ * ```
+ *
+ * Every benchmark also runs alone with the command shown in the report.
  *
  * @module
  */
 
-const steps: { name: string; args: string[] }[] = [
-  { name: "trust-store render", args: ["bench", "-A", "csi/trust_store/render_bench.ts"] },
-  { name: "SVID loading", args: ["bench", "-A", "spire/svid_bench.ts"] },
-  { name: "webhook handler (in memory)", args: ["bench", "-A", "webhook/mutate_bench.ts"] },
-  { name: "webhook /mutate over TLS", args: ["run", "-A", "webhook/mutate_bench.ts"] },
-  { name: "CSI publish and Secret-to-swap", args: ["run", "-A", "csi/publish_bench.ts"] },
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { aggregate, type BenchRecord, parseBenchLines, renderMarkdown } from "./report.ts";
+import { machineInfo } from "./proc.ts";
+
+/** One benchmark program. */
+interface Step {
+  name: string;
+  /** Arguments after `./scripts/deno run -A`. */
+  args: string[];
+  /** Arguments used instead in --quick mode. */
+  quick: string[];
+}
+
+const STEPS: Step[] = [
+  {
+    name: "render",
+    args: ["csi/trust_store/render_bench.ts", "--samples=40"],
+    quick: ["csi/trust_store/render_bench.ts", "--samples=5"],
+  },
+  {
+    name: "swap",
+    args: ["csi/trust_store/swap_bench.ts", "--volumes=1000"],
+    quick: ["csi/trust_store/swap_bench.ts", "--volumes=50"],
+  },
+  {
+    name: "svid",
+    args: ["spire/svid_bench.ts", "--samples=200"],
+    quick: ["spire/svid_bench.ts", "--samples=20"],
+  },
+  {
+    name: "webhook",
+    args: ["webhook/mutate_bench.ts", "--rounds=1", "--seconds=5"],
+    quick: ["webhook/mutate_bench.ts", "--rounds=1", "--seconds=1", "--rates=50,200"],
+  },
+  {
+    name: "csi",
+    args: ["csi/publish_bench.ts", "--rounds=3"],
+    quick: [
+      "csi/publish_bench.ts",
+      "--rounds=1",
+      "--sizes=1,20",
+      "--publishes=10",
+      "--families=debian,alpine",
+    ],
+  },
+  {
+    name: "rotation",
+    args: ["bench/rotation_bench.ts", "--rotations=100"],
+    quick: ["bench/rotation_bench.ts", "--rotations=5"],
+  },
 ];
 
-let failed = 0;
-for (const step of steps) {
-  console.log(`\n=== ${step.name}: deno ${step.args.join(" ")}`);
-  const { code } = await new Deno.Command(Deno.execPath(), { args: step.args }).spawn().status;
-  if (code !== 0) {
-    console.error(`${step.name} failed with exit code ${code}`);
-    failed++;
+/** How the figures were taken; printed before them in the report. */
+const NOTES = `
+## How to read this
+
+- **webhook**: \`webhook/main.ts\` and a bare TLS echo (the same \`node:https\` + fetch adapter
+  stack, echoing the body) run as child processes; fixed rates are open-loop over keep-alive
+  connections, latency from handing the request to \`node:https\` to the end of the response.
+  Max throughput is closed-loop with 32 requests in flight.
+- **NodePublishVolume**: csi-churn (grpc-go, the client library kubelet uses) publishes new
+  volumes on one connection to \`csi/main.ts\` on a unix socket, one OS family at a time; the
+  baseline is NodeGetCapabilities on the same connection. The driver talks to a real
+  kube-apiserver + etcd from the test harness.
+- **Secret change → swapped store**: the Secret is replaced through the apiserver; each volume's
+  time is its "trust store written" log line (wall clock, ms resolution) minus the update call.
+  Volumes are plain directories on one tmpfs (\`--plain-dir\`); stores hold only the referenced
+  CA (\`--base-roots=none\`, the SPIRE-bundle case). With \`--base-roots=bundled\` every store
+  carries ~280 files; the *AtomicWriter swap alone* section shows what that costs per volume.
+- **memory**: VmRSS / VmHWM from \`/proc/<pid>/status\` of the program's own Deno process. The
+  baseline is a bare \`deno eval\` process that does nothing, measured in the same run: the
+  runtime alone takes most of the 80 MB budget.
+- **rotation**: a new leaf from the same CA is written into the spiffe-helper directory every
+  100 ms the way spiffe-helper writes it (in place, three files, torn states visible) while
+  requests arrive at 100/s, each on a new TLS connection so every handshake uses the current
+  certificate. "Distinct certificates served" shows the rotations took effect (the watchers
+  debounce, so not every one of them is served).
+`;
+
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
+
+/** Runs one step, echoing its output; returns its records and exit code. */
+async function runStep(
+  step: Step,
+  args: string[],
+  timeoutMs: number,
+): Promise<{ records: BenchRecord[]; code: number; detail: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...args],
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const timer = setTimeout(() => {
+    console.error(`${step.name}: no result after ${timeoutMs / 1000} s, sending SIGTERM`);
+    try {
+      child.kill("SIGTERM");
+    } catch { /* already gone */ }
+  }, timeoutMs);
+  let text = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of child.stdout) {
+    const s = decoder.decode(chunk, { stream: true });
+    text += s;
+    await Deno.stdout.write(chunk);
   }
+  const { code } = await child.status;
+  clearTimeout(timer);
+  let records: BenchRecord[] = [];
+  let detail = code === 0 ? "" : `exit code ${code}`;
+  try {
+    records = parseBenchLines(text);
+  } catch (e) {
+    detail = (e as Error).message;
+  }
+  const command = `./scripts/deno run -A ${args.join(" ")}`;
+  for (const r of records) r.command ??= command;
+  return { records, code, detail };
 }
-Deno.exit(failed === 0 ? 0 : 1);
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      runs: { type: "string" },
+      quick: { type: "boolean", default: false },
+      only: { type: "string" },
+      out: { type: "string" },
+      "step-timeout": { type: "string", default: "900" },
+    },
+  });
+  const quick = values.quick;
+  const runs = Number(values.runs ?? (quick ? 1 : 3));
+  if (!Number.isInteger(runs) || runs < 1) {
+    console.error(`--runs: a positive integer, got ${values.runs}`);
+    return 2;
+  }
+  const only = values.only?.split(",").map((s) => s.trim());
+  const steps = only ? STEPS.filter((s) => only.includes(s.name)) : STEPS;
+  if (steps.length === 0) {
+    console.error(`--only: none of ${only} is a step (${STEPS.map((s) => s.name).join(", ")})`);
+    return 2;
+  }
+  const out = values.out ??
+    (quick ? join(await Deno.makeTempDir({ prefix: "bench-quick-" }), "benchmarks.md") : join(
+      ROOT,
+      "docs/benchmarks.md",
+    ));
+  const machine = machineInfo();
+  const started = new Date();
+  const perRun: BenchRecord[][] = [];
+  const failures: { step: string; detail: string }[] = [];
+  for (let run = 1; run <= runs; run++) {
+    const records: BenchRecord[] = [];
+    for (const step of steps) {
+      const args = quick ? step.quick : step.args;
+      console.log(
+        `\n=== run ${run}/${runs}: ${step.name}: ./scripts/deno run -A ${args.join(" ")}`,
+      );
+      const r = await runStep(step, args, Number(values["step-timeout"]) * 1000);
+      records.push(...r.records);
+      if (r.detail) failures.push({ step: `${step.name} (run ${run})`, detail: r.detail });
+    }
+    perRun.push(records);
+  }
+  machine.loadAfter = Deno.loadavg();
+  const cmd = quick
+    ? "./scripts/deno run -A bench/run.ts --quick"
+    : `./scripts/deno task bench${values.runs ? ` --runs=${runs}` : ""}${
+      only ? ` --only=${only.join(",")}` : ""
+    }`;
+  const markdown = renderMarkdown({
+    figures: aggregate(perRun),
+    machine,
+    started: started.toISOString(),
+    durationS: (Date.now() - started.getTime()) / 1000,
+    runs,
+    command: cmd,
+    failures,
+    notes: NOTES,
+  });
+  await Deno.mkdir(dirname(out), { recursive: true });
+  await Deno.writeTextFile(out, markdown);
+  console.log(`\nwrote ${out}${failures.length ? ` (${failures.length} step failure(s))` : ""}`);
+  return failures.length ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

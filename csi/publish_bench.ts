@@ -1,25 +1,65 @@
 /**
  * Benchmark of the CSI driver against a real kube-apiserver (from the test harness):
  *
- * - NodePublishVolume p50/p99 from a grpc-go client (csi-churn's timing mode), with the same
- *   connection's NodeGetCapabilities round trip as the baseline.
+ * - NodePublishVolume p50/p99 from a grpc-go client (csi-churn's timing mode) for each OS family,
+ *   with the same connection's NodeGetCapabilities round trip as the baseline.
  * - Secret-change-to-swap latency with 1, 100 and 1,000 published volumes (`--plain-dir`):
  *   from the Secret update call to each volume's swap (the driver's "trust store written" log
  *   line), with the delivery of the same change to a plain watch in this process as the
  *   baseline.
  *
- * Targets: publish p99 ≤ 50 ms; swap p99 ≤ 1 s at 1,000 volumes. Printed, never asserted.
+ * - Resident memory of the driver (VmRSS) idle and with the largest number of volumes.
  *
- * Run: `./scripts/deno run -A csi/publish_bench.ts [--sizes=1,100,1000] [--rounds=3]`
+ * The driver runs with `--base-roots=none` by default: each store holds the referenced CA only
+ * (the SPIRE-bundle case); `--base-roots=bundled` adds the ~140 public roots to every store.
+ *
+ * Targets: publish p99 ≤ 50 ms; swap p99 ≤ 1 s at 1,000 volumes. Printed, never asserted.
+ * Every figure is also printed as a `BENCH {json}` line (see bench/report.ts).
+ *
+ * Run: `./scripts/deno run -A csi/publish_bench.ts [--sizes=1,100,1000] [--rounds=3]
+ * [--publishes=100] [--families=debian,alpine,...]`
  *
  * @module
  */
 
+import * as grpc from "@grpc/grpc-js";
 import { CoreV1Api, Watch } from "@kubernetes/client-node";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createCa, runCommand, startKubeApiServer, toolPath } from "../tests/harness/mod.ts";
 import { startDriverProcess } from "./testing.ts";
+import { nodeService } from "./proto.ts";
+import { OS_FAMILIES } from "./trust_store/mod.ts";
+import { benchLine } from "../bench/report.ts";
+import { bareDenoRssMB, readRss } from "../bench/proc.ts";
+
+const MEMORY = "resident memory (VmRSS; peak = VmHWM)";
+
+type Call = (req: object, cb: (e: grpc.ServiceError | null) => void) => void;
+
+/** Unpublishes `count` volumes `bench-<i>` at `<dir>/v<i>` over one grpc-js channel. */
+async function unpublishAll(endpoint: string, dir: string, count: number): Promise<void> {
+  const Client = grpc.makeGenericClientConstructor(nodeService, "Node");
+  const client = new Client(endpoint, grpc.credentials.createInsecure());
+  const call = (client as unknown as Record<string, Call>).NodeUnpublishVolume.bind(client);
+  try {
+    let next = 0;
+    const worker = async () => {
+      while (next < count) {
+        const i = next++;
+        await new Promise<void>((resolve, reject) =>
+          call(
+            { volumeId: `bench-${i}`, targetPath: join(dir, `v${i}`) },
+            (e) => (e ? reject(e) : resolve()),
+          )
+        );
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+  } finally {
+    client.close();
+  }
+}
 
 function percentile(values: number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
@@ -36,7 +76,8 @@ async function main(): Promise<void> {
     options: {
       sizes: { type: "string", default: "1,100,1000" },
       rounds: { type: "string", default: "3" },
-      publishes: { type: "string", default: "200" },
+      publishes: { type: "string", default: "100" },
+      families: { type: "string", default: OS_FAMILIES.join(",") },
       "base-roots": { type: "string", default: "none" },
       "render-concurrency": { type: "string", default: "32" },
     },
@@ -84,13 +125,28 @@ async function main(): Promise<void> {
         `--render-concurrency=${values["render-concurrency"]}`,
       ],
     });
-    const ctx = (pod: string) =>
+    const ctx = (pod: string, os = "debian") =>
       [
         "csi.storage.k8s.io/ephemeral=true",
         `csi.storage.k8s.io/pod.name=${pod}`,
         "csi.storage.k8s.io/pod.namespace=bench",
         "caProviderClasses=spire-ca",
+        `os=${os}`,
       ].join(",");
+    const roots = values["base-roots"] === "none"
+      ? "stores hold the referenced CA only (--base-roots=none)"
+      : `--base-roots=${values["base-roots"]}`;
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    console.log(benchLine({
+      id: "mem.driver.idle",
+      section: MEMORY,
+      label: "CSI driver idle (connected to the apiserver, no volumes)",
+      unit: "MB",
+      value: readRss(driver.process.pid).rssMB,
+      baseline: await bareDenoRssMB(),
+      baselineLabel: "bare Deno process, idle",
+      target: { max: 80, text: "≤ 80 MB resident idle" },
+    }));
 
     // --- NodePublishVolume latency ---
     // Production volumes are tmpfs mounts; one tmpfs under all plain-dir volumes keeps the medium
@@ -100,33 +156,39 @@ async function main(): Promise<void> {
     const onTmpfs = (await runCommand(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", fast]))
       .code === 0;
     console.log(`volumes on ${onTmpfs ? "tmpfs" : "the temp directory's disk (mount failed)"}`);
-    const pubDir = join(fast, "publish");
-    const pub = await runCommand([
-      toolPath("csi-churn"),
-      `-endpoint=${driver.endpoint}`,
-      `-publish=${values.publishes}`,
-      `-target-dir=${pubDir}`,
-      `-vol-context=${ctx("pub")}`,
-    ], { check: true });
-    const p = JSON.parse(pub.stdout);
-    console.log(
-      `NodePublishVolume (${p.count} new volumes): p50 ${fmt(p.p50Ms)}, p99 ${fmt(p.p99Ms)}; ` +
-        `baseline NodeGetCapabilities p50 ${fmt(p.baselineP50Ms)}, p99 ${fmt(p.baselineP99Ms)}; ` +
-        `ratio p99 ${(p.p99Ms / p.baselineP99Ms).toFixed(1)}x; target p99 <= 50 ms: ` +
-        (p.p99Ms <= 50 ? "met" : "MISSED"),
-    );
-    // Drop those volumes again so they do not count in the swap sizes.
-    for (let i = 0; i < p.count; i++) {
-      await runCommand([
-        toolPath("csc"),
-        "node",
-        "unpublish",
-        "--endpoint",
-        driver.endpoint,
-        "--target-path",
-        join(pubDir, `v${i}`),
-        `bench-${i}`,
+    for (const family of (values.families as string).split(",")) {
+      const pubDir = join(fast, "publish", family);
+      const pub = await runCommand([
+        toolPath("csi-churn"),
+        `-endpoint=${driver.endpoint}`,
+        `-publish=${values.publishes}`,
+        `-target-dir=${pubDir}`,
+        `-vol-context=${ctx(`pub-${family}`, family)}`,
       ], { check: true });
+      const p = JSON.parse(pub.stdout);
+      console.log(
+        `NodePublishVolume ${family} (${p.count} new volumes): p50 ${fmt(p.p50Ms)}, p99 ${
+          fmt(p.p99Ms)
+        }; baseline NodeGetCapabilities p50 ${fmt(p.baselineP50Ms)}, p99 ${
+          fmt(p.baselineP99Ms)
+        }; target p99 <= 50 ms: ${p.p99Ms <= 50 ? "met" : "MISSED"}`,
+      );
+      const section = `NodePublishVolume through grpc-go (csi-churn), ${p.count} new volumes ` +
+        `per OS family, ${roots}`;
+      for (const q of ["p50", "p99"] as const) {
+        console.log(benchLine({
+          id: `publish.${family}.${q}`,
+          section,
+          label: `${family} ${q}`,
+          unit: "ms",
+          value: q === "p50" ? p.p50Ms : p.p99Ms,
+          baseline: q === "p50" ? p.baselineP50Ms : p.baselineP99Ms,
+          baselineLabel: `NodeGetCapabilities ${q}, same connection`,
+          target: q === "p99" ? { max: 50, text: "publish p99 ≤ 50 ms" } : undefined,
+        }));
+      }
+      // Drop those volumes again so they do not count in the swap sizes.
+      await unpublishAll(driver.endpoint, pubDir, p.count);
     }
 
     // --- Secret change to swap latency ---
@@ -201,6 +263,30 @@ async function main(): Promise<void> {
       }
       const s99 = percentile(swapMs, 0.99);
       const b50 = percentile(baseMs, 0.5);
+      const section = `Secret change → swapped store (real kube-apiserver, ${rounds} changes per ` +
+        `size, ${roots})`;
+      for (const q of [0.5, 0.99]) {
+        const name = q === 0.5 ? "p50" : "p99";
+        console.log(benchLine({
+          id: `swap.${size}.${name}`,
+          section,
+          label: `${size} volume(s) ${name}`,
+          unit: "ms",
+          value: percentile(swapMs, q),
+          baseline: percentile(baseMs, q),
+          baselineLabel: `Secret watch delivery to a plain watch, ${name}`,
+          target: size === 1000 && name === "p99"
+            ? { max: 1000, text: "swap p99 ≤ 1 s at 1,000 volumes" }
+            : undefined,
+        }));
+      }
+      console.log(benchLine({
+        id: `swap.${size}.missed`,
+        section,
+        label: `${size} volume(s): swaps not seen within 30 s`,
+        unit: "volumes",
+        value: size * rounds - swapMs.length,
+      }));
       console.log(
         `Secret change -> swap, ${size} volume(s), ${rounds} rounds: p50 ${
           fmt(percentile(swapMs, 0.5))
@@ -209,6 +295,22 @@ async function main(): Promise<void> {
         }x` + (size === 1000 ? `; target p99 <= 1 s: ${s99 <= 1000 ? "met" : "MISSED"}` : ""),
       );
     }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const rss = readRss(driver.process.pid);
+    console.log(benchLine({
+      id: "mem.driver.volumes",
+      section: MEMORY,
+      label: `CSI driver with ${published} volumes, after the swaps (VmRSS)`,
+      unit: "MB",
+      value: rss.rssMB,
+    }));
+    console.log(benchLine({
+      id: "mem.driver.peak",
+      section: MEMORY,
+      label: `CSI driver peak over the whole benchmark (VmHWM)`,
+      unit: "MB",
+      value: rss.hwmMB,
+    }));
   } finally {
     await driver?.process.stop();
     await runCommand(["umount", join(dir, "fast")]);

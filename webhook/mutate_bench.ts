@@ -12,6 +12,8 @@
  * answered); latency runs from the moment a request is handed to `node:https` to the end of
  * its response (client timer lateness is left out, server-side queueing is not). The
  * throughput phase is closed-loop with 32 requests in flight over keep-alive connections.
+ * Resident memory of the webhook process (VmRSS idle after start, VmHWM after all load) is read
+ * from `/proc`. Every figure is also printed as a `BENCH {json}` line (see bench/report.ts).
  *
  * @module
  */
@@ -22,6 +24,11 @@ import { parseArgs } from "node:util";
 import { createApp } from "./app.ts";
 import { toNodeListener } from "./node_adapter.ts";
 import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { benchLine } from "../bench/report.ts";
+import { bareDenoRssMB, readRss } from "../bench/proc.ts";
+
+const SECTION = "webhook /mutate over TLS";
+const MEMORY = "resident memory (VmRSS; peak = VmHWM)";
 
 const REVIEW = JSON.stringify({
   apiVersion: "admission.k8s.io/v1",
@@ -234,8 +241,9 @@ async function main(): Promise<void> {
         stderr: "null",
       }).spawn();
       children.push(child);
+      return child;
     };
-    spawn([
+    const webhook = spawn([
       join(here, "main.ts"),
       `--port=${webhookPort}`,
       `--health-port=${healthPort}`,
@@ -246,6 +254,18 @@ async function main(): Promise<void> {
     ]);
     spawn([join(here, "mutate_bench.ts"), `--serve-echo=${echoPort}`, `--cert-dir=${dir}`]);
     await waitReady(`http://127.0.0.1:${healthPort}/readyz`);
+    // Idle: started, serving, nothing asked of it yet but the readiness probe.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    console.log(benchLine({
+      id: "mem.webhook.idle",
+      section: MEMORY,
+      label: "webhook idle",
+      unit: "MB",
+      value: readRss(webhook.pid).rssMB,
+      baseline: await bareDenoRssMB(),
+      baselineLabel: "bare Deno process, idle",
+      target: { max: 80, text: "≤ 80 MB resident idle" },
+    }));
     const mutate: Target = { name: "/mutate", port: webhookPort };
     const echo: Target = { name: "TLS echo", port: echoPort };
     // Warm both up (JIT, TLS session set-up).
@@ -269,6 +289,31 @@ async function main(): Promise<void> {
           results.set(target, list);
         }
       }
+      const m = results.get(mutate)!;
+      const e = results.get(echo)!;
+      for (const q of ["p50", "p99"] as const) {
+        console.log(benchLine({
+          id: `webhook.${q}@${rate}`,
+          section: SECTION,
+          label: `/mutate ${q} at ${rate} req/s`,
+          unit: "ms",
+          value: median(m.map((r) => r[q])),
+          baseline: median(e.map((r) => r[q])),
+          baselineLabel: `bare TLS echo ${q}`,
+          target: q === "p99" && rate === 200
+            ? { max: 5, text: "p99 ≤ 5 ms at 200 req/s" }
+            : undefined,
+        }));
+      }
+      console.log(benchLine({
+        id: `webhook.errors@${rate}`,
+        section: SECTION,
+        label: `/mutate failed requests at ${rate} req/s`,
+        unit: "requests",
+        value: m.reduce((sum, r) => sum + r.errors, 0),
+        baseline: e.reduce((sum, r) => sum + r.errors, 0),
+        baselineLabel: "echo failed requests",
+      }));
       for (const [target, list] of results) {
         const errors = list.reduce((sum, r) => sum + r.errors, 0);
         console.log(
@@ -283,8 +328,13 @@ async function main(): Promise<void> {
     const ratios: string[] = [];
     let mutateTotal = 0;
     let echoTotal = 0;
+    let underLoad = 0;
     for (let round = 0; round < rounds; round++) {
+      const sampler = setTimeout(() => {
+        underLoad = Math.max(underLoad, readRss(webhook.pid).rssMB);
+      }, (seconds * 1000) / 2);
       const m = await maxThroughput(mutate, ca, seconds);
+      clearTimeout(sampler);
       const e = await maxThroughput(echo, ca, seconds);
       mutateTotal += m.rps;
       echoTotal += e.rps;
@@ -299,6 +349,30 @@ async function main(): Promise<void> {
         } ` +
         `(per round /mutate/echo ${ratios.join(", ")})`,
     );
+    console.log(benchLine({
+      id: "webhook.maxrps",
+      section: SECTION,
+      label: "/mutate max throughput (32 in flight, keep-alive), req/s",
+      unit: "req/s",
+      value: mutateTotal / rounds,
+      baseline: echoTotal / rounds,
+      baselineLabel: "bare TLS echo, same stack",
+    }));
+    const rss = readRss(webhook.pid);
+    console.log(benchLine({
+      id: "mem.webhook.load",
+      section: MEMORY,
+      label: "webhook under load (VmRSS mid max-throughput phase)",
+      unit: "MB",
+      value: underLoad || rss.rssMB,
+    }));
+    console.log(benchLine({
+      id: "mem.webhook.peak",
+      section: MEMORY,
+      label: "webhook peak after all load phases (VmHWM)",
+      unit: "MB",
+      value: rss.hwmMB,
+    }));
   } finally {
     for (const child of children) {
       try {

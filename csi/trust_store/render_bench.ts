@@ -8,12 +8,26 @@
  *
  *   ./scripts/deno bench -A csi/trust_store/render_bench.ts
  *
+ * Run as a program it renders every OS family's layout instead and prints `BENCH {json}` lines
+ * (median of `--samples` renders each, against the median of reading the inputs):
+ *
+ *   ./scripts/deno run -A csi/trust_store/render_bench.ts [--samples=40]
+ *
  * @module
  */
 
 import { X509Certificate as NodeX509 } from "node:crypto";
 import { x509 } from "../../workloads/x509.ts";
-import { AtomicWriter, buildTrustSet, parsePem, renderTrustStore } from "./mod.ts";
+import { parseArgs } from "node:util";
+import {
+  AtomicWriter,
+  buildTrustSet,
+  OS_FAMILIES,
+  type OsFamily,
+  parsePem,
+  renderTrustStore,
+} from "./mod.ts";
+import { benchLine } from "../../bench/report.ts";
 import { makeCert } from "./testdata/pki.ts";
 
 const SYSTEM = "/etc/ssl/certs/ca-certificates.crt";
@@ -29,12 +43,12 @@ function readInputs(): number {
   return Deno.readTextFileSync(SYSTEM).length + Deno.readTextFileSync(customPath).length;
 }
 
-async function render(): Promise<number> {
+async function render(family: OsFamily = "debian"): Promise<number> {
   const set = await buildTrustSet(
     [{ name: customPath, text: Deno.readTextFileSync(customPath) }],
     { base: { kind: "file", path: SYSTEM } },
   );
-  return renderTrustStore("debian", set).size;
+  return renderTrustStore(family, set).size;
 }
 
 function parseNode(): number {
@@ -73,10 +87,10 @@ Deno.bench("read input files", { group: "render", baseline: true }, () => {
   readInputs();
 });
 Deno.bench("render debian layout (parse, filter, hash, JKS)", { group: "render" }, async () => {
-  await render();
+  await render("debian");
 });
 Deno.bench("render + AtomicWriter swap (tmp dir, no fsync)", { group: "render" }, async () => {
-  await render();
+  await render("debian");
   await writer.write(payloads[alternate++ % 2]);
 });
 Deno.bench(
@@ -111,7 +125,7 @@ Deno.bench(
     summarized = true;
     const n = 40;
     const base = await sample(readInputs, n);
-    const rend = await sample(render, n);
+    const rend = await sample(() => render("debian"), n);
     const node = await sample(parseNode, n);
     const pec = await sample(parsePeculiar, n);
     const med = (a: number[]) => a[Math.floor(a.length / 2)];
@@ -132,3 +146,41 @@ Deno.bench(
     await Deno.remove(dir, { recursive: true });
   },
 );
+
+/** `deno run` mode: every family's layout, printed as BENCH lines. */
+async function runMode(): Promise<void> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { samples: { type: "string", default: "40" } },
+  });
+  const n = Number(values.samples);
+  const med = (a: number[]) => a[Math.floor(a.length / 2)];
+  const section = `render: system bundle (${ders.length} certificates) + 1 CA, per layout`;
+  const base = med(await sample(readInputs, n));
+  for (const family of OS_FAMILIES) {
+    const files = await render(family);
+    console.log(benchLine({
+      id: `render.${family}`,
+      section,
+      label: `${family} (${files} files)`,
+      unit: "ms",
+      value: med(await sample(() => render(family), n)),
+      baseline: base,
+      baselineLabel: "read the input files",
+      target: { max: 25, text: "render ≤ 25 ms (project)" },
+    }));
+  }
+  const node = med(await sample(parseNode, n));
+  console.log(benchLine({
+    id: "render.parse",
+    section,
+    label: `parse ${ders.length} certificates with @peculiar/x509`,
+    unit: "ms",
+    value: med(await sample(parsePeculiar, Math.min(n, 10))),
+    baseline: node,
+    baselineLabel: "node:crypto X509Certificate (what the engine uses)",
+  }));
+  await Deno.remove(dir, { recursive: true });
+}
+
+if (import.meta.main) await runMode();
