@@ -69,3 +69,18 @@ export {
   type SpiffeHelperOptions,
   SVID_FILE_NAMES,
 } from "./spiffe_helper.ts";
+export {
+  buildLocalImages,
+  type BuildLocalImagesOptions,
+  COREDNS_IMAGE,
+  ImageBuildError,
+  ImageImportError,
+  imagesCacheDir,
+  importImages,
+  type ImportImagesOptions,
+  listContainerdImages,
+  type LocalImage,
+  manifestImageRefs,
+  needsImageTools,
+  PAUSE_IMAGE,
+} from "./images.ts";

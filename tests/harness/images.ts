@@ -1,0 +1,756 @@
+/**
+ * The container images of the local cluster, built without a registry or an image builder.
+ *
+ * Every image the manifests (`kubectl kustomize manifests`) run, plus the pause (sandbox) image
+ * and CoreDNS, is assembled from local parts as an OCI archive that `ctr images import` loads
+ * into containerd under exactly the reference the manifests use:
+ *
+ * | image | content |
+ * | --- | --- |
+ * | spire-server, spire-agent, spiffe-helper, spire-controller-manager, coredns | the binaries `tests/tools/build.sh` built from their Go modules, at the upstream images' paths |
+ * | csi-node-driver-registrar, livenessprobe | Go stand-ins from `tests/tools/cluster/` (the proxy does not serve their modules) |
+ * | pause | a tiny Go `pause` from `tests/tools/cluster/pause` |
+ * | csi-driver, webhook, workloads | `scripts/build.ts` output: compiled binaries, or where `deno compile` cannot run (no denort), the pinned Deno + the bundles behind a launcher at the same `/usr/local/bin/<name>` |
+ *
+ * Dynamically linked programs (CGO spire-server/agent, Deno) get the loader and the libraries
+ * `ldd` lists. Layers and archives are cached under `~/.cache/spire-cacerts/images` by content:
+ * an unchanged input gives the same layer digest and reuses the archive.
+ *
+ * ```ts
+ * const images = await buildLocalImages({ log: console.error });
+ * await importImages(images, { containerdAddress: "/run/x/containerd.sock" });
+ * ```
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { basename, dirname, join, resolve } from "node:path";
+import { isCi, toolPath, type ToolRequirement, toolsBinDir } from "./tools.ts";
+import { runCommand } from "./process.ts";
+import {
+  imageDocuments,
+  type ImageRuntimeConfig,
+  type LayerBlob,
+  type TarEntry,
+  writeImageArchive,
+  writeLayer,
+} from "./oci_archive.ts";
+
+/** A locally built OCI image archive. */
+export interface LocalImage {
+  /** Full reference, e.g. `ghcr.io/spiffe/spire-server:1.13.3`. */
+  ref: string;
+  /** Path of the OCI archive (`ctr images import` input). */
+  archive: string;
+  /** Digest of the image manifest, as `ctr images ls` shows it after the import. */
+  manifestDigest: string;
+  /** Archive size in bytes. */
+  size: number;
+}
+
+/** The pause image ref containerd must use as `sandbox_image` (built locally). */
+export const PAUSE_IMAGE = "registry.k8s.io/pause:3.10";
+/** The CoreDNS image ref (built from github.com/coredns/coredns v1.15.0). */
+export const COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.15.0";
+
+/** Binaries from `tests/tools/build.sh` that the images are made of. */
+export const IMAGE_TOOLS = [
+  "spire-server",
+  "spire-agent",
+  "spiffe-helper",
+  "spire-controller-manager",
+  "coredns",
+  "pause",
+  "deno-launcher",
+  "csi-node-driver-registrar",
+  "livenessprobe",
+  "kubectl",
+] as const;
+
+/** One of {@link IMAGE_TOOLS}. */
+export type ImageToolName = typeof IMAGE_TOOLS[number];
+
+/** Thrown when an image cannot be built; the message names the missing part or failed step. */
+export class ImageBuildError extends Error {
+  /** @param message what is missing or failed, and how to fix it */
+  constructor(message: string) {
+    super(message);
+    this.name = "ImageBuildError";
+  }
+}
+
+/** Thrown when `ctr images import` fails or an image is not listed afterwards. */
+export class ImageImportError extends Error {
+  /** @param message which image and the ctr output */
+  constructor(message: string) {
+    super(message);
+    this.name = "ImageImportError";
+  }
+}
+
+const ROOT = resolve(new URL("../..", import.meta.url).pathname);
+
+/** Where layers, bundles and archives are cached: `$SPIRE_CACERTS_IMAGES_DIR` or ~/.cache/spire-cacerts/images. */
+export function imagesCacheDir(): string {
+  return Deno.env.get("SPIRE_CACERTS_IMAGES_DIR") ||
+    join(Deno.env.get("HOME") ?? "/root", ".cache", "spire-cacerts", "images");
+}
+
+function imageToolPath(name: ImageToolName): string {
+  if (name === "kubectl") return toolPath(name);
+  const path = join(toolsBinDir(), name);
+  try {
+    const info = Deno.statSync(path);
+    if (info.isFile && ((info.mode ?? 0) & 0o111) !== 0) return path;
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  throw new ImageBuildError(
+    `${name} is not built: expected an executable at ${path}. Build it with ` +
+      "`SPIRE_CACERTS_TOOLS=cluster bash tests/tools/build.sh` (or `./scripts/deno task tools`).",
+  );
+}
+
+/**
+ * Like `needsTools` for the image binaries (they are not all in the harness's ToolName list):
+ * outside CI a missing one ignores the test, in CI (`CI=true`) the test runs and fails.
+ */
+export function needsImageTools(): ToolRequirement {
+  if (isCi()) return { ignore: false };
+  try {
+    for (const name of IMAGE_TOOLS) imageToolPath(name);
+    return { ignore: false };
+  } catch {
+    return { ignore: true };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs: content hashes, shared libraries, bundles.
+
+const fileHashes = new Map<string, { mtime: number; size: number; hash: string }>();
+
+async function fileHash(path: string): Promise<string> {
+  const info = await Deno.stat(path);
+  const mtime = info.mtime?.getTime() ?? 0;
+  const known = fileHashes.get(path);
+  if (known && known.mtime === mtime && known.size === info.size) return known.hash;
+  const hash = createHash("sha256");
+  using file = await Deno.open(path);
+  const buffer = new Uint8Array(1 << 20);
+  while (true) {
+    const n = await file.read(buffer);
+    if (n === null) break;
+    hash.update(buffer.subarray(0, n));
+  }
+  const hex = hash.digest("hex");
+  fileHashes.set(path, { mtime, size: info.size, hash: hex });
+  return hex;
+}
+
+/**
+ * The loader and libraries a dynamically linked program needs, at the paths `ldd` prints (the
+ * loader's built-in search path finds them there without an ld.so.cache). Empty for static
+ * programs.
+ */
+async function sharedLibraries(binary: string): Promise<TarEntry[]> {
+  const out = await runCommand(["ldd", binary]);
+  if (out.code !== 0) {
+    if (/not a dynamic executable|statically linked/.test(out.stdout + out.stderr)) return [];
+    throw new ImageBuildError(`ldd ${binary} exited ${out.code}: ${out.stderr.trim()}`);
+  }
+  const entries: TarEntry[] = [];
+  for (const line of out.stdout.split("\n")) {
+    const match = /^\s*(?:\S+ => )?(\/\S+) \(0x[0-9a-f]+\)/.exec(line);
+    if (!match) {
+      if (/not found/.test(line)) throw new ImageBuildError(`ldd ${binary}: ${line.trim()}`);
+      continue;
+    }
+    entries.push({
+      path: match[1],
+      type: "file",
+      mode: 0o755,
+      source: await Deno.realPath(match[1]),
+    });
+  }
+  return entries;
+}
+
+function unionByPath(lists: TarEntry[][]): TarEntry[] {
+  const byPath = new Map<string, TarEntry>();
+  for (const list of lists) for (const entry of list) byPath.set(entry.path, entry);
+  return [...byPath.values()];
+}
+
+/** What `scripts/build.ts` produced for the project's programs. */
+interface ProjectBuild {
+  kind: "binary" | "bundle";
+  /** Target output name (e.g. `spire-cacerts-csi`) to the built file. */
+  files: Map<string, string>;
+}
+
+const PROJECT_TARGETS = ["csi", "webhook", "server", "client"];
+const PROJECT_SOURCES = ["csi", "webhook", "workloads", "spire", "scripts"];
+
+async function projectSourceHash(): Promise<string> {
+  const hash = createHash("sha256");
+  hash.update(`deno ${Deno.version.deno}\n`);
+  const files: string[] = [join(ROOT, "deno.json"), join(ROOT, "deno.lock")];
+  async function walk(dir: string): Promise<void> {
+    for await (const entry of Deno.readDir(dir)) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory && entry.name !== "testdata") await walk(path);
+      else if (
+        entry.isFile && /\.(ts|json)$/.test(entry.name) && !/_(test|bench)\.ts$/.test(entry.name)
+      ) {
+        files.push(path);
+      }
+    }
+  }
+  for (const dir of PROJECT_SOURCES) await walk(join(ROOT, dir));
+  files.sort();
+  for (const path of files) hash.update(`${path.slice(ROOT.length)} ${await fileHash(path)}\n`);
+  return hash.digest("hex").slice(0, 24);
+}
+
+/**
+ * Runs `scripts/build.ts` (compile, or bundle where denort is unavailable) for the four programs,
+ * once per source hash.
+ */
+async function buildProject(cacheDir: string, log: (s: string) => void): Promise<ProjectBuild> {
+  const dir = join(cacheDir, "project", await projectSourceHash());
+  const manifest = join(dir, "build.json");
+  let report: { artefacts: { name: string; kind: "binary" | "bundle"; path: string }[] };
+  try {
+    report = JSON.parse(await Deno.readTextFile(manifest));
+  } catch {
+    log(`images: building the project's programs (scripts/build.ts) into ${dir}`);
+    const tmp = `${dir}.tmp-${Deno.pid}`;
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const out = await runCommand([
+      Deno.execPath(),
+      "run",
+      "-A",
+      join(ROOT, "scripts/build.ts"),
+      "--allow-bundle-fallback",
+      "--only",
+      PROJECT_TARGETS.join(","),
+      "--out-dir",
+      tmp,
+    ], { cwd: ROOT });
+    if (out.code !== 0) {
+      throw new ImageBuildError(`scripts/build.ts exited ${out.code}:\n${out.stderr.trim()}`);
+    }
+    await Deno.mkdir(dirname(dir), { recursive: true });
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.rename(tmp, dir);
+    report = JSON.parse(await Deno.readTextFile(manifest));
+  }
+  const kinds = new Set(report.artefacts.map((a) => a.kind));
+  if (kinds.size !== 1) throw new ImageBuildError(`mixed artefact kinds in ${manifest}`);
+  const files = new Map<string, string>();
+  for (const artefact of report.artefacts) {
+    // Paths in build.json point at the temporary directory it was built in.
+    const file = join(dir, basename(artefact.path));
+    files.set(basename(artefact.path).replace(/\.js$/, ""), file);
+  }
+  return { kind: [...kinds][0], files };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image plans.
+
+/** A layer to write: a name for history and its entries. */
+interface LayerPlan {
+  name: string;
+  entries: TarEntry[];
+}
+
+/** What one image is made of. */
+interface ImagePlan {
+  layers: LayerPlan[];
+  config: ImageRuntimeConfig;
+}
+
+interface PlanContext {
+  cacheDir: string;
+  log: (s: string) => void;
+  project: () => Promise<ProjectBuild>;
+}
+
+const encoder = new TextEncoder();
+const text = (s: string) => encoder.encode(s);
+
+const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * What distroless/static gives: users root, nobody, nonroot (65532), /tmp, the Debian CA bundle
+ * and the dpkg record of its version (the CSI driver's "bundled" base roots report it).
+ */
+async function baseLayer(): Promise<LayerPlan> {
+  const caBundle = "/etc/ssl/certs/ca-certificates.crt";
+  try {
+    await Deno.stat(caBundle);
+  } catch {
+    throw new ImageBuildError(
+      `${caBundle} is missing on this machine; install Debian's ca-certificates (the images ` +
+        "carry it as distroless does)",
+    );
+  }
+  const entries: TarEntry[] = [
+    {
+      path: "/etc/passwd",
+      type: "file",
+      mode: 0o644,
+      data: text(
+        "root:x:0:0:root:/root:/sbin/nologin\n" +
+          "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n" +
+          "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
+      ),
+    },
+    {
+      path: "/etc/group",
+      type: "file",
+      mode: 0o644,
+      data: text("root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n"),
+    },
+    { path: "/etc/nsswitch.conf", type: "file", mode: 0o644, data: text("hosts: files dns\n") },
+    { path: "/etc/ssl/certs", type: "dir", mode: 0o755 },
+    { path: caBundle, type: "file", mode: 0o644, source: caBundle },
+    { path: "/tmp", type: "dir", mode: 0o1777 },
+    { path: "/root", type: "dir", mode: 0o700 },
+    { path: "/home/nonroot", type: "dir", mode: 0o700, uid: 65532, gid: 65532 },
+  ];
+  const status = await runCommand(["dpkg-query", "-s", "ca-certificates"]);
+  if (status.code === 0) {
+    const stanza = status.stdout.split("\n").filter((l) =>
+      /^(Package|Version|Architecture):/.test(l)
+    );
+    entries.push({
+      path: "/var/lib/dpkg/status.d/ca-certificates",
+      type: "file",
+      mode: 0o644,
+      data: text(stanza.join("\n") + "\n"),
+    });
+  }
+  return { name: "base: users, /tmp, CA bundle", entries };
+}
+
+async function libsLayer(binaries: string[]): Promise<LayerPlan[]> {
+  const libs = unionByPath(await Promise.all(binaries.map(sharedLibraries)));
+  return libs.length === 0
+    ? []
+    : [{ name: `glibc: ${libs.map((l) => basename(l.path)).join(" ")}`, entries: libs }];
+}
+
+/** A single static (or ldd-completed) Go binary at `path`, the upstream image's layout. */
+async function goBinaryPlan(
+  tool: ImageToolName,
+  path: string,
+  config: ImageRuntimeConfig,
+  extra: TarEntry[] = [],
+): Promise<ImagePlan> {
+  const binary = imageToolPath(tool);
+  return {
+    layers: [
+      await baseLayer(),
+      ...(await libsLayer([binary])),
+      {
+        name: `${tool} (${path})`,
+        entries: [...extra, { path, type: "file", mode: 0o755, source: binary }],
+      },
+    ],
+    config: { Env: [PATH_ENV], WorkingDir: "/", ...config },
+  };
+}
+
+/** Upstream SPIRE images: /opt/spire/bin/<name>, and the runtime directories owned by its user. */
+function spirePlan(component: "server" | "agent", uid: number): Promise<ImagePlan> {
+  const dir = (path: string): TarEntry => ({ path, type: "dir", mode: 0o755, uid, gid: uid });
+  const publicDir = component === "server" ? "private" : "public";
+  return goBinaryPlan(`spire-${component}`, `/opt/spire/bin/spire-${component}`, {
+    User: `${uid}:${uid}`,
+    Entrypoint: [`/opt/spire/bin/spire-${component}`, "run"],
+    WorkingDir: "/opt/spire",
+  }, [
+    dir("/opt/spire"),
+    dir("/opt/spire/bin"),
+    dir(`/etc/spire/${component}`),
+    dir(`/run/spire/${component}/${publicDir}`),
+    dir(`/tmp/spire-${component}/${publicDir}`),
+    dir(`/var/lib/spire/${component}`),
+  ]);
+}
+
+/** struct vfs_cap_data (revision 2) granting CAP_NET_BIND_SERVICE, effective: `setcap cap_net_bind_service=+ep`. */
+function netBindServiceCapability(): Uint8Array {
+  const data = new DataView(new ArrayBuffer(20));
+  data.setUint32(0, 0x02000000 | 0x1, true); // VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE
+  data.setUint32(4, 1 << 10, true); // permitted[0]: CAP_NET_BIND_SERVICE (10)
+  return new Uint8Array(data.buffer);
+}
+
+/**
+ * The project's images. With compiled binaries (denort available) each /usr/local/bin/<name> is
+ * the binary, as in the release image. With bundles, /usr/local/bin/<name> is a launcher (symlink
+ * to a static Go program) that execs `/usr/local/bin/deno run -A --no-config /app/<name>.js
+ * <args>`: the same path and arguments, so the manifests' `command`/`args` work unchanged. That
+ * is the only difference from the release image.
+ */
+async function projectPlan(
+  context: PlanContext,
+  programs: string[],
+  user: string,
+): Promise<ImagePlan> {
+  const project = await context.project();
+  const files = programs.map((name) => {
+    const file = project.files.get(name);
+    if (!file) throw new ImageBuildError(`scripts/build.ts produced no ${name}`);
+    return { name, file };
+  });
+  const config: ImageRuntimeConfig = {
+    User: user,
+    Env: [PATH_ENV],
+    Entrypoint: [`/usr/local/bin/${programs[0]}`],
+    WorkingDir: "/",
+  };
+  if (project.kind === "binary") {
+    return {
+      layers: [
+        await baseLayer(),
+        ...(await libsLayer(files.map((f) => f.file))),
+        {
+          name: `compiled ${programs.join(", ")}`,
+          entries: files.map(({ name, file }) => ({
+            path: `/usr/local/bin/${name}`,
+            type: "file",
+            mode: 0o755,
+            source: file,
+          })),
+        },
+      ],
+      config,
+    };
+  }
+  const deno = Deno.execPath();
+  const launcher = "/usr/local/lib/spire-cacerts/deno-launcher";
+  return {
+    layers: [
+      await baseLayer(),
+      ...(await libsLayer([deno])),
+      {
+        name: `deno ${Deno.version.deno} and the bundle launcher`,
+        entries: [
+          { path: "/usr/local/bin/deno", type: "file", mode: 0o755, source: deno },
+          { path: launcher, type: "file", mode: 0o755, source: imageToolPath("deno-launcher") },
+        ],
+      },
+      {
+        name: `bundles ${programs.join(", ")}`,
+        entries: files.flatMap(({ name, file }): TarEntry[] => [
+          { path: `/app/${name}.js`, type: "file", mode: 0o644, source: file },
+          { path: `/usr/local/bin/${name}`, type: "symlink", mode: 0o777, linkname: launcher },
+        ]),
+      },
+    ],
+    config: { ...config, Env: [PATH_ENV, "DENO_NO_UPDATE_CHECK=1"] },
+  };
+}
+
+type Recipe = (context: PlanContext) => Promise<ImagePlan>;
+
+/** Image repository (reference without tag) to how it is made. */
+const RECIPES: Record<string, Recipe> = {
+  "registry.k8s.io/pause": () =>
+    Promise.resolve({
+      layers: [{
+        name: "pause",
+        entries: [{ path: "/pause", type: "file", mode: 0o755, source: imageToolPath("pause") }],
+      }],
+      config: { User: "65535:65535", Entrypoint: ["/pause"], WorkingDir: "/" },
+    }),
+  "registry.k8s.io/coredns/coredns": async () => {
+    const plan = await goBinaryPlan("coredns", "/coredns", {
+      User: "65532:65532",
+      Entrypoint: ["/coredns"],
+      ExposedPorts: { "53/tcp": {}, "53/udp": {} },
+    });
+    // As upstream (setcap in its Dockerfile): non-root, yet able to bind :53.
+    const last = plan.layers[plan.layers.length - 1];
+    last.entries = last.entries.map((e) =>
+      e.path === "/coredns"
+        ? { ...e, xattrs: { "security.capability": netBindServiceCapability() } }
+        : e
+    );
+    return plan;
+  },
+  "ghcr.io/spiffe/spire-server": () => spirePlan("server", 1000),
+  "ghcr.io/spiffe/spire-agent": () => spirePlan("agent", 0),
+  "ghcr.io/spiffe/spiffe-helper": () =>
+    goBinaryPlan("spiffe-helper", "/spiffe-helper", { Entrypoint: ["/spiffe-helper"], Cmd: [] }),
+  "ghcr.io/spiffe/spire-controller-manager": () =>
+    goBinaryPlan("spire-controller-manager", "/spire-controller-manager", {
+      Entrypoint: ["/spire-controller-manager"],
+    }),
+  "registry.k8s.io/sig-storage/csi-node-driver-registrar": () =>
+    goBinaryPlan("csi-node-driver-registrar", "/csi-node-driver-registrar", {
+      Entrypoint: ["/csi-node-driver-registrar"],
+    }),
+  "registry.k8s.io/sig-storage/livenessprobe": () =>
+    goBinaryPlan("livenessprobe", "/livenessprobe", { Entrypoint: ["/livenessprobe"] }),
+  "ghcr.io/spire-cacerts/csi-driver": (c) => projectPlan(c, ["spire-cacerts-csi"], "0:0"),
+  "ghcr.io/spire-cacerts/webhook": (c) => projectPlan(c, ["spire-cacerts-webhook"], "65532:65532"),
+  "ghcr.io/spire-cacerts/workloads": (c) =>
+    projectPlan(c, ["spire-cacerts-server", "spire-cacerts-client"], "65532:65532"),
+};
+
+/** Go-built images whose tag must equal the module version `tests/tools/build.sh` recorded. */
+const VERSIONED_TOOLS: Record<string, string> = {
+  "registry.k8s.io/coredns/coredns": "coredns",
+  "ghcr.io/spiffe/spire-server": "spire-server",
+  "ghcr.io/spiffe/spire-agent": "spire-agent",
+  "ghcr.io/spiffe/spiffe-helper": "spiffe-helper",
+  "ghcr.io/spiffe/spire-controller-manager": "spire-controller-manager",
+};
+
+/** Splits `repo:tag` (a digest reference is not buildable locally). */
+function splitRef(ref: string): { repository: string; tag: string } {
+  if (ref.includes("@")) {
+    throw new ImageBuildError(`${ref}: digest references cannot be built locally`);
+  }
+  const colon = ref.lastIndexOf(":");
+  if (colon <= ref.lastIndexOf("/")) return { repository: ref, tag: "latest" };
+  return { repository: ref.slice(0, colon), tag: ref.slice(colon + 1) };
+}
+
+async function builtVersions(): Promise<Map<string, string>> {
+  const versions = new Map<string, string>();
+  const stamps = join(dirname(toolsBinDir()), "stamps");
+  try {
+    for await (const entry of Deno.readDir(stamps)) {
+      if (!entry.name.endsWith(".versions")) continue;
+      for (const line of (await Deno.readTextFile(join(stamps, entry.name))).split("\n")) {
+        const [name, version] = line.trim().split(/\s+/);
+        if (name && version) versions.set(name, version);
+      }
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return versions;
+}
+
+/**
+ * The image references a kustomization renders (`kubectl kustomize <dir>`), deduplicated.
+ *
+ * @param dir kustomization directory (default: the repository's `manifests`)
+ */
+export async function manifestImageRefs(dir = join(ROOT, "manifests")): Promise<string[]> {
+  const out = await runCommand([toolPath("kubectl"), "kustomize", dir]);
+  if (out.code !== 0) throw new ImageBuildError(`kubectl kustomize ${dir}: ${out.stderr.trim()}`);
+  const refs = new Set<string>();
+  for (const match of out.stdout.matchAll(/^\s*(?:- )?image:\s*["']?([^"'\s]+)["']?\s*$/gm)) {
+    refs.add(match[1]);
+  }
+  return [...refs].sort();
+}
+
+/** Options of {@link buildLocalImages}. */
+export interface BuildLocalImagesOptions {
+  /** Cache directory (default {@link imagesCacheDir}). */
+  outDir?: string;
+  /** Progress lines. */
+  log?: (s: string) => void;
+  /** Kustomization whose images to build (default `manifests`). */
+  kustomizeDir?: string;
+  /** Build exactly these references instead of the kustomization's + pause + CoreDNS. */
+  refs?: string[];
+}
+
+async function cachedLayer(
+  layersDir: string,
+  plan: LayerPlan,
+  log: (s: string) => void,
+): Promise<LayerBlob> {
+  const key = createHash("sha256");
+  for (const entry of [...plan.entries].sort((a, b) => (a.path < b.path ? -1 : 1))) {
+    key.update(JSON.stringify({
+      ...entry,
+      source: entry.source ? await fileHash(entry.source) : undefined,
+      data: entry.data ? createHash("sha256").update(entry.data).digest("hex") : undefined,
+      xattrs: entry.xattrs
+        ? Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, [...v]]))
+        : undefined,
+    }));
+    key.update("\n");
+  }
+  const name = key.digest("hex");
+  const path = join(layersDir, `${name}.tar`);
+  const meta = join(layersDir, `${name}.json`);
+  try {
+    const blob = JSON.parse(await Deno.readTextFile(meta)) as LayerBlob;
+    if ((await Deno.stat(path)).size === blob.size) return { ...blob, path };
+  } catch {
+    // Not cached yet.
+  }
+  log(`images: writing layer ${plan.name}`);
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  const blob = await writeLayer(plan.entries, tmp);
+  await Deno.rename(tmp, path);
+  await Deno.writeTextFile(meta, JSON.stringify({ digest: blob.digest, size: blob.size }));
+  return { ...blob, path };
+}
+
+/**
+ * Builds (or reuses from the cache) every image the manifests need, plus {@link PAUSE_IMAGE} and
+ * {@link COREDNS_IMAGE}, as OCI archives.
+ *
+ * @returns one archive per reference, in reference order
+ * @throws {ImageBuildError} naming an image no recipe makes, a binary that is not built, a tag
+ *   that differs from the built module's version, or a failed build step
+ */
+export async function buildLocalImages(
+  options: BuildLocalImagesOptions = {},
+): Promise<LocalImage[]> {
+  const log = options.log ?? (() => {});
+  const cacheDir = options.outDir ?? imagesCacheDir();
+  const layersDir = join(cacheDir, "layers");
+  const archivesDir = join(cacheDir, "archives");
+  await Deno.mkdir(layersDir, { recursive: true });
+  await Deno.mkdir(archivesDir, { recursive: true });
+
+  const refs = options.refs ??
+    [...new Set([...(await manifestImageRefs(options.kustomizeDir)), PAUSE_IMAGE, COREDNS_IMAGE])]
+      .sort();
+  const unknown = refs.filter((ref) => !RECIPES[splitRef(ref).repository]);
+  if (unknown.length > 0) {
+    throw new ImageBuildError(
+      `no local recipe for ${unknown.join(", ")}; known repositories: ` +
+        Object.keys(RECIPES).join(", "),
+    );
+  }
+  const versions = await builtVersions();
+  for (const ref of refs) {
+    const { repository, tag } = splitRef(ref);
+    const tool = VERSIONED_TOOLS[repository];
+    const built = tool ? versions.get(tool) : undefined;
+    if (built && built.replace(/^v/, "") !== tag.replace(/^v/, "")) {
+      throw new ImageBuildError(
+        `${ref}: the manifests pin ${tag} but tests/tools/build.sh built ${tool} ${built}; ` +
+          "make images/kustomization.yaml and the Go module in tests/tools agree",
+      );
+    }
+  }
+
+  let project: Promise<ProjectBuild> | undefined;
+  const context: PlanContext = {
+    cacheDir,
+    log,
+    project: () => (project ??= buildProject(cacheDir, log)),
+  };
+  const images: LocalImage[] = [];
+  for (const ref of refs) {
+    const plan = await RECIPES[splitRef(ref).repository](context);
+    const layers: LayerBlob[] = [];
+    for (const layer of plan.layers) layers.push(await cachedLayer(layersDir, layer, log));
+    const spec = { ref, layers, config: plan.config, history: plan.layers.map((l) => l.name) };
+    const { manifestDigest } = imageDocuments(spec);
+    const safe = ref.replace(/[^A-Za-z0-9._-]+/g, "_");
+    const archive = join(archivesDir, `${safe}.tar`);
+    const meta = join(archivesDir, `${safe}.json`);
+    let size = -1;
+    try {
+      const cached = JSON.parse(await Deno.readTextFile(meta)) as {
+        manifestDigest: string;
+        size: number;
+      };
+      if (
+        cached.manifestDigest === manifestDigest && (await Deno.stat(archive)).size === cached.size
+      ) {
+        size = cached.size;
+      }
+    } catch {
+      // Not cached yet.
+    }
+    if (size < 0) {
+      log(`images: writing ${ref}`);
+      const info = await writeImageArchive(spec, archive);
+      size = info.size;
+      await Deno.writeTextFile(meta, JSON.stringify({ manifestDigest, size }));
+    }
+    images.push({ ref, archive, manifestDigest, size });
+  }
+  return images;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Import.
+
+/** Options of {@link importImages}. */
+export interface ImportImagesOptions {
+  /** containerd's gRPC socket. */
+  containerdAddress: string;
+  /** containerd namespace (default `k8s.io`, the one the CRI plugin uses). */
+  namespace?: string;
+  /** The `ctr` binary (default `ctr` on PATH). */
+  ctr?: string;
+  /** Progress lines. */
+  log?: (s: string) => void;
+}
+
+/**
+ * The images in a containerd namespace: reference to manifest digest (`ctr images ls`).
+ *
+ * @param options socket, namespace and ctr binary
+ */
+export async function listContainerdImages(
+  options: Omit<ImportImagesOptions, "log">,
+): Promise<Map<string, string>> {
+  const ctr = options.ctr ?? "ctr";
+  const base = [ctr, "--address", options.containerdAddress, "-n", options.namespace ?? "k8s.io"];
+  const out = await runCommand([...base, "images", "ls"]);
+  if (out.code !== 0) throw new ImageImportError(`ctr images ls: ${out.stderr.trim()}`);
+  const images = new Map<string, string>();
+  for (const line of out.stdout.split("\n").slice(1)) {
+    const [ref, , digest] = line.trim().split(/\s+/);
+    if (ref && digest?.startsWith("sha256:")) images.set(ref, digest);
+  }
+  return images;
+}
+
+/**
+ * Imports archives with `ctr --address <sock> -n k8s.io images import` (which also unpacks them
+ * into the default snapshotter). Idempotent: an image already present with the same manifest
+ * digest is skipped. Afterwards every reference must be listed with its digest.
+ *
+ * @throws {ImageImportError} when ctr fails or an image is missing after the import
+ */
+export async function importImages(
+  images: LocalImage[],
+  options: ImportImagesOptions,
+): Promise<void> {
+  const ctr = options.ctr ?? "ctr";
+  const namespace = options.namespace ?? "k8s.io";
+  const base = [ctr, "--address", options.containerdAddress, "-n", namespace];
+  const present = await listContainerdImages(options);
+  for (const image of images) {
+    if (present.get(image.ref) === image.manifestDigest) continue;
+    options.log?.(`images: importing ${image.ref}`);
+    const out = await runCommand([...base, "images", "import", image.archive]);
+    if (out.code !== 0) {
+      throw new ImageImportError(
+        `ctr images import ${image.archive} (${image.ref}) exited ${out.code}: ${out.stderr.trim()}`,
+      );
+    }
+  }
+  const after = await listContainerdImages(options);
+  const wrong = images.filter((image) => after.get(image.ref) !== image.manifestDigest);
+  if (wrong.length > 0) {
+    throw new ImageImportError(
+      `after import, containerd (${options.containerdAddress}, namespace ${namespace}) lists ` +
+        wrong.map((i) => `${i.ref} as ${after.get(i.ref) ?? "missing"} (want ${i.manifestDigest})`)
+          .join("; "),
+    );
+  }
+}
