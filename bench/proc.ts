@@ -85,9 +85,19 @@ export function machineInfo(): MachineInfo {
  * VmRSS (MB) of a bare Deno process that does nothing: the floor every program in this project
  * starts from, used as the baseline of the idle memory figures.
  */
-export async function bareDenoRssMB(settleMs = 2000): Promise<number> {
+export function bareDenoRssMB(settleMs = 2000): Promise<number> {
+  return idleRssMB([], settleMs);
+}
+
+/**
+ * VmRSS (MB) of an idle Deno process that has imported `specifiers` (resolved with this
+ * project's import map) and does nothing else.
+ */
+export async function idleRssMB(specifiers: string[], settleMs = 2000): Promise<number> {
+  const imports = specifiers.map((s) => `await import(${JSON.stringify(s)});`).join(" ");
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["eval", "setInterval(() => {}, 1e9)"],
+    args: ["eval", `${imports} setInterval(() => {}, 1e9)`],
+    cwd: new URL("..", import.meta.url).pathname,
     stdout: "null",
     stderr: "null",
   }).spawn();

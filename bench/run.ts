@@ -5,7 +5,7 @@
  * and ratio, the target verdict, the machine and the command reproducing it.
  *
  * ```sh
- * ./scripts/deno task bench                      # 3 runs, ~10–15 min on 2 cores
+ * ./scripts/deno task bench                      # 5 runs, ~12 min on 2 cores
  * ./scripts/deno run -A bench/run.ts --runs=5
  * ./scripts/deno run -A bench/run.ts --quick     # smoke: 1 short run, report to a temp file
  * ./scripts/deno run -A bench/run.ts --only=webhook,render
@@ -62,6 +62,11 @@ const STEPS: Step[] = [
       "--publishes=10",
       "--families=debian,alpine",
     ],
+  },
+  {
+    name: "memory-floor",
+    args: ["bench/memory_floor_bench.ts"],
+    quick: ["bench/memory_floor_bench.ts"],
   },
   {
     name: "rotation",
@@ -150,7 +155,7 @@ async function main(): Promise<number> {
     },
   });
   const quick = values.quick;
-  const runs = Number(values.runs ?? (quick ? 1 : 3));
+  const runs = Number(values.runs ?? (quick ? 1 : 5));
   if (!Number.isInteger(runs) || runs < 1) {
     console.error(`--runs: a positive integer, got ${values.runs}`);
     return 2;
