@@ -61,6 +61,7 @@ const STEPS: Step[] = [
       "--sizes=1,20",
       "--publishes=10",
       "--families=debian,alpine",
+      "--bundled-sizes=1,20",
     ],
   },
   {
@@ -89,9 +90,11 @@ const NOTES = `
   kube-apiserver + etcd from the test harness.
 - **Secret change → swapped store**: the Secret is replaced through the apiserver; each volume's
   time is its "trust store written" log line (wall clock, ms resolution) minus the update call.
-  Volumes are plain directories on one tmpfs (\`--plain-dir\`); stores hold only the referenced
-  CA (\`--base-roots=none\`, the SPIRE-bundle case). With \`--base-roots=bundled\` every store
-  carries ~280 files; the *AtomicWriter swap alone* section shows what that costs per volume.
+  Volumes are plain directories on one tmpfs (\`--plain-dir\`). The first driver's stores hold
+  only the referenced CA (\`--base-roots=none\`, the SPIRE-bundle case, 4 files per debian
+  store); a second driver with \`--base-roots=bundled\` (the driver's default: ~140 public roots,
+  ~280 files per store) is timed at 1 and 100 volumes. The *AtomicWriter swap alone* section
+  shows the per-volume file-system cost of both store sizes without the driver around it.
 - **memory**: VmRSS / VmHWM from \`/proc/<pid>/status\` of the program's own Deno process. The
   baseline is a bare \`deno eval\` process that does nothing, measured in the same run: the
   runtime alone takes most of the 80 MB budget.
