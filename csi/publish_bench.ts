@@ -18,7 +18,7 @@
  * Every figure is also printed as a `BENCH {json}` line (see bench/report.ts).
  *
  * Run: `./scripts/deno run -A csi/publish_bench.ts [--sizes=1,100,1000] [--rounds=3]
- * [--publishes=100] [--families=debian,alpine,...] [--bundled-sizes=100]`
+ * [--publishes=100] [--families=debian,alpine,...] [--bundled-sizes=1,100]`
  *
  * @module
  */
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
       families: { type: "string", default: OS_FAMILIES.join(",") },
       "base-roots": { type: "string", default: "none" },
       "render-concurrency": { type: "string", default: "32" },
-      "bundled-sizes": { type: "string", default: "100" },
+      "bundled-sizes": { type: "string", default: "1,100" },
     },
   });
   const sizes = (values.sizes as string).split(",").map(Number);
