@@ -19,7 +19,13 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
-import { aggregate, type BenchRecord, parseBenchLines, renderMarkdown } from "./report.ts";
+import {
+  aggregate,
+  type BenchRecord,
+  formatSpread,
+  parseBenchLines,
+  renderMarkdown,
+} from "./report.ts";
 import { machineInfo } from "./proc.ts";
 
 /** One benchmark program. */
@@ -197,8 +203,13 @@ async function main(): Promise<number> {
     : `./scripts/deno task bench${values.runs ? ` --runs=${runs}` : ""}${
       only ? ` --only=${only.join(",")}` : ""
     }`;
+  const figures = aggregate(perRun);
+  console.log("\n=== targets (median over runs, min–max)");
+  for (const f of figures.filter((f) => f.target)) {
+    console.log(`${f.verdict} ${f.target!.text}: ${f.label} = ${formatSpread(f.value, f.unit)}`);
+  }
   const markdown = renderMarkdown({
-    figures: aggregate(perRun),
+    figures,
     machine,
     started: started.toISOString(),
     durationS: (Date.now() - started.getTime()) / 1000,
