@@ -695,6 +695,8 @@ export interface ImportImagesOptions {
   namespace?: string;
   /** The `ctr` binary (default `ctr` on PATH). */
   ctr?: string;
+  /** Snapshotter to unpack into (default: containerd's default, overlayfs); must match CRI's. */
+  snapshotter?: string;
   /** Progress lines. */
   log?: (s: string) => void;
 }
@@ -705,7 +707,7 @@ export interface ImportImagesOptions {
  * @param options socket, namespace and ctr binary
  */
 export async function listContainerdImages(
-  options: Omit<ImportImagesOptions, "log">,
+  options: Pick<ImportImagesOptions, "containerdAddress" | "namespace" | "ctr">,
 ): Promise<Map<string, string>> {
   const ctr = options.ctr ?? "ctr";
   const base = [ctr, "--address", options.containerdAddress, "-n", options.namespace ?? "k8s.io"];
@@ -737,7 +739,8 @@ export async function importImages(
   for (const image of images) {
     if (present.get(image.ref) === image.manifestDigest) continue;
     options.log?.(`images: importing ${image.ref}`);
-    const out = await runCommand([...base, "images", "import", image.archive]);
+    const snapshotter = options.snapshotter ? ["--snapshotter", options.snapshotter] : [];
+    const out = await runCommand([...base, "images", "import", ...snapshotter, image.archive]);
     if (out.code !== 0) {
       throw new ImageImportError(
         `ctr images import ${image.archive} (${image.ref}) exited ${out.code}: ${out.stderr.trim()}`,
