@@ -82,6 +82,11 @@ export class ApiProxy {
     return proxy;
   }
 
+  /** Watch requests in flight (passed through, not yet ended). */
+  get activeWatches(): number {
+    return this.#active.size;
+  }
+
   /** Watch requests currently held. */
   get held(): number {
     return this.#held;

@@ -120,6 +120,11 @@ Deno.test({
         "410 Gone: watch held at an old resourceVersion, history compacted",
         async () => {
           const goneBefore = proxy!.watches.filter((w) => w.gone).length;
+          // The driver watches the class and the Secret; both must be up before the cut.
+          await waitFor("both watches established", () => proxy!.activeWatches >= 2, {
+            timeoutMs: 30_000,
+            detail: () => driver!.process.logTail(10),
+          });
           proxy!.holdWatches();
           const cut = proxy!.cutWatches();
           assert.ok(cut >= 2, `expected the class and Secret watches in flight, cut ${cut}`);
