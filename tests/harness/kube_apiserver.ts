@@ -26,7 +26,48 @@ export interface KubeApiServerOptions {
   readyTimeoutMs?: number;
   /** Extra kube-apiserver flags (`--name=value`), appended last. */
   extraArgs?: string[];
+  /**
+   * Address kube-apiserver listens on and `url` names (default `127.0.0.1`). A non-loopback
+   * address (e.g. the host end of a veth pair) lets pods of a local node reach it.
+   */
+  bindAddress?: string;
+  /**
+   * Address published in the `kubernetes` Service's endpoints (default: `bindAddress`). When it
+   * is not a loopback address the default (lease) endpoint reconciler runs, so the in-cluster
+   * `kubernetes` Service routes to this server; with loopback, reconciliation stays off.
+   */
+  advertiseAddress?: string;
+  /**
+   * Enable the ServiceAccount admission plugin (default false: it is disabled because without
+   * kube-controller-manager no default ServiceAccounts exist). A full cluster needs it so that
+   * pods get their projected API token.
+   */
+  serviceAccountAdmission?: boolean;
+  /**
+   * Issue a client certificate (`system:masters`) kube-apiserver presents to kubelets, for
+   * `kubectl logs`/`exec` (default false).
+   */
+  kubeletClientCertificate?: boolean;
 }
+
+/** Files of the control plane's PKI, for the components of a local node. */
+export interface KubeApiServerPki {
+  /** The cluster CA certificate (signs the serving and client certificates). */
+  caCertPath: string;
+  /** The cluster CA private key. */
+  caKeyPath: string;
+  /** Private key that signs ServiceAccount tokens (for kube-controller-manager). */
+  serviceAccountKeyPath: string;
+  /** Public key that verifies ServiceAccount tokens. */
+  serviceAccountPublicKeyPath: string;
+  /** A `system:masters` client certificate. */
+  adminCertPath: string;
+  /** Its key. */
+  adminKeyPath: string;
+}
+
+/** The Service IP range kube-apiserver allocates from; its first address is `kubernetes`. */
+export const SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24";
 
 /** Options for {@link KubeApiServer.kubectl}. */
 export interface KubectlOptions {
@@ -50,6 +91,8 @@ export interface KubeApiServer {
   kubeConfig: KubeConfig;
   /** Temporary directory holding certificates, data and logs; removed by `stop()`. */
   dir: string;
+  /** Paths of the CA, ServiceAccount key pair and admin certificate. */
+  pki: KubeApiServerPki;
   /** Runs kubectl against this server. */
   kubectl(args: string[], options?: KubectlOptions): Promise<CommandResult>;
   /** Restarts kube-apiserver only (same etcd, port and certificates) and waits until ready. */
@@ -143,10 +186,12 @@ export async function startKubeApiServer(
     await Deno.mkdir(pki);
     await Deno.mkdir(join(dir, "logs"));
     const ca = await createCa(pki, "ca", "spire-cacerts-test-ca");
+    const bindAddress = options.bindAddress ?? "127.0.0.1";
+    const advertiseAddress = options.advertiseAddress ?? bindAddress;
     const serving = await issueCertificate(ca, pki, "apiserver", {
       commonName: "kube-apiserver",
       dnsNames: ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-      ipAddresses: ["127.0.0.1", "10.0.0.1"],
+      ipAddresses: [...new Set(["127.0.0.1", "10.0.0.1", bindAddress, advertiseAddress])],
       usage: "server",
     });
     const admin = await issueCertificate(ca, pki, "admin", {
@@ -182,13 +227,20 @@ export async function startKubeApiServer(
     });
     processes.push(etcd);
 
-    const url = `https://127.0.0.1:${securePort}`;
+    const kubeletClient = options.kubeletClientCertificate
+      ? await issueCertificate(ca, pki, "kubelet-client", {
+        commonName: "kube-apiserver-kubelet-client",
+        organizations: ["system:masters"],
+        usage: "client",
+      })
+      : undefined;
+    const url = `https://${bindAddress}:${securePort}`;
     const apiserverArgs = [
       `--etcd-servers=${etcdUrl}`,
-      "--bind-address=127.0.0.1",
-      "--advertise-address=127.0.0.1",
+      `--bind-address=${bindAddress}`,
+      `--advertise-address=${advertiseAddress}`,
       // A loopback advertise address is refused by the default endpoint reconciler.
-      "--endpoint-reconciler-type=none",
+      ...(advertiseAddress.startsWith("127.") ? ["--endpoint-reconciler-type=none"] : []),
       `--secure-port=${securePort}`,
       `--tls-cert-file=${serving.certPath}`,
       `--tls-private-key-file=${serving.keyPath}`,
@@ -198,9 +250,15 @@ export async function startKubeApiServer(
       "--service-account-issuer=https://kubernetes.default.svc",
       `--service-account-key-file=${sa.publicKeyPath}`,
       `--service-account-signing-key-file=${sa.keyPath}`,
-      "--service-cluster-ip-range=10.0.0.0/24",
+      `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`,
       "--allow-privileged=true",
-      "--disable-admission-plugins=ServiceAccount",
+      ...(options.serviceAccountAdmission ? [] : ["--disable-admission-plugins=ServiceAccount"]),
+      ...(kubeletClient
+        ? [
+          `--kubelet-client-certificate=${kubeletClient.certPath}`,
+          `--kubelet-client-key=${kubeletClient.keyPath}`,
+        ]
+        : []),
       "--profiling=false",
       ...(options.extraArgs ?? []),
     ];
@@ -247,6 +305,14 @@ export async function startKubeApiServer(
       kubeconfigPath,
       kubeConfig,
       dir,
+      pki: {
+        caCertPath: ca.certPath,
+        caKeyPath: ca.keyPath,
+        serviceAccountKeyPath: sa.keyPath,
+        serviceAccountPublicKeyPath: sa.publicKeyPath,
+        adminCertPath: admin.certPath,
+        adminKeyPath: admin.keyPath,
+      },
       kubectl(args, kubectlOptions = {}) {
         return runCommand([kubectlBin, `--kubeconfig=${kubeconfigPath}`, ...args], {
           stdin: kubectlOptions.stdin,

@@ -53,9 +53,28 @@ export {
 export {
   type KubeApiServer,
   type KubeApiServerOptions,
+  type KubeApiServerPki,
   type KubectlOptions,
+  SERVICE_CLUSTER_IP_RANGE,
   startKubeApiServer,
 } from "./kube_apiserver.ts";
+export {
+  CLUSTER_DNS_IP,
+  CLUSTER_HOST_PROGRAMS,
+  CLUSTER_TOOLS,
+  ClusterCleanupError,
+  ClusterHostError,
+  type ClusterOptions,
+  HOST_IP,
+  KUBELET_DIR,
+  type LocalCluster,
+  missingHostPrograms,
+  needsCluster,
+  NODE_IP,
+  NODE_NAME,
+  POD_CIDR,
+  startCluster,
+} from "./cluster.ts";
 export {
   type EntryOptions,
   type Spire,

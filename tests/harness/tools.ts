@@ -16,6 +16,10 @@ export const BUILD_COMMAND = "./scripts/deno task tools";
 export type ToolName =
   | "kube-apiserver"
   | "kubectl"
+  | "kubelet"
+  | "kube-controller-manager"
+  | "kube-scheduler"
+  | "kube-proxy"
   | "etcd"
   | "spire-server"
   | "spire-agent"
