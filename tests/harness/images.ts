@@ -185,6 +185,8 @@ function unionByPath(lists: TarEntry[][]): TarEntry[] {
 
 /** What `scripts/build.ts` produced for the project's programs. */
 interface ProjectBuild {
+  /** The cache directory holding the files. */
+  dir: string;
   kind: "binary" | "bundle";
   /** Target output name (e.g. `spire-cacerts-csi`) to the built file. */
   files: Map<string, string>;
@@ -255,7 +257,7 @@ async function buildProject(cacheDir: string, log: (s: string) => void): Promise
     const file = join(dir, basename(artefact.path));
     files.set(basename(artefact.path).replace(/\.js$/, ""), file);
   }
-  return { kind: [...kinds][0], files };
+  return { dir, kind: [...kinds][0], files };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,6 +652,7 @@ export async function buildLocalImages(
     project: () => (project ??= buildProject(cacheDir, log)),
   };
   const images: LocalImage[] = [];
+  const used = new Set<string>();
   for (const ref of refs) {
     const plan = await RECIPES[splitRef(ref).repository](context);
     const layers: LayerBlob[] = [];
@@ -680,8 +683,41 @@ export async function buildLocalImages(
       await Deno.writeTextFile(meta, JSON.stringify({ manifestDigest, size }));
     }
     images.push({ ref, archive, manifestDigest, size });
+    for (const layer of layers) used.add(basename(layer.path, ".tar"));
   }
+  if (project) used.add(basename((await project).dir));
+  if (!options.refs) await pruneCache(cacheDir, used, log);
   return images;
+}
+
+/** Unused cache entries older than this are removed (younger ones may belong to a concurrent build). */
+const PRUNE_AGE_MS = 60 * 60 * 1000;
+
+/**
+ * Removes layers and project builds that the current full build did not use, so that rebuilt
+ * tools and changed sources do not pile up hundreds of megabytes per change.
+ */
+async function pruneCache(cacheDir: string, used: Set<string>, log: (s: string) => void) {
+  const now = Date.now();
+  for (const sub of ["layers", "project"]) {
+    const dir = join(cacheDir, sub);
+    const entries: Deno.DirEntry[] = [];
+    try {
+      for await (const entry of Deno.readDir(dir)) entries.push(entry);
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) continue;
+      throw error;
+    }
+    for (const entry of entries) {
+      const key = entry.name.replace(/\.(tar|json)$/, "").replace(/\.tmp-\d+$/, "");
+      if (used.has(key)) continue;
+      const path = join(dir, entry.name);
+      const info = await Deno.lstat(path).catch(() => null);
+      if (!info || now - (info.mtime?.getTime() ?? now) < PRUNE_AGE_MS) continue;
+      log(`images: pruning unused ${sub}/${entry.name}`);
+      await Deno.remove(path, { recursive: true }).catch(() => {});
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import { writeLayer } from "./oci_archive.ts";
 import {
   buildLocalImages,
   COREDNS_IMAGE,
+  imagesCacheDir,
   importImages,
   listContainerdImages,
   type LocalImage,
@@ -260,9 +261,24 @@ Deno.test({
       await Deno.remove(scratch, { recursive: true });
     }
 
-    // Unchanged inputs: same digests, archives reused.
-    const again = await buildLocalImages();
-    assert.deepEqual(again.map((i) => i.manifestDigest), images.map((i) => i.manifestDigest));
+    // Unchanged inputs: same digests, archives reused; unused layers are pruned once old.
+    const layersDir = join(imagesCacheDir(), "layers");
+    const stale = join(layersDir, "0".repeat(64) + ".tar");
+    const fresh = join(layersDir, "1".repeat(64) + ".tar");
+    await Deno.writeTextFile(stale, "unused");
+    await Deno.writeTextFile(fresh, "unused, but maybe a concurrent build's");
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    await Deno.utime(stale, twoHoursAgo, twoHoursAgo);
+    try {
+      const again = await buildLocalImages();
+      assert.deepEqual(again.map((i) => i.manifestDigest), images.map((i) => i.manifestDigest));
+      await assert.rejects(Deno.stat(stale), Deno.errors.NotFound);
+      assert.ok((await Deno.stat(fresh)).isFile);
+      for (const image of again) assert.ok((await Deno.stat(image.archive)).isFile);
+    } finally {
+      await Deno.remove(stale).catch(() => {});
+      await Deno.remove(fresh);
+    }
   },
 });
 
