@@ -45,7 +45,10 @@ Deno.test({
   sanitizeOps: false,
   fn: async (t) => {
     const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-apiserver-" });
-    const kube = await startKubeApiServer();
+    const kube = await startKubeApiServer().catch(async (error) => {
+      await Deno.remove(dir, { recursive: true });
+      throw error;
+    });
     let proxy: ApiProxy | undefined;
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;

@@ -642,7 +642,10 @@ Deno.test({
     const pki = await makePki();
     const gens = await makeGenerations(2, 1);
     const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-corpus-driver-" });
-    const kube = await startKubeApiServer();
+    const kube = await startKubeApiServer().catch(async (error) => {
+      await Deno.remove(dir, { recursive: true });
+      throw error;
+    });
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     try {

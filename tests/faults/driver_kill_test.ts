@@ -53,7 +53,10 @@ Deno.test({
     console.log(`FAULT_SEED=${seed}`);
     const rand = random(seed);
     const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-kill-" });
-    const kube = await startKubeApiServer();
+    const kube = await startKubeApiServer().catch(async (error) => {
+      await Deno.remove(dir, { recursive: true });
+      throw error;
+    });
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     const readers: StoreReader[] = [];

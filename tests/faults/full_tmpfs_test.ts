@@ -179,7 +179,10 @@ Deno.test({
   sanitizeOps: false,
   fn: async (t) => {
     const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-tmpfs-driver-" });
-    const kube = await startKubeApiServer();
+    const kube = await startKubeApiServer().catch(async (error) => {
+      await Deno.remove(dir, { recursive: true });
+      throw error;
+    });
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     const target = join(dir, "pods", "web-0", "mount");
