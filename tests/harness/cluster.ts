@@ -341,7 +341,7 @@ metadata: {name: "system:coredns"}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:coredns"}
 subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
 ---
-# Cluster names only: no upstream resolver is reachable from this node.
+# Cluster names and the node's name only: no upstream resolver is reachable from this node.
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: coredns, namespace: kube-system}
@@ -354,6 +354,12 @@ data:
         kubernetes cluster.local in-addr.arpa ip6.arpa {
             pods insecure
             fallthrough in-addr.arpa ip6.arpa
+        }
+        # The node's name, as a real cluster's upstream resolver would answer it (SPIRE's k8s
+        # workload attestor dials kubelet by node name).
+        hosts {
+            ${NODE_IP} ${NODE_NAME}
+            fallthrough
         }
         cache 5
         loop
@@ -718,7 +724,9 @@ export async function startCluster(options: ClusterOptions): Promise<LocalCluste
         cgroupDriver: "cgroupfs",
         failSwapOn: false,
         containerRuntimeEndpoint: `unix://${containerdAddress}`,
-        address: NODE_IP,
+        // All of the node's addresses (its own namespace): kube-apiserver dials NODE_IP, SPIRE's
+        // k8s workload attestor (host network) dials 127.0.0.1.
+        address: "0.0.0.0",
         port: 10250,
         readOnlyPort: 0,
         healthzBindAddress: "127.0.0.1",
