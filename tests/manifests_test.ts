@@ -221,9 +221,12 @@ Deno.test({
     );
     const cmYaml = (cmConfig?.data as Record<string, string>)["controller-manager.yaml"];
     const parsed = loadAllYaml(cmYaml)[0] as { ignoreNamespaces: string[]; clusterName: string };
-    assert.ok(parsed.ignoreNamespaces.includes("spire"));
-    assert.ok(!parsed.ignoreNamespaces.includes("spire-cacerts"));
-    assert.ok(!parsed.ignoreNamespaces.includes("spiffe-demo"));
+    // spire-controller-manager compiles each entry as a regular expression and ignores any
+    // namespace it matches anywhere in the name.
+    const ignored = (ns: string) => parsed.ignoreNamespaces.some((re) => new RegExp(re).test(ns));
+    assert.ok(ignored("spire"));
+    assert.ok(!ignored("spire-cacerts"));
+    assert.ok(!ignored("spiffe-demo"));
     const serverConf = objects.find((o) =>
       o.kind === "ConfigMap" && (o.metadata as { name: string }).name.startsWith("spire-server-")
     )?.data as Record<string, string>;
