@@ -1,0 +1,494 @@
+/**
+ * The README's "Testing the Setup" on a real single-node Kubernetes (tests/harness/cluster.ts):
+ * the manifests are applied through the local overlay (tests/local_cluster) and each of issue 8's
+ * points is checked against the running cluster:
+ *
+ * 1. SPIRE Server and Agent become ready; the agent attests; ClusterSPIFFEIDs produce entries.
+ * 2. The driver registers with kubelet; the webhook serves a SPIRE-issued certificate.
+ * 3. The client pod is mutated; inside the running container the OS store holds the SPIRE CA.
+ * 4. `kubectl logs` shows the server's certificate with Not After advancing, in both
+ *    `--system-certs` modes.
+ * 5. A SPIRE CA change reaches the running pod's store without a restart, also after the driver
+ *    pod was restarted.
+ * 6. Deleting the workloads unpublishes their volumes and leaves nothing on the node.
+ *
+ * Pods that started before what they depend on (SPIRE's bundle, the agent, the webhook) are
+ * deleted once it is ready, so the test does not wait out kubelet's back-off, and pods created
+ * before the webhook existed are re-created so the webhook sees them.
+ */
+
+import assert from "node:assert/strict";
+import { connect } from "node:tls";
+import { join } from "node:path";
+import {
+  KUBELET_DIR,
+  type LocalCluster,
+  needsCluster,
+  NODE_NAME,
+  startCluster,
+} from "./harness/cluster.ts";
+import {
+  buildLocalImages,
+  COREDNS_IMAGE,
+  importImages,
+  needsImageTools,
+  PAUSE_IMAGE,
+} from "./harness/images.ts";
+import { waitFor } from "./harness/process.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const DRIVER = "cacerts.csi.cert-manager.io";
+const SPIRE_SOCKET = "/tmp/spire-server/private/api.sock";
+const DRIVER_STATE_DIR = "/var/lib/spire-cacerts";
+const PV_DIR = "/var/lib/spire-cacerts-local/spire-server-data";
+const STORE = "/etc/ssl/certs/ca-certificates.crt";
+const SUBJECT = "Subject: CN=server-service, O=SPIRE, C=US";
+
+const started = Date.now();
+const elapsed = () => `${((Date.now() - started) / 1000).toFixed(0)}s`;
+const log = (message: string) => console.log(`[e2e ${elapsed()}] ${message}`);
+
+/** Base64 bodies of the PEM certificates in `text` (whitespace removed), for comparison. */
+function pemBodies(text: string): string[] {
+  const bodies: string[] = [];
+  const re = /-----BEGIN CERTIFICATE-----([\s\S]*?)-----END CERTIFICATE-----/g;
+  for (const match of text.matchAll(re)) bodies.push(match[1].replace(/\s+/g, ""));
+  return bodies;
+}
+
+class E2e {
+  constructor(readonly cluster: LocalCluster) {}
+
+  async k(args: string[], stdin?: string): Promise<string> {
+    return (await this.cluster.kubectl(args, { check: true, stdin })).stdout;
+  }
+
+  async jsonpath(args: string[], path: string): Promise<string> {
+    return (await this.k(["get", ...args, "-o", `jsonpath=${path}`])).trim();
+  }
+
+  spireServer(args: string[]): Promise<string> {
+    return this.k([
+      "exec",
+      "-n",
+      "spire",
+      "spire-server-0",
+      "-c",
+      "spire-server",
+      "--",
+      "/opt/spire/bin/spire-server",
+      ...args,
+      "-socketPath",
+      SPIRE_SOCKET,
+    ]);
+  }
+
+  /** The SPIRE trust bundle's roots, as SPIRE Server reports them. */
+  async spireRoots(): Promise<string[]> {
+    return pemBodies(await this.spireServer(["bundle", "show", "-format", "pem"]));
+  }
+
+  /** The OS trust store inside a running client container, read there with the image's Deno. */
+  async clientStore(pod: string): Promise<string[]> {
+    return pemBodies(
+      await this.k([
+        "exec",
+        "-n",
+        "spiffe-demo",
+        pod,
+        "-c",
+        "client",
+        "--",
+        "/usr/local/bin/deno",
+        "eval",
+        `console.log(Deno.readTextFileSync(${JSON.stringify(STORE)}))`,
+      ]),
+    );
+  }
+
+  /** Waits for a pod matching `selector` whose containers are all ready; returns its name. */
+  waitReady(namespace: string, selector: string, timeoutMs = 180_000): Promise<string> {
+    return waitFor(`ready pod ${namespace}/${selector}`, async () => {
+      const list = JSON.parse(
+        await this.k(["get", "pods", "-n", namespace, "-l", selector, "-o", "json"]),
+      ) as {
+        items: {
+          metadata: { name: string; deletionTimestamp?: string };
+          status: { containerStatuses?: { ready: boolean }[] };
+        }[];
+      };
+      const ready = list.items.find((pod) =>
+        !pod.metadata.deletionTimestamp && (pod.status.containerStatuses ?? []).length > 0 &&
+        pod.status.containerStatuses!.every((c) => c.ready)
+      );
+      return ready?.metadata.name;
+    }, { timeoutMs, intervalMs: 2_000, detail: () => `at ${elapsed()}` }).catch(async (error) => {
+      // Say why: the pods' recent events (mount failures, crash loops, admission errors).
+      const events = await this.cluster.kubectl([
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector=type=Warning",
+        "-o",
+        "custom-columns=OBJECT:.involvedObject.name,REASON:.reason,MESSAGE:.message",
+      ]);
+      throw new Error(`${error.message}\nwarning events in ${namespace}:\n${events.stdout}`);
+    });
+  }
+
+  /** Server certificate Not After values the client logged, in order. */
+  async notAfters(pod: string): Promise<{ text: string; values: string[] }> {
+    const text = await this.k(["logs", "-n", "spiffe-demo", pod, "-c", "client"]);
+    const values = [...text.matchAll(/Not After: (\S+)/g)].map((m) => m[1]);
+    return { text, values };
+  }
+
+  /** Point 4 for one pod: certificate information with at least two increasing Not After. */
+  async assertRotationsLogged(pod: string): Promise<string[]> {
+    const seen = await waitFor(`client ${pod} logging two server SVIDs`, async () => {
+      const { text, values } = await this.notAfters(pod);
+      const distinct = [...new Set(values)];
+      return text.includes("Certificate Information:") && text.includes(SUBJECT) &&
+          distinct.length >= 2
+        ? distinct
+        : undefined;
+    }, { timeoutMs: 90_000, intervalMs: 3_000 });
+    const times = seen.map((v) => Date.parse(v));
+    for (let i = 1; i < times.length; i++) assert.ok(times[i] > times[i - 1], seen.join(", "));
+    // The label selector the issue names finds the same output.
+    const bySelector = await this.k([
+      "logs",
+      "-l",
+      "app=client",
+      "-n",
+      "spiffe-demo",
+      "-c",
+      "client",
+    ]);
+    assert.ok(bySelector.includes("Certificate Information:"), bySelector);
+    assert.ok(bySelector.includes(SUBJECT), bySelector);
+    return seen;
+  }
+}
+
+/** The serving certificate of the webhook's Service, verified against SPIRE's bundle. */
+function webhookCertificate(ip: string, caPem: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host: ip,
+      port: 443,
+      servername: "spire-cacerts-webhook.spire-cacerts.svc",
+      ca: caPem,
+      timeout: 5_000,
+    }, () => {
+      const cert = socket.getPeerCertificate();
+      socket.end();
+      resolve(cert.subjectaltname ?? "");
+    });
+    socket.on("error", reject);
+    socket.on("timeout", () => socket.destroy(new Error("TLS connect timed out")));
+  });
+}
+
+function toPem(bodies: string[]): string {
+  return bodies.map((b) =>
+    `-----BEGIN CERTIFICATE-----\n${b.match(/.{1,64}/g)!.join("\n")}\n-----END CERTIFICATE-----\n`
+  ).join("");
+}
+
+Deno.test({
+  name: "cluster e2e: kubectl apply the manifests on a real node, issue 8 points 1-6",
+  ignore: needsCluster().ignore || needsImageTools().ignore,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async (t) => {
+    const images = await buildLocalImages({ log });
+    log(`${images.length} images built`);
+    const cluster = await startCluster({
+      sandboxImage: PAUSE_IMAGE,
+      dnsImage: COREDNS_IMAGE,
+      hostPaths: [DRIVER_STATE_DIR, "/run/spire", "/var/lib/spire-cacerts-local"],
+      prepareRuntime: (containerdAddress) => importImages(images, { containerdAddress }),
+      log,
+    });
+    const e = new E2e(cluster);
+    try {
+      // The overlay's PersistentVolume directory, owned by SPIRE Server's user (see its README).
+      await Deno.mkdir(PV_DIR, { recursive: true, mode: 0o700 });
+      await Deno.chown(PV_DIR, 1000, 1000);
+      log("applying manifests/crds, then tests/local_cluster");
+      await e.k(["apply", "-k", join(ROOT, "manifests/crds")]);
+      await e.k(["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"]);
+      await e.k(["apply", "-k", join(ROOT, "tests/local_cluster")]);
+
+      const ok1 = await t.step(
+        "1. SPIRE ready, agent attested, entries from ClusterSPIFFEIDs",
+        async () => {
+          await e.waitReady("spire", "app.kubernetes.io/name=spire-server");
+          await e.waitReady("spire", "app.kubernetes.io/name=spire-agent");
+          const agents = await waitFor("an attested agent", async () => {
+            const out = await e.spireServer(["agent", "list"]);
+            return out.includes("k8s_psat/spire-cacerts/") ? out : undefined;
+          }, { timeoutMs: 60_000, intervalMs: 2_000 });
+          assert.match(agents, /Attestation type\s*:\s*k8s_psat/);
+          await waitFor("entries for webhook, server and client", async () => {
+            const out = await e.spireServer(["entry", "show"]);
+            return ["webhook", "server", "client"].every((w) =>
+              out.includes(`spiffe://example.org/workload/${w}`)
+            );
+          }, { timeoutMs: 90_000, intervalMs: 2_000 });
+          log("SPIRE ready");
+        },
+      );
+      if (!ok1) return;
+
+      const ok2 = await t.step(
+        "2. driver registered with kubelet, webhook ready with a SPIRE certificate",
+        async () => {
+          await waitFor(
+            "CSINode lists the driver",
+            async () =>
+              (await e.jsonpath(["csinode", NODE_NAME], "{.spec.drivers[*].name}")).includes(
+                DRIVER,
+              ),
+            {
+              timeoutMs: 120_000,
+              intervalMs: 2_000,
+            },
+          );
+          // Webhook pods that crash-looped while SPIRE came up are restarted now.
+          if (
+            await e.jsonpath(
+              ["deployment", "spire-cacerts-webhook", "-n", "spire-cacerts"],
+              "{.status.readyReplicas}",
+            ) !== "2"
+          ) {
+            await e.k([
+              "delete",
+              "pods",
+              "-n",
+              "spire-cacerts",
+              "-l",
+              "app.kubernetes.io/name=spire-cacerts-webhook",
+              "--wait=false",
+            ]);
+          }
+          await waitFor("webhook Deployment 2/2 ready", async () =>
+            await e.jsonpath(
+              ["deployment", "spire-cacerts-webhook", "-n", "spire-cacerts"],
+              "{.status.readyReplicas}",
+            ) === "2", { timeoutMs: 180_000, intervalMs: 2_000 });
+          const roots = await e.spireRoots();
+          const caBundle = await waitFor("caBundle from SPIRE's notifier", async () => {
+            const value = await e.jsonpath(
+              ["mutatingwebhookconfiguration", "spire-cacerts-webhook"],
+              "{.webhooks[0].clientConfig.caBundle}",
+            );
+            return value || undefined;
+          }, { timeoutMs: 60_000, intervalMs: 2_000 });
+          assert.deepEqual(pemBodies(atob(caBundle)).sort(), [...roots].sort());
+          const ip = await e.jsonpath(
+            ["service", "spire-cacerts-webhook", "-n", "spire-cacerts"],
+            "{.spec.clusterIP}",
+          );
+          const san = await webhookCertificate(ip, toPem(roots));
+          assert.ok(san.includes("URI:spiffe://example.org/workload/webhook"), san);
+          assert.ok(san.includes("DNS:spire-cacerts-webhook.spire-cacerts.svc"), san);
+          log("driver registered, webhook ready");
+        },
+      );
+      if (!ok2) return;
+
+      let clientPod = "";
+      const ok3 = await t.step(
+        "3. client mutated, the store in the running container holds the SPIRE CA",
+        async () => {
+          // Re-create the examples now that the webhook answers (the first ones may predate it).
+          await e.k(["delete", "pods", "-n", "spiffe-demo", "--all", "--wait=false"]);
+          clientPod = await e.waitReady("spiffe-demo", "app=client");
+          await e.waitReady("spiffe-demo", "app=server");
+          const volumes = JSON.parse(
+            await e.jsonpath(["pod", clientPod, "-n", "spiffe-demo"], "{.spec.volumes}"),
+          ) as { csi?: { driver: string } }[];
+          assert.ok(volumes.some((v) => v.csi?.driver === DRIVER), JSON.stringify(volumes));
+          const roots = await e.spireRoots();
+          const store = await e.clientStore(clientPod);
+          assert.ok(store.length > roots.length, `store has ${store.length} certificates`);
+          for (const root of roots) {
+            assert.ok(store.includes(root), "SPIRE root missing from the store");
+          }
+          log(
+            `client ${clientPod}: store has ${store.length} certificates incl. ${roots.length} SPIRE root(s)`,
+          );
+        },
+      );
+      if (!ok3) {
+        return;
+      }
+
+      await t.step(
+        "4a. kubectl logs: certificate information, Not After advancing (--system-certs=true)",
+        async () => {
+          const seen = await e.assertRotationsLogged(clientPod);
+          log(`--system-certs=true: Not After ${seen.join(", ")}`);
+        },
+      );
+
+      await t.step(
+        "5. SPIRE CA change reaches the running pod; again after a driver restart",
+        async () => {
+          const uid = await e.jsonpath(["pod", clientPod, "-n", "spiffe-demo"], "{.metadata.uid}");
+          const restarts = await e.jsonpath(
+            ["pod", clientPod, "-n", "spiffe-demo"],
+            "{.status.containerStatuses[*].restartCount}",
+          );
+          const caChange = async (label: string) => {
+            const before = new Set(await e.spireRoots());
+            await e.spireServer(["localauthority", "x509", "prepare"]);
+            const added = (await e.spireRoots()).filter((r) => !before.has(r));
+            assert.equal(added.length, 1, "prepare adds one root to the bundle");
+            const t0 = Date.now();
+            await waitFor(
+              `new SPIRE root in the client's store (${label})`,
+              async () => (await e.clientStore(clientPod)).includes(added[0]),
+              {
+                timeoutMs: 120_000,
+                intervalMs: 2_000,
+              },
+            );
+            log(`${label}: new root in the running pod's store after ${Date.now() - t0} ms`);
+          };
+          await caChange("CA change");
+          const driverPod = await e.waitReady(
+            "spire-cacerts",
+            "app.kubernetes.io/name=spire-cacerts-csi",
+          );
+          await e.k(["delete", "pod", driverPod, "-n", "spire-cacerts"]);
+          const newDriver = await e.waitReady(
+            "spire-cacerts",
+            "app.kubernetes.io/name=spire-cacerts-csi",
+          );
+          assert.notEqual(newDriver, driverPod);
+          await caChange("CA change after driver restart");
+          assert.equal(
+            await e.jsonpath(["pod", clientPod, "-n", "spiffe-demo"], "{.metadata.uid}"),
+            uid,
+          );
+          assert.equal(
+            await e.jsonpath(
+              ["pod", clientPod, "-n", "spiffe-demo"],
+              "{.status.containerStatuses[*].restartCount}",
+            ),
+            restarts,
+          );
+        },
+      );
+
+      await t.step("4b. kubectl logs with --system-certs=false", async () => {
+        const args = JSON.parse(
+          await e.jsonpath(
+            ["deployment", "client", "-n", "spiffe-demo"],
+            "{.spec.template.spec.containers[0].args}",
+          ),
+        ) as string[];
+        const index = args.indexOf("--system-certs=true");
+        assert.ok(index >= 0, args.join(" "));
+        await e.k([
+          "patch",
+          "deployment",
+          "client",
+          "-n",
+          "spiffe-demo",
+          "--type=json",
+          `-p=${
+            JSON.stringify([{
+              op: "replace",
+              path: `/spec/template/spec/containers/0/args/${index}`,
+              value: "--system-certs=false",
+            }])
+          }`,
+        ]);
+        await e.k([
+          "rollout",
+          "status",
+          "deployment/client",
+          "-n",
+          "spiffe-demo",
+          "--timeout=180s",
+        ]);
+        const pod = await e.waitReady("spiffe-demo", "app=client");
+        const podArgs = await e.jsonpath(
+          ["pod", pod, "-n", "spiffe-demo"],
+          "{.spec.containers[0].args}",
+        );
+        assert.ok(podArgs.includes("--system-certs=false"), podArgs);
+        const seen = await e.assertRotationsLogged(pod);
+        log(`--system-certs=false: Not After ${seen.join(", ")}`);
+      });
+
+      await t.step(
+        "6. deleting the workloads unpublishes their volumes and leaves nothing",
+        async () => {
+          const uids = (await e.jsonpath(["pods", "-n", "spiffe-demo"], "{.items[*].metadata.uid}"))
+            .split(/\s+/).filter(Boolean);
+          assert.ok(uids.length >= 2, uids.join(" "));
+          await e.k([
+            "delete",
+            "deployment",
+            "client",
+            "server",
+            "-n",
+            "spiffe-demo",
+            "--wait=true",
+          ]);
+          await waitFor(
+            "spiffe-demo pods gone",
+            async () =>
+              (await e.jsonpath(["pods", "-n", "spiffe-demo"], "{.items[*].metadata.name}")) === "",
+            {
+              timeoutMs: 120_000,
+              intervalMs: 2_000,
+            },
+          );
+          const leftOnNode = async () => {
+            const mountinfo = await Deno.readTextFile("/proc/self/mountinfo");
+            const present = (path: string) => {
+              try {
+                Deno.statSync(path);
+                return true;
+              } catch {
+                return false;
+              }
+            };
+            return [
+              ...uids.filter((uid) => mountinfo.includes(uid)).map((uid) => `mount of pod ${uid}`),
+              ...uids.filter((uid) => present(join(KUBELET_DIR, "pods", uid))).map((uid) =>
+                `pod directory ${uid}`
+              ),
+              ...[...Deno.readDirSync(join(DRIVER_STATE_DIR, "volumes"))].map((f) =>
+                `record ${f.name}`
+              ),
+            ];
+          };
+          await waitFor(
+            "no volume left on the node",
+            async () => (await leftOnNode()).length === 0,
+            {
+              timeoutMs: 90_000,
+              intervalMs: 2_000,
+              detail: () => "",
+            },
+          ).catch(async (error) => {
+            throw new Error(`${error.message}; left: ${(await leftOnNode()).join(", ")}`);
+          });
+          log("workloads deleted: no mounts, pod directories or volume records left");
+        },
+      );
+    } finally {
+      log("stopping the cluster");
+      await cluster.stop();
+      log("stopped");
+    }
+  },
+});
