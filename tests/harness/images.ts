@@ -393,6 +393,27 @@ function netBindServiceCapability(): Uint8Array {
   return new Uint8Array(data.buffer);
 }
 
+/** The host's util-linux programs the CSI driver spawns (csi/mount.ts). */
+const MOUNT_TOOLS = ["/usr/bin/mount", "/usr/bin/umount"];
+
+/**
+ * Adds `mount` and `umount` (with the libraries `ldd` lists) to an image: the CSI driver spawns
+ * them to mount and unmount its tmpfs volumes.
+ */
+async function withMountTools(plan: ImagePlan): Promise<ImagePlan> {
+  return {
+    ...plan,
+    layers: [
+      ...plan.layers,
+      ...(await libsLayer(MOUNT_TOOLS)),
+      {
+        name: "util-linux mount, umount",
+        entries: MOUNT_TOOLS.map((path) => ({ path, type: "file", mode: 0o755, source: path })),
+      },
+    ],
+  };
+}
+
 /**
  * The project's images. With compiled binaries (denort available) each /usr/local/bin/<name> is
  * the binary, as in the release image. With bundles, /usr/local/bin/<name> is a launcher (symlink
@@ -501,7 +522,8 @@ const RECIPES: Record<string, Recipe> = {
     }),
   "registry.k8s.io/sig-storage/livenessprobe": () =>
     goBinaryPlan("livenessprobe", "/livenessprobe", { Entrypoint: ["/livenessprobe"] }),
-  "ghcr.io/spire-cacerts/csi-driver": (c) => projectPlan(c, ["spire-cacerts-csi"], "0:0"),
+  "ghcr.io/spire-cacerts/csi-driver": async (c) =>
+    withMountTools(await projectPlan(c, ["spire-cacerts-csi"], "0:0")),
   "ghcr.io/spire-cacerts/webhook": (c) => projectPlan(c, ["spire-cacerts-webhook"], "65532:65532"),
   "ghcr.io/spire-cacerts/workloads": (c) =>
     projectPlan(c, ["spire-cacerts-server", "spire-cacerts-client"], "65532:65532"),
