@@ -490,5 +490,9 @@ Deno.test({
       await cluster.stop();
       log("stopped");
     }
+    // The node's host paths (kubelet's, the driver's state, SPIRE's sockets, the volume) are gone.
+    for (const path of [KUBELET_DIR, DRIVER_STATE_DIR, "/run/spire", PV_DIR]) {
+      assert.throws(() => Deno.lstatSync(path), Deno.errors.NotFound, `${path} left behind`);
+    }
   },
 });

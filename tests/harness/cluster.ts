@@ -12,6 +12,10 @@
  * which would also give each process a private mount namespace and hide kubelet's mounts from
  * containerd and from the CSI driver).
  *
+ * Every component authenticates as the harness's `system:masters` client certificate (a test
+ * cluster: no node authorizer or bootstrap tokens); kube-apiserver reaches kubelet with its own
+ * client certificate, so `kubectl logs` and `exec` work.
+ *
  * Host paths used: `/var/lib/kubelet` (the manifests' CSI paths assume it), cgroups under
  * `kubepods`, `/run/netns/<name>`, plus any `hostPaths` a caller names. Everything is removed by
  * `stop()`; a file lock serialises clusters on one machine and a record of owned paths lets the
