@@ -222,12 +222,11 @@ export class AtomicWriter {
     return true;
   }
 
-  /** Makes `name` a link to `..data/name` by renaming a fresh link over whatever is there. */
-  #link(name: string): void {
-    const path = join(this.dir, name);
+  /** Creates `..link_tmp.<name>` → `..data/<name>`, replacing a stale one. Allocates an inode. */
+  #prepareLink(name: string): void {
     const tmp = join(this.dir, LINK_TMP_PREFIX + name);
     const target = `${DATA}/${name}`;
-    // Try the common case first (no stale temporary link, nothing or a link in the way): two calls.
+    // Try the common case first (no stale temporary link): one call.
     try {
       Deno.symlinkSync(target, tmp);
     } catch (e) {
@@ -235,6 +234,12 @@ export class AtomicWriter {
       Deno.removeSync(tmp, { recursive: true });
       Deno.symlinkSync(target, tmp);
     }
+  }
+
+  /** Renames the prepared `..link_tmp.<name>` over whatever is at `name`. Allocates nothing. */
+  #commitLink(name: string): void {
+    const path = join(this.dir, name);
+    const tmp = join(this.dir, LINK_TMP_PREFIX + name);
     try {
       Deno.renameSync(tmp, path);
     } catch (e) {
@@ -246,10 +251,11 @@ export class AtomicWriter {
   }
 
   /**
-   * Points every top-level entry through `..data/` and removes entries no longer in the payload.
-   * `verified` names are links this writer made and `listing` still shows: they are left alone.
+   * Top-level names whose link must be made or repaired. `verified` names are links this writer
+   * made and `listing` still shows: they are left alone.
    */
-  #syncLinks(top: Set<string>, listing: Listing, verified: Set<string>): void {
+  #linksToMake(top: Set<string>, listing: Listing, verified: Set<string>): string[] {
+    const out: string[] = [];
     for (const name of top) {
       if (verified.has(name) && listing.links.has(name)) continue;
       let ok = false;
@@ -258,11 +264,25 @@ export class AtomicWriter {
           ok = Deno.readLinkSync(join(this.dir, name)) === `${DATA}/${name}`;
         } catch { /* raced away */ }
       }
-      if (!ok) this.#link(name);
+      if (!ok) out.push(name);
     }
+    return out;
+  }
+
+  /** Removes top-level entries that are not in the payload. */
+  #removeStale(top: Set<string>, listing: Listing): void {
     for (const name of [...listing.links, ...listing.others]) {
       if (!top.has(name)) Deno.removeSync(join(this.dir, name), { recursive: true });
     }
+  }
+
+  /** Points every top-level entry through `..data/` and removes entries no longer in the payload. */
+  #syncLinks(top: Set<string>, listing: Listing, verified: Set<string>): void {
+    for (const name of this.#linksToMake(top, listing, verified)) {
+      this.#prepareLink(name);
+      this.#commitLink(name);
+    }
+    this.#removeStale(top, listing);
   }
 
   /**
@@ -349,24 +369,36 @@ export class AtomicWriter {
     }
     const tsDir = Deno.makeTempDirSync({ dir: this.dir, prefix: timestampPrefix() });
     const tsName = tsDir.slice(tsDir.lastIndexOf("/") + 1);
+    const tmpLink = join(this.dir, DATA_TMP);
+    // Links this writer made for the previous generation still point through `..data/`.
+    const verified = live && listing.others.size === 0 ? live.top : new Set<string>();
+    const toMake = this.#linksToMake(top, listing, verified);
+    const prepared: string[] = [];
     try {
       Deno.chmodSync(tsDir, 0o755);
       this.#fill(tsDir, payload, live);
+      // Everything that allocates (the swap link and every new top-level link) is made before
+      // the swap, so a full tmpfs (ENOSPC for bytes or inodes) fails here with the live store
+      // untouched; after the swap only renames and removals remain.
+      Deno.symlinkSync(tsName, tmpLink);
+      for (const name of toMake) {
+        this.#prepareLink(name);
+        prepared.push(name);
+      }
     } catch (e) {
-      // e.g. ENOSPC on a full tmpfs: drop the half-written directory, keep the live one.
+      // Drop the half-made generation, keep the live one.
       try {
+        for (const name of prepared) Deno.removeSync(join(this.dir, LINK_TMP_PREFIX + name));
+        if (exists(tmpLink)) Deno.removeSync(tmpLink);
         Deno.removeSync(tsDir, { recursive: true });
       } catch { /* the next write's scan removes it */ }
       if (live) this.#live = live;
       throw e;
     }
-    const tmpLink = join(this.dir, DATA_TMP);
-    Deno.symlinkSync(tsName, tmpLink);
     Deno.renameSync(tmpLink, join(this.dir, DATA));
     if (this.#fsync) fsyncPath(this.dir);
-    // Links this writer made for the previous generation still point through `..data/`.
-    const verified = live && listing.others.size === 0 ? live.top : new Set<string>();
-    this.#syncLinks(top, listing, verified);
+    for (const name of prepared) this.#commitLink(name);
+    this.#removeStale(top, listing);
     if (current !== undefined && current !== tsName) {
       // Renamed away first, so a reader that resolved `..data` to it just before the swap gets
       // NotFound (and retries) instead of listing a directory that is half removed.
