@@ -244,3 +244,73 @@ Deno.test({
     }
   },
 });
+
+async function run(cmd: string[]): Promise<{ code: number; out: string }> {
+  const output = await new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    stderr: "piped",
+    stdout: "piped",
+  })
+    .output();
+  const dec = new TextDecoder();
+  return { code: output.code, out: dec.decode(output.stdout) + dec.decode(output.stderr) };
+}
+
+Deno.test({
+  name: "csi image: copy_mount_tools.sh gives mount and umount that work where only glibc is",
+  // chroot and mount need root; CI runs as root.
+  ignore: Deno.uid() !== 0 && Deno.env.get("CI") !== "true",
+  fn: async () => {
+    const containerfile = await Deno.readTextFile(`${ROOT}images/csi.Containerfile`);
+    assert.match(containerfile, /^RUN sh \/copy_mount_tools\.sh \/out$/m);
+    assert.match(containerfile, /^COPY --from=mount-tools \/out\/ \/$/m);
+    const root = await Deno.makeTempDir({ prefix: "mount-tools-" });
+    const proc = join(root, "proc");
+    const volume = join(root, "volume");
+    try {
+      const copied = await run(["sh", `${ROOT}images/copy_mount_tools.sh`, root]);
+      assert.equal(copied.code, 0, copied.out);
+      // What the distroless base brings: the dynamic loader and libc, nothing else.
+      const ldd = await run(["ldd", join(root, "usr/bin/mount")]);
+      for (const line of ldd.out.split("\n")) {
+        const path = /(\/\S*(?:libc\.so\.6|ld-linux\S*\.so\.\d+))/.exec(line)?.[1];
+        if (!path) continue;
+        const dest = path.includes("ld-linux")
+          ? join(root, path)
+          : join(root, "usr", path.replace(/^\/usr/, ""));
+        await Deno.mkdir(join(dest, ".."), { recursive: true });
+        await Deno.copyFile(await Deno.realPath(path), dest);
+      }
+      await Deno.mkdir(proc);
+      await Deno.mkdir(volume);
+      assert.equal((await run(["mount", "-t", "proc", "proc", proc])).code, 0);
+      try {
+        const mounted = await run([
+          "chroot",
+          root,
+          "/usr/bin/mount",
+          "-t",
+          "tmpfs",
+          "-o",
+          "size=1m,mode=0755",
+          "tmpfs",
+          "/volume",
+        ]);
+        assert.equal(mounted.code, 0, mounted.out);
+        const mountinfo = await Deno.readTextFile("/proc/self/mountinfo");
+        assert.match(mountinfo, new RegExp(` ${volume} .* - tmpfs `));
+        const unmounted = await run(["chroot", root, "/usr/bin/umount", "/volume"]);
+        assert.equal(unmounted.code, 0, unmounted.out);
+        assert.doesNotMatch(
+          await Deno.readTextFile("/proc/self/mountinfo"),
+          new RegExp(` ${volume} `),
+        );
+      } finally {
+        await run(["umount", volume]);
+        await run(["umount", proc]);
+      }
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+});
