@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { denortZipName, findDenort } from "../scripts/denort.ts";
 import { runSelfTest, SelfTestError } from "../scripts/self_test.ts";
 import { TARGETS } from "../scripts/build.ts";
+import { runCommand } from "./harness/process.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const FIXTURE = "scripts/testdata/fixture_main.ts";
@@ -246,14 +247,8 @@ Deno.test({
 });
 
 async function run(cmd: string[]): Promise<{ code: number; out: string }> {
-  const output = await new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    stderr: "piped",
-    stdout: "piped",
-  })
-    .output();
-  const dec = new TextDecoder();
-  return { code: output.code, out: dec.decode(output.stdout) + dec.decode(output.stderr) };
+  const { code, stdout, stderr } = await runCommand(cmd);
+  return { code, out: stdout + stderr };
 }
 
 Deno.test({
