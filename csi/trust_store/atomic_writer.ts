@@ -3,14 +3,17 @@
  * (`pkg/volume/util/atomic_writer.go`): the payload is written into a new hidden timestamped
  * directory (`..2026_11_28_15_04_05.123456789`), a `..data_tmp` symlink to it is renamed over
  * `..data` (one atomic rename), and every top-level entry (`ca-certificates.crt`, `java`, ...)
- * is a symlink through `..data/`. A reader resolving paths through the top-level entries sees
- * the old set or the new set, never a mix. Unchanged content is a no-op. Leftovers of a crash
+ * is a symlink through `..data/`. Every path resolved through the top-level entries reaches a
+ * whole file of the old set or of the new set, never a half-written one. Unchanged content is a no-op. Leftovers of a crash
  * (`..data_tmp`, orphaned `..` directories, half-made links) are removed before the next write.
  *
  * Consistency as readers see it: each file opened through a top-level entry is wholly old or
- * wholly new; a reader that needs several files from one generation resolves `..data` once and
- * reads under it (two separate opens through the links may straddle a swap, as with every
- * Kubernetes Secret or ConfigMap volume).
+ * wholly new. A reader that needs several files from one generation resolves `..data` once,
+ * reads under it, then checks that `..data` still points there and retries if not: the old
+ * generation is removed right after a swap (renamed away first, so later opens fail with
+ * NotFound), and a directory listing already under way while it is removed can come back short
+ * without an error. Two separate opens through the links may straddle a swap, as with every
+ * Kubernetes Secret or ConfigMap volume, whose AtomicWriter behaves the same.
  *
  * @module
  */

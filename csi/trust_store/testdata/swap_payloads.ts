@@ -53,8 +53,14 @@ export async function readGeneration(
 ): Promise<Generation | "mixed"> {
   let tree: Map<string, Uint8Array>;
   if (via === "data") {
+    // The snapshot protocol of atomic_writer.ts: resolve `..data`, read under it, then confirm
+    // `..data` still points there. A generation removed while it was being listed can yield a
+    // partial listing without any error; the re-check turns that into NotFound (retry).
     const target = await Deno.readLink(join(dir, "..data"));
     tree = await readTree(join(dir, target));
+    if (await Deno.readLink(join(dir, "..data")) !== target) {
+      throw new Deno.errors.NotFound(`..data moved from ${target} while it was read`);
+    }
   } else {
     tree = new Map();
     for await (const e of Deno.readDir(dir)) {
