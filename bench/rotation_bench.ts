@@ -25,6 +25,7 @@ import type { TLSSocket } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import { benchLine } from "./report.ts";
 import { bareDenoRssMB, readRss } from "./proc.ts";
 
@@ -32,23 +33,12 @@ const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SECTION = "failed requests while certificates rotate under load";
 const MEMORY = "resident memory (VmRSS; peak = VmHWM)";
 
-const REVIEW = JSON.stringify({
-  apiVersion: "admission.k8s.io/v1",
-  kind: "AdmissionReview",
-  request: {
-    uid: "rotation",
-    kind: { group: "", version: "v1", kind: "Pod" },
-    resource: { group: "", version: "v1", resource: "pods" },
-    operation: "CREATE",
-    namespace: "default",
-    object: {
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: { name: "p", namespace: "default", labels: { app: "rotation" } },
-      spec: { containers: [{ name: "app", image: "example/app:1" }] },
-    },
-  },
-});
+const REVIEW = JSON.stringify(podCreateReview({
+  apiVersion: "v1",
+  kind: "Pod",
+  metadata: { name: "p", namespace: "default", labels: { app: "rotation" } },
+  spec: { containers: [{ name: "app", image: "example/app:1" }] },
+}, { uid: "rotation" }));
 
 /** A server under test. */
 interface Subject {

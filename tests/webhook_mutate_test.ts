@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createApp } from "../webhook/app.ts";
 import { escapePointerToken, type JsonPatchOperation, planMutation } from "../webhook/mutate.ts";
+import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import { applyJsonPatch } from "../webhook/testdata/json_patch.ts";
 
 const config = { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" };
@@ -19,19 +20,7 @@ function pod(overrides: Json = {}): Json {
 }
 
 function review(object: Json, request: Json = {}): Json {
-  return {
-    apiVersion: "admission.k8s.io/v1",
-    kind: "AdmissionReview",
-    request: {
-      uid: "u-1",
-      kind: { group: "", version: "v1", kind: "Pod" },
-      resource: { group: "", version: "v1", resource: "pods" },
-      operation: "CREATE",
-      namespace: "ns",
-      object,
-      ...request,
-    },
-  };
+  return podCreateReview(object, { namespace: "ns", ...request });
 }
 
 async function post(

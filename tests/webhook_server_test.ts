@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { createLogger } from "../csi/log.ts";
 import { WebhookMetrics } from "../webhook/metrics.ts";
 import { startWebhookServer } from "../webhook/server.ts";
+import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import { createCa, issueCertificate, waitFor } from "./harness/mod.ts";
 
 /** One HTTPS POST to the webhook, trusting `ca` for `localhost`. */
@@ -83,19 +84,10 @@ Deno.test({
       });
       const port = server.port()!;
 
-      const review = JSON.stringify({
-        apiVersion: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        request: {
-          uid: "u",
-          kind: { group: "", version: "v1", kind: "Pod" },
-          operation: "CREATE",
-          object: {
-            metadata: { labels: { "spiffe.io/spire-managed-identity": "true" } },
-            spec: { containers: [{ name: "c", image: "i" }] },
-          },
-        },
-      });
+      const review = JSON.stringify(podCreateReview({
+        metadata: { labels: { "spiffe.io/spire-managed-identity": "true" } },
+        spec: { containers: [{ name: "c", image: "i" }] },
+      }, { uid: "u" }));
       const ok = await post(port, ca.certPem, review);
       assert.equal(ok.status, 200);
       assert.equal(JSON.parse(ok.text).response.patchType, "JSONPatch");

@@ -24,46 +24,36 @@ import { parseArgs } from "node:util";
 import { createApp } from "./app.ts";
 import { toNodeListener } from "./node_adapter.ts";
 import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { podCreateReview } from "./testdata/admission_review.ts";
 import { benchLine } from "../bench/report.ts";
 import { bareDenoRssMB, readRss } from "../bench/proc.ts";
 
 const SECTION = "webhook /mutate over TLS";
 const MEMORY = "resident memory (VmRSS; peak = VmHWM)";
 
-const REVIEW = JSON.stringify({
-  apiVersion: "admission.k8s.io/v1",
-  kind: "AdmissionReview",
-  request: {
-    uid: "bench",
-    kind: { group: "", version: "v1", kind: "Pod" },
-    resource: { group: "", version: "v1", resource: "pods" },
-    operation: "CREATE",
+const REVIEW = JSON.stringify(podCreateReview({
+  apiVersion: "v1",
+  kind: "Pod",
+  metadata: {
+    name: "bench",
     namespace: "default",
-    object: {
-      apiVersion: "v1",
-      kind: "Pod",
-      metadata: {
-        name: "bench",
-        namespace: "default",
-        labels: { "spiffe.io/spire-managed-identity": "true", app: "bench" },
-        annotations: { "cacerts.spiffe.io/env": "true" },
-      },
-      spec: {
-        initContainers: [{ name: "init", image: "busybox:1.36" }],
-        containers: [
-          {
-            name: "app",
-            image: "example/app:1",
-            env: [{ name: "A", value: "1" }],
-            volumeMounts: [{ name: "data", mountPath: "/data" }],
-          },
-          { name: "sidecar", image: "example/sidecar:1" },
-        ],
-        volumes: [{ name: "data", emptyDir: {} }],
-      },
-    },
+    labels: { "spiffe.io/spire-managed-identity": "true", app: "bench" },
+    annotations: { "cacerts.spiffe.io/env": "true" },
   },
-});
+  spec: {
+    initContainers: [{ name: "init", image: "busybox:1.36" }],
+    containers: [
+      {
+        name: "app",
+        image: "example/app:1",
+        env: [{ name: "A", value: "1" }],
+        volumeMounts: [{ name: "data", mountPath: "/data" }],
+      },
+      { name: "sidecar", image: "example/sidecar:1" },
+    ],
+    volumes: [{ name: "data", emptyDir: {} }],
+  },
+}, { uid: "bench" }));
 
 const CONFIG = { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" };
 

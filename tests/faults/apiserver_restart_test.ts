@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { CoreV1Api } from "@kubernetes/client-node";
 import { type DriverProcess, startDriverProcess } from "../../csi/testing.ts";
-import { needsTools, startKubeApiServer, waitFor } from "../harness/mod.ts";
+import { needsTools, waitFor } from "../harness/mod.ts";
 import { ApiProxy, compactEtcd, etcdUrlOf } from "./api_proxy.ts";
 import {
   apply,
@@ -27,6 +27,7 @@ import {
   readView,
   setupCluster,
   sleep,
+  startScratchApiServer,
   StoreReader,
   unmountUnder,
 } from "./helpers.ts";
@@ -44,11 +45,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
-    const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-apiserver-" });
-    const kube = await startKubeApiServer().catch(async (error) => {
-      await Deno.remove(dir, { recursive: true });
-      throw error;
-    });
+    const { dir, kube } = await startScratchApiServer("cacerts-fault-apiserver-");
     let proxy: ApiProxy | undefined;
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;

@@ -22,7 +22,7 @@ import { type DriverProcess, startDriverProcess } from "../../csi/testing.ts";
 import { type AdmissionEvent, createApp } from "../../webhook/app.ts";
 import { DevCa } from "../../workloads/dev_ca.ts";
 import { x509 } from "../../workloads/x509.ts";
-import { needsTools, startKubeApiServer, waitFor } from "../harness/mod.ts";
+import { needsTools, waitFor } from "../harness/mod.ts";
 import {
   apply,
   b64,
@@ -39,6 +39,7 @@ import {
   readView,
   setupCluster,
   snapshot,
+  startScratchApiServer,
   unmountUnder,
 } from "./helpers.ts";
 
@@ -641,11 +642,7 @@ Deno.test({
   fn: async (t) => {
     const pki = await makePki();
     const gens = await makeGenerations(2, 1);
-    const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-corpus-driver-" });
-    const kube = await startKubeApiServer().catch(async (error) => {
-      await Deno.remove(dir, { recursive: true });
-      throw error;
-    });
+    const { dir, kube } = await startScratchApiServer("cacerts-fault-corpus-driver-");
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     try {

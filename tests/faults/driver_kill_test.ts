@@ -10,7 +10,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type DriverProcess, startDriverProcess } from "../../csi/testing.ts";
-import { needsTools, startKubeApiServer, waitFor } from "../harness/mod.ts";
+import { needsTools, waitFor } from "../harness/mod.ts";
 import {
   apply,
   caProviderClass,
@@ -23,6 +23,7 @@ import {
   readView,
   setupCluster,
   sleep,
+  startScratchApiServer,
   StoreReader,
   unmountUnder,
 } from "./helpers.ts";
@@ -52,11 +53,7 @@ Deno.test({
     const seed = Number(Deno.env.get("FAULT_SEED") ?? Math.floor(Math.random() * 2 ** 31));
     console.log(`FAULT_SEED=${seed}`);
     const rand = random(seed);
-    const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-kill-" });
-    const kube = await startKubeApiServer().catch(async (error) => {
-      await Deno.remove(dir, { recursive: true });
-      throw error;
-    });
+    const { dir, kube } = await startScratchApiServer("cacerts-fault-kill-");
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     const readers: StoreReader[] = [];

@@ -18,7 +18,7 @@ import {
   renderTrustStore,
 } from "../../csi/trust_store/mod.ts";
 import { type DriverProcess, startDriverProcess } from "../../csi/testing.ts";
-import { needsTools, runCommand, startKubeApiServer, waitFor } from "../harness/mod.ts";
+import { needsTools, runCommand, waitFor } from "../harness/mod.ts";
 import {
   apply,
   caProviderClass,
@@ -32,6 +32,7 @@ import {
   readBundleLink,
   readView,
   setupCluster,
+  startScratchApiServer,
   unmountUnder,
 } from "./helpers.ts";
 
@@ -178,11 +179,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
-    const dir = await Deno.makeTempDir({ prefix: "cacerts-fault-tmpfs-driver-" });
-    const kube = await startKubeApiServer().catch(async (error) => {
-      await Deno.remove(dir, { recursive: true });
-      throw error;
-    });
+    const { dir, kube } = await startScratchApiServer("cacerts-fault-tmpfs-driver-");
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     const target = join(dir, "pods", "web-0", "mount");

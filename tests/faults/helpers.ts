@@ -12,7 +12,7 @@ import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { nodeService } from "../../csi/proto.ts";
 import { DevCa } from "../../workloads/dev_ca.ts";
-import { type KubeApiServer, runCommand } from "../harness/mod.ts";
+import { type KubeApiServer, runCommand, startKubeApiServer } from "../harness/mod.ts";
 
 /** The CAProviderClass CRD the harness ships. */
 export const CRD_PATH = new URL("../harness/fixtures/caproviderclass_crd.yaml", import.meta.url)
@@ -30,6 +30,23 @@ export class StoreViolationError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "StoreViolationError";
+  }
+}
+
+/**
+ * Makes a scratch directory and starts a kube-apiserver (with its etcd). When the apiserver does
+ * not start, the directory is removed before the error is rethrown; otherwise both are the
+ * caller's to clean up.
+ */
+export async function startScratchApiServer(
+  prefix: string,
+): Promise<{ dir: string; kube: KubeApiServer }> {
+  const dir = await Deno.makeTempDir({ prefix });
+  try {
+    return { dir, kube: await startKubeApiServer() };
+  } catch (error) {
+    await Deno.remove(dir, { recursive: true });
+    throw error;
   }
 }
 

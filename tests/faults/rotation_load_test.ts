@@ -14,6 +14,7 @@ import type { TLSSocket } from "node:tls";
 import { join } from "node:path";
 import { createLogger } from "../../csi/log.ts";
 import { WebhookMetrics } from "../../webhook/metrics.ts";
+import { podCreateReview } from "../../webhook/testdata/admission_review.ts";
 import { startWebhookServer } from "../../webhook/server.ts";
 import { DevCa, writeSvidFiles } from "../../workloads/dev_ca.ts";
 import { startServer } from "../../workloads/server.ts";
@@ -68,19 +69,10 @@ function requestOnce(target: Target, ca: string, agent?: https.Agent): Promise<O
   });
 }
 
-const REVIEW = JSON.stringify({
-  apiVersion: "admission.k8s.io/v1",
-  kind: "AdmissionReview",
-  request: {
-    uid: "rotation",
-    kind: { group: "", version: "v1", kind: "Pod" },
-    operation: "CREATE",
-    object: {
-      metadata: { labels: { "spiffe.io/spire-managed-identity": "true" } },
-      spec: { containers: [{ name: "c", image: "i" }] },
-    },
-  },
-});
+const REVIEW = JSON.stringify(podCreateReview({
+  metadata: { labels: { "spiffe.io/spire-managed-identity": "true" } },
+  spec: { containers: [{ name: "c", image: "i" }] },
+}, { uid: "rotation" }));
 
 Deno.test({
   name: "fault: webhook and example server under load while their SVIDs rotate every second",

@@ -612,13 +612,18 @@ export async function startCluster(options: ClusterOptions): Promise<LocalCluste
       kubeconfigPath,
       kubeconfig(kube.url, pki.caCertPath, pki.adminCertPath, pki.adminKeyPath),
     );
-    start("kube-controller-manager", bins.controllerManager, [
+    // Both control-plane controllers: the admin credentials for everything, one instance (no
+    // leader election), and no serving port of their own.
+    const controllerArgs = [
       `--kubeconfig=${kubeconfigPath}`,
       `--authentication-kubeconfig=${kubeconfigPath}`,
       `--authorization-kubeconfig=${kubeconfigPath}`,
       "--leader-elect=false",
       "--bind-address=127.0.0.1",
       "--secure-port=0",
+    ];
+    start("kube-controller-manager", bins.controllerManager, [
+      ...controllerArgs,
       `--service-account-private-key-file=${pki.serviceAccountKeyPath}`,
       `--root-ca-file=${pki.caCertPath}`,
       "--use-service-account-credentials=true",
@@ -626,15 +631,7 @@ export async function startCluster(options: ClusterOptions): Promise<LocalCluste
       "--controllers=*",
       "--v=1",
     ], false);
-    start("kube-scheduler", bins.scheduler, [
-      `--kubeconfig=${kubeconfigPath}`,
-      `--authentication-kubeconfig=${kubeconfigPath}`,
-      `--authorization-kubeconfig=${kubeconfigPath}`,
-      "--leader-elect=false",
-      "--bind-address=127.0.0.1",
-      "--secure-port=0",
-      "--v=1",
-    ], false);
+    start("kube-scheduler", bins.scheduler, [...controllerArgs, "--v=1"], false);
 
     log("containerd");
     const cdir = join(dir, "containerd");

@@ -131,11 +131,8 @@ export function needsImageTools(): ToolRequirement {
 
 const fileHashes = new Map<string, { mtime: number; size: number; hash: string }>();
 
-async function fileHash(path: string): Promise<string> {
-  const info = await Deno.stat(path);
-  const mtime = info.mtime?.getTime() ?? 0;
-  const known = fileHashes.get(path);
-  if (known && known.mtime === mtime && known.size === info.size) return known.hash;
+/** SHA-256 of a file's content, hex, read in 1 MiB chunks (image inputs reach ~100 MB). */
+export async function sha256File(path: string): Promise<string> {
   const hash = createHash("sha256");
   using file = await Deno.open(path);
   const buffer = new Uint8Array(1 << 20);
@@ -144,7 +141,16 @@ async function fileHash(path: string): Promise<string> {
     if (n === null) break;
     hash.update(buffer.subarray(0, n));
   }
-  const hex = hash.digest("hex");
+  return hash.digest("hex");
+}
+
+/** {@link sha256File}, remembered per path while its mtime and size stay the same. */
+async function fileHash(path: string): Promise<string> {
+  const info = await Deno.stat(path);
+  const mtime = info.mtime?.getTime() ?? 0;
+  const known = fileHashes.get(path);
+  if (known && known.mtime === mtime && known.size === info.size) return known.hash;
+  const hex = await sha256File(path);
   fileHashes.set(path, { mtime, size: info.size, hash: hex });
   return hex;
 }

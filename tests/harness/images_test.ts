@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -19,21 +19,14 @@ import {
   manifestImageRefs,
   needsImageTools,
   PAUSE_IMAGE,
+  sha256File,
 } from "./images.ts";
 import { startDriverProcess, writeUnusedKubeconfig } from "../../csi/testing.ts";
 
 const MANIFESTS = fileURLToPath(new URL("../../manifests", import.meta.url));
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path);
-  const buffer = new Uint8Array(1 << 20);
-  while (true) {
-    const n = await file.read(buffer);
-    if (n === null) break;
-    hash.update(buffer.subarray(0, n));
-  }
-  return `sha256:${hash.digest("hex")}`;
+async function digestOf(path: string): Promise<string> {
+  return `sha256:${await sha256File(path)}`;
 }
 
 /** One line of `tar -tv --numeric-owner`: type, mode bits, owner, path and link target. */
@@ -119,7 +112,7 @@ Deno.test("oci_archive: layers are byte-for-byte reproducible and GNU tar reads 
     const a = await writeLayer(entries, join(dir, "a.tar"));
     const b = await writeLayer([...entries].reverse(), join(dir, "b.tar"));
     assert.equal(a.digest, b.digest, "entry order must not change the layer");
-    assert.equal(a.digest, await sha256File(join(dir, "a.tar")));
+    assert.equal(a.digest, await digestOf(join(dir, "a.tar")));
     assert.equal(a.size, (await Deno.stat(join(dir, "a.tar"))).size);
 
     const listed = await listTar(a.path);
@@ -175,12 +168,12 @@ async function verifyArchive(image: LocalImage, scratch: string): Promise<{
   assert.equal(descriptor.annotations["io.containerd.image.name"], image.ref);
   assert.equal(descriptor.digest, image.manifestDigest);
   assert.equal(
-    await sha256File(blob(descriptor.digest)),
+    await digestOf(blob(descriptor.digest)),
     descriptor.digest,
     `${image.ref} manifest`,
   );
   const manifest = JSON.parse(await Deno.readTextFile(blob(descriptor.digest)));
-  assert.equal(await sha256File(blob(manifest.config.digest)), manifest.config.digest);
+  assert.equal(await digestOf(blob(manifest.config.digest)), manifest.config.digest);
   assert.equal((await Deno.stat(blob(manifest.config.digest))).size, manifest.config.size);
   const config = JSON.parse(await Deno.readTextFile(blob(manifest.config.digest)));
   assert.equal(config.os, "linux");
@@ -188,7 +181,7 @@ async function verifyArchive(image: LocalImage, scratch: string): Promise<{
   assert.equal(config.rootfs.diff_ids.length, manifest.layers.length);
   const files = new Map<string, Listed>();
   for (const [i, layer] of manifest.layers.entries()) {
-    assert.equal(await sha256File(blob(layer.digest)), layer.digest, `${image.ref} layer ${i}`);
+    assert.equal(await digestOf(blob(layer.digest)), layer.digest, `${image.ref} layer ${i}`);
     assert.equal((await Deno.stat(blob(layer.digest))).size, layer.size);
     assert.equal(config.rootfs.diff_ids[i], layer.digest, "uncompressed: diff id = digest");
     for (const entry of await listTar(blob(layer.digest))) files.set(entry.path, entry);
