@@ -29,7 +29,6 @@ import {
   sleep,
   startScratchApiServer,
   StoreReader,
-  unmountUnder,
 } from "./helpers.ts";
 
 /** The generation the Secret holds in the cluster right now. */
@@ -45,7 +44,8 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
-    const { dir, kube } = await startScratchApiServer("cacerts-fault-apiserver-");
+    const scratch = await startScratchApiServer("cacerts-fault-apiserver-");
+    const { dir, kube } = scratch;
     let proxy: ApiProxy | undefined;
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
@@ -179,9 +179,7 @@ Deno.test({
       client?.close();
       await driver?.process.stop();
       await proxy?.close();
-      await unmountUnder(dir);
-      await kube.stop();
-      await Deno.remove(dir, { recursive: true });
+      await scratch.cleanup();
     }
   },
 });

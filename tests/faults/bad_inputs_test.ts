@@ -40,7 +40,6 @@ import {
   setupCluster,
   snapshot,
   startScratchApiServer,
-  unmountUnder,
 } from "./helpers.ts";
 
 const ALG = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
@@ -642,7 +641,8 @@ Deno.test({
   fn: async (t) => {
     const pki = await makePki();
     const gens = await makeGenerations(2, 1);
-    const { dir, kube } = await startScratchApiServer("cacerts-fault-corpus-driver-");
+    const scratch = await startScratchApiServer("cacerts-fault-corpus-driver-");
+    const { dir, kube } = scratch;
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     try {
@@ -795,9 +795,7 @@ Deno.test({
     } finally {
       client?.close();
       await driver?.process.stop();
-      await unmountUnder(dir);
-      await kube.stop();
-      await Deno.remove(dir, { recursive: true });
+      await scratch.cleanup();
     }
   },
 });

@@ -25,7 +25,6 @@ import {
   sleep,
   startScratchApiServer,
   StoreReader,
-  unmountUnder,
 } from "./helpers.ts";
 
 /** mulberry32: a small seeded generator so a failing schedule can be replayed. */
@@ -53,7 +52,8 @@ Deno.test({
     const seed = Number(Deno.env.get("FAULT_SEED") ?? Math.floor(Math.random() * 2 ** 31));
     console.log(`FAULT_SEED=${seed}`);
     const rand = random(seed);
-    const { dir, kube } = await startScratchApiServer("cacerts-fault-kill-");
+    const scratch = await startScratchApiServer("cacerts-fault-kill-");
+    const { dir, kube } = scratch;
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     const readers: StoreReader[] = [];
@@ -166,9 +166,7 @@ Deno.test({
       for (const r of readers) await r.stop();
       client?.close();
       await driver?.process.stop();
-      await unmountUnder(dir);
-      await kube.stop();
-      await Deno.remove(dir, { recursive: true });
+      await scratch.cleanup();
     }
   },
 });

@@ -179,7 +179,8 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
-    const { dir, kube } = await startScratchApiServer("cacerts-fault-tmpfs-driver-");
+    const scratch = await startScratchApiServer("cacerts-fault-tmpfs-driver-");
+    const { dir, kube } = scratch;
     let driver: DriverProcess | undefined;
     let client: CsiClient | undefined;
     const target = join(dir, "pods", "web-0", "mount");
@@ -257,9 +258,7 @@ Deno.test({
     } finally {
       client?.close();
       await driver?.process.stop();
-      await unmountUnder(dir);
-      await kube.stop();
-      await Deno.remove(dir, { recursive: true });
+      await scratch.cleanup();
     }
   },
 });

@@ -33,21 +33,38 @@ export class StoreViolationError extends Error {
   }
 }
 
+/** A scratch directory and a kube-apiserver, from {@link startScratchApiServer}. */
+export interface ScratchApiServer {
+  /** The scratch directory (volume targets and driver state live below it). */
+  dir: string;
+  /** The running apiserver. */
+  kube: KubeApiServer;
+  /** Unmounts everything below `dir`, stops the apiserver and removes `dir`. */
+  cleanup(): Promise<void>;
+}
+
 /**
  * Makes a scratch directory and starts a kube-apiserver (with its etcd). When the apiserver does
- * not start, the directory is removed before the error is rethrown; otherwise both are the
- * caller's to clean up.
+ * not start, the directory is removed before the error is rethrown.
  */
-export async function startScratchApiServer(
-  prefix: string,
-): Promise<{ dir: string; kube: KubeApiServer }> {
+export async function startScratchApiServer(prefix: string): Promise<ScratchApiServer> {
   const dir = await Deno.makeTempDir({ prefix });
+  let kube: KubeApiServer;
   try {
-    return { dir, kube: await startKubeApiServer() };
+    kube = await startKubeApiServer();
   } catch (error) {
     await Deno.remove(dir, { recursive: true });
     throw error;
   }
+  return {
+    dir,
+    kube,
+    cleanup: async () => {
+      await unmountUnder(dir);
+      await kube.stop();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
 }
 
 /** Applies the CRD, waits until it is served and creates the test namespace. */
