@@ -200,8 +200,8 @@ export function generationOf(fps: string[], generations: Generation[], what: str
 
 /**
  * Reads one consistent view of a debian-layout store the way a careful reader does: resolve
- * `..data` once, read every file under it. Returns the generation, or undefined when the
- * directory was removed mid-read (a swap happened; readers retry, as with kubelet's
+ * `..data` once, read every file under it, check `..data` still points there. Returns the
+ * generation, or undefined when a swap happened mid-read (readers retry, as with kubelet's
  * AtomicWriter). Throws {@link StoreViolationError} for anything mixed, partial or empty.
  */
 export function readView(target: string, generations: Generation[]): number | undefined {
@@ -217,6 +217,13 @@ export function readView(target: string, generations: Generation[]): number | un
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
+  }
+  // The snapshot protocol of csi/trust_store/atomic_writer.ts: a generation removed while it
+  // was listed can read short without an error, so a view counts only if `..data` did not move.
+  try {
+    if (Deno.readLinkSync(join(target, "..data")) !== link) return undefined;
+  } catch (error) {
+    throw new StoreViolationError(`..data unreadable: ${(error as Error).message}`);
   }
   const bundle = files.get("ca-certificates.crt");
   if (!bundle) throw new StoreViolationError(`${link} has no ca-certificates.crt`);
