@@ -7,7 +7,7 @@
  */
 
 import { status } from "@grpc/grpc-js";
-import { SourceError } from "./errors.ts";
+import { KeyNotFoundError, SourceError } from "./errors.ts";
 
 /** API group of CAProviderClass. */
 export const CLASS_GROUP = "cacerts.csi.cert-manager.io";
@@ -15,8 +15,16 @@ export const CLASS_GROUP = "cacerts.csi.cert-manager.io";
 export const CLASS_VERSION = "v1alpha1";
 /** Plural resource name of CAProviderClass. */
 export const CLASS_PLURAL = "caproviderclasses";
-/** Key read from a Secret or ConfigMap when a ref names none (as in cert-manager and kube-root-ca.crt). */
+/**
+ * First key a ref without `key` reads (cert-manager's CA key, `kube-root-ca.crt`, service-account
+ * token Secrets); see {@link refKey}.
+ */
 export const DEFAULT_KEY = "ca.crt";
+/**
+ * Key a ref without `key` reads when the object has no {@link DEFAULT_KEY}: `kubernetes.io/tls`
+ * Secrets, which kubeops/csi-driver-cacerts reads for a keyless ref.
+ */
+export const FALLBACK_KEY = "tls.crt";
 
 /** A namespaced object name. */
 export interface ObjectName {
@@ -29,14 +37,37 @@ export interface ObjectName {
 /** Kinds a ref may point at. */
 export type SourceKind = "Secret" | "ConfigMap";
 
-/** A resolved reference to one key of a Secret or ConfigMap. */
+/** A parsed reference to a Secret or ConfigMap (and maybe one key of it). */
 export interface SourceRef extends ObjectName {
   /** Secret or ConfigMap. */
   kind: SourceKind;
-  /** Key inside `data`. */
+  /** Key named in the ref; undefined for a keyless ref (the object decides, see {@link refKey}). */
+  key: string | undefined;
+  /** Position in `spec.refs`, for messages. */
+  index: number;
+}
+
+/** How the key a ref reads was chosen. */
+export type KeyOrigin =
+  /** named in the ref */
+  | "Ref"
+  /** keyless ref, the object has {@link DEFAULT_KEY} */
+  | "Default"
+  /** keyless ref, the object lacks {@link DEFAULT_KEY} and has {@link FALLBACK_KEY} */
+  | "Fallback";
+
+/** The key a ref reads in one particular object. */
+export interface RefKey {
+  /** Key inside `data` (or a ConfigMap's `binaryData`). */
   key: string;
-  /** Whether the key was defaulted to {@link DEFAULT_KEY}. */
-  defaultedKey: boolean;
+  /** How it was chosen. */
+  origin: KeyOrigin;
+}
+
+/** A ref's key and the PEM text it holds. */
+export interface RefText extends RefKey {
+  /** The value, decoded (Secret `data` and ConfigMap `binaryData` are base64). */
+  text: string;
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -78,8 +109,8 @@ function str(value: unknown): string | undefined {
 
 /**
  * Reads the refs of a CAProviderClass object. Refs without a namespace live in the class's
- * namespace; refs without a key read {@link DEFAULT_KEY}. Only core Secrets and ConfigMaps are
- * supported.
+ * namespace; refs without a key keep `key` undefined ({@link refKey} picks it per object). Only
+ * core Secrets and ConfigMaps are supported.
  *
  * @param object the object as returned by the API server
  * @param where `namespace/name` of the class, for messages
@@ -111,7 +142,115 @@ export function parseClassRefs(object: unknown, where: ObjectName): SourceRef[] 
     if (!DNS_LABEL.test(namespace)) {
       throw new SourceError(`${at}: namespace "${namespace}" is invalid`);
     }
-    const key = str(ref.key);
-    return { kind, namespace, name, key: key ?? DEFAULT_KEY, defaultedKey: key === undefined };
+    return { kind, namespace, name, key: str(ref.key), index: i };
   });
+}
+
+/** `Secret ns/name` or `ConfigMap ns/name`. */
+export function refObjectName(ref: SourceRef): string {
+  return `${ref.kind} ${ref.namespace}/${ref.name}`;
+}
+
+function stringMap(value: unknown): Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? value as Record<string, unknown>
+    : {};
+}
+
+/** Where a key's value lives in an object, and whether it is base64. */
+function valueOf(
+  kind: SourceKind,
+  object: Record<string, unknown>,
+  key: string,
+): { value: string; base64: boolean } | undefined {
+  const data = stringMap(object.data);
+  if (typeof data[key] === "string") {
+    return { value: data[key] as string, base64: kind === "Secret" };
+  }
+  if (kind === "ConfigMap") {
+    const binary = stringMap(object.binaryData);
+    if (typeof binary[key] === "string") return { value: binary[key] as string, base64: true };
+  }
+  return undefined;
+}
+
+function keysOf(kind: SourceKind, object: Record<string, unknown>): string[] {
+  const keys = Object.keys(stringMap(object.data));
+  if (kind === "ConfigMap") keys.push(...Object.keys(stringMap(object.binaryData)));
+  return [...new Set(keys)].sort();
+}
+
+/**
+ * The key a ref reads in `object` — the one rule for keyless refs, used by the driver when it
+ * renders and by the webhook when it writes a class's status:
+ *
+ * - a ref with `key` reads that key;
+ * - a keyless ref reads {@link DEFAULT_KEY} (`ca.crt`) when the object has it, else
+ *   {@link FALLBACK_KEY} (`tls.crt`), for Secrets and ConfigMaps alike. kubeops/csi-driver-cacerts
+ *   reads `tls.crt` from a keyless Secret (`ca.crt` from a service-account-token Secret) and has
+ *   no ConfigMap refs; the two agree on every Secret that lacks `ca.crt`, on service-account
+ *   tokens, and on cert-manager's self-signed CA Secrets (the same certificate under both keys).
+ *
+ * A key counts as present in a Secret's `data`, or a ConfigMap's `data` or `binaryData`.
+ *
+ * @param ref the parsed ref
+ * @param object the Secret or ConfigMap it points at
+ * @param from where the ref comes from, for messages (e.g. `CAProviderClass shop/spire-ca`)
+ * @throws {KeyNotFoundError} naming the object, the key(s) looked for and the keys present
+ */
+export function refKey(ref: SourceRef, object: Record<string, unknown>, from?: string): RefKey {
+  if (ref.key !== undefined && valueOf(ref.kind, object, ref.key)) {
+    return { key: ref.key, origin: "Ref" };
+  }
+  if (ref.key === undefined) {
+    if (valueOf(ref.kind, object, DEFAULT_KEY)) return { key: DEFAULT_KEY, origin: "Default" };
+    if (valueOf(ref.kind, object, FALLBACK_KEY)) return { key: FALLBACK_KEY, origin: "Fallback" };
+  }
+  const what = refObjectName(ref);
+  const present = keysOf(ref.kind, object);
+  const keys = ref.key === undefined ? [DEFAULT_KEY, FALLBACK_KEY] : [ref.key];
+  const field = from ? `${from} spec.refs[${ref.index}].key` : `spec.refs[${ref.index}].key`;
+  const presentText = present.length ? present.join(", ") : "none";
+  const message = ref.key === undefined
+    ? `${what}${from ? ` (from ${from})` : ""} has neither key "${DEFAULT_KEY}" nor ` +
+      `"${FALLBACK_KEY}", the keys a ref without key reads; keys present: ${presentText}. ` +
+      `Add one of them, or set ${field} to the key holding the CA certificates`
+    : `${what}${from ? ` (from ${from})` : ""} has no key "${ref.key}"; keys present: ` +
+      `${presentText}. Fix ${field} or add the key`;
+  throw new KeyNotFoundError(message, { object: what, keys, present });
+}
+
+function decodeBase64(text: string): string {
+  return new TextDecoder().decode(Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
+}
+
+/**
+ * Reads a ref's PEM text from its object: the key {@link refKey} picks, decoded.
+ *
+ * @param ref the parsed ref
+ * @param object the Secret or ConfigMap, or null when it does not exist
+ * @param from where the ref comes from, for messages
+ * @throws {SourceError} with reason `SourceNotFound` when the object does not exist, or
+ *   `InvalidRef` when a base64 value does not decode
+ * @throws {KeyNotFoundError} when the object lacks the key(s)
+ */
+export function readRefText(
+  ref: SourceRef,
+  object: Record<string, unknown> | null,
+  from?: string,
+): RefText {
+  const what = `${refObjectName(ref)}${from ? ` (from ${from})` : ""}`;
+  if (!object) {
+    throw new SourceError(`${what} not found`, status.NOT_FOUND, { reason: "SourceNotFound" });
+  }
+  const chosen = refKey(ref, object, from);
+  const found = valueOf(ref.kind, object, chosen.key)!;
+  if (!found.base64) return { ...chosen, text: found.value };
+  try {
+    return { ...chosen, text: decodeBase64(found.value) };
+  } catch (error) {
+    throw new SourceError(`${what} key "${chosen.key}" is not valid base64`, undefined, {
+      cause: error,
+    });
+  }
 }

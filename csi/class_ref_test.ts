@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
-import { parseClassList, parseClassRefs } from "./class_ref.ts";
-import { SourceError } from "./errors.ts";
+import {
+  parseClassList,
+  parseClassRefs,
+  readRefText,
+  refKey,
+  type SourceRef,
+} from "./class_ref.ts";
+import { KeyNotFoundError, SourceError } from "./errors.ts";
 
 Deno.test("class lists split on commas and whitespace, default to the pod namespace, dedupe", () => {
   assert.deepEqual(parseClassList("a,b  other/c\n a", "ns"), [
@@ -14,7 +20,7 @@ Deno.test("class lists split on commas and whitespace, default to the pod namesp
   assert.throws(() => parseClassList("a//b", "ns"), /neither/);
 });
 
-Deno.test("class refs: kubeops schema, default key ca.crt, own namespace by default", () => {
+Deno.test("class refs: kubeops schema, keyless refs keep no key, own namespace by default", () => {
   const refs = parseClassRefs({
     spec: {
       refs: [
@@ -36,16 +42,10 @@ Deno.test("class refs: kubeops schema, default key ca.crt, own namespace by defa
       namespace: "spire",
       name: "spire-ca-bundle",
       key: "ca.crt",
-      defaultedKey: false,
+      index: 0,
     },
-    {
-      kind: "ConfigMap",
-      namespace: "shop",
-      name: "spire-bundle",
-      key: "bundle.crt",
-      defaultedKey: false,
-    },
-    { kind: "Secret", namespace: "shop", name: "mine", key: "ca.crt", defaultedKey: true },
+    { kind: "ConfigMap", namespace: "shop", name: "spire-bundle", key: "bundle.crt", index: 1 },
+    { kind: "Secret", namespace: "shop", name: "mine", key: undefined, index: 2 },
   ]);
 });
 
@@ -72,4 +72,85 @@ Deno.test("unusable class refs name the class and the ref index", () => {
       return true;
     });
   }
+});
+
+const b64 = (text: string) => btoa(text);
+const secretRef: SourceRef = {
+  kind: "Secret",
+  namespace: "shop",
+  name: "web-tls",
+  key: undefined,
+  index: 1,
+};
+const configMapRef: SourceRef = { ...secretRef, kind: "ConfigMap", name: "roots" };
+
+Deno.test("keyless refs read ca.crt when the object has it, else tls.crt", () => {
+  const both = { data: { "ca.crt": b64("CA"), "tls.crt": b64("LEAF"), "tls.key": b64("K") } };
+  assert.deepEqual(refKey(secretRef, both), { key: "ca.crt", origin: "Default" });
+  assert.deepEqual(readRefText(secretRef, both), { key: "ca.crt", origin: "Default", text: "CA" });
+  const tls = { type: "kubernetes.io/tls", data: { "tls.crt": b64("CHAIN"), "tls.key": b64("K") } };
+  assert.deepEqual(readRefText(secretRef, tls), {
+    key: "tls.crt",
+    origin: "Fallback",
+    text: "CHAIN",
+  });
+  // ConfigMaps follow the same rule, in data or binaryData.
+  assert.deepEqual(readRefText(configMapRef, { data: { "ca.crt": "PEM" } }), {
+    key: "ca.crt",
+    origin: "Default",
+    text: "PEM",
+  });
+  assert.deepEqual(readRefText(configMapRef, { binaryData: { "tls.crt": b64("BIN") } }), {
+    key: "tls.crt",
+    origin: "Fallback",
+    text: "BIN",
+  });
+  // A named key is read as named, with no fallback.
+  const named: SourceRef = { ...secretRef, key: "bundle.pem" };
+  assert.deepEqual(readRefText(named, { data: { "bundle.pem": b64("B") } }), {
+    key: "bundle.pem",
+    origin: "Ref",
+    text: "B",
+  });
+});
+
+Deno.test("a keyless ref whose object has neither key names the object and both keys", () => {
+  const object = { data: { "tls.key": b64("SECRET KEY MATERIAL"), other: b64("x") } };
+  assert.throws(
+    () => readRefText(secretRef, object, "CAProviderClass shop/web"),
+    (e: unknown) => {
+      assert.ok(e instanceof KeyNotFoundError);
+      assert.equal(e.reason, "KeyNotFound");
+      assert.equal(e.object, "Secret shop/web-tls");
+      assert.deepEqual(e.keys, ["ca.crt", "tls.crt"]);
+      assert.deepEqual(e.present, ["other", "tls.key"]);
+      assert.equal(
+        e.message,
+        'Secret shop/web-tls (from CAProviderClass shop/web) has neither key "ca.crt" nor ' +
+          '"tls.crt", the keys a ref without key reads; keys present: other, tls.key. Add one of ' +
+          "them, or set CAProviderClass shop/web spec.refs[1].key to the key holding the CA " +
+          "certificates",
+      );
+      assert.doesNotMatch(e.message, /SECRET KEY MATERIAL|U0VDUkVU/);
+      return true;
+    },
+  );
+  const named: SourceRef = { ...configMapRef, key: "bundle.crt" };
+  assert.throws(() => readRefText(named, { data: { "ca.crt": "x" } }), (e: unknown) => {
+    assert.ok(e instanceof KeyNotFoundError);
+    assert.deepEqual(e.keys, ["bundle.crt"]);
+    assert.match(e.message, /^ConfigMap shop\/roots has no key "bundle.crt"; keys present: ca.crt/);
+    assert.match(e.message, /Fix spec\.refs\[1\]\.key or add the key$/);
+    return true;
+  });
+});
+
+Deno.test("a ref to a missing object fails with SourceNotFound", () => {
+  assert.throws(() => readRefText(secretRef, null, "CAProviderClass shop/web"), (e: unknown) => {
+    assert.ok(e instanceof SourceError);
+    assert.equal(e.reason, "SourceNotFound");
+    assert.equal(e.code, status.NOT_FOUND);
+    assert.equal(e.message, "Secret shop/web-tls (from CAProviderClass shop/web) not found");
+    return true;
+  });
 });

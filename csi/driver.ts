@@ -21,7 +21,13 @@ import {
   type PemSource,
   renderTrustStore,
 } from "./trust_store/mod.ts";
-import { type ObjectName, parseClassRefs, type SourceRef } from "./class_ref.ts";
+import {
+  type ObjectName,
+  parseClassRefs,
+  readRefText,
+  refObjectName,
+  type SourceRef,
+} from "./class_ref.ts";
 import { CsiError, SourceError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "../prometheus/mod.ts";
@@ -88,10 +94,6 @@ export class RenderError extends Error {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-function decodeBase64(text: string): string {
-  return new TextDecoder().decode(Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -522,10 +524,13 @@ export class NodeDriver {
           `${label} is in another namespace than the pod and "${cls.namespace}" is not in ` +
             `--allowed-ref-namespaces`,
           status.PERMISSION_DENIED,
+          { reason: "NotAllowed" },
         );
       }
       const object = await this.#use(deps, { kind: "CAProviderClass", ...cls });
-      if (!object) throw new SourceError(`${label} not found`, status.NOT_FOUND);
+      if (!object) {
+        throw new SourceError(`${label} not found`, status.NOT_FOUND, { reason: "ClassNotFound" });
+      }
       for (const ref of parseClassRefs(object, cls)) {
         if (!this.#allowed(ref.namespace, pod)) {
           throw new SourceError(
@@ -539,39 +544,15 @@ export class NodeDriver {
           namespace: ref.namespace,
           name: ref.name,
         });
-        sources.push({ name: this.#sourceName(ref), text: this.#keyText(source, ref, label) });
+        const { key, text } = readRefText(ref, source, label);
+        sources.push({ name: this.#sourceName(ref, key), text });
       }
     }
     return sources;
   }
 
-  #sourceName(ref: SourceRef): string {
-    return `${ref.kind} ${ref.namespace}/${ref.name} key ${ref.key}`;
-  }
-
-  #keyText(object: Record<string, unknown> | null, ref: SourceRef, label: string): string {
-    const what = `${ref.kind} ${ref.namespace}/${ref.name} (from ${label})`;
-    if (!object) throw new SourceError(`${what} not found`, status.NOT_FOUND);
-    const data = (object.data ?? {}) as Record<string, string>;
-    const binary = (object.binaryData ?? {}) as Record<string, string>;
-    let text: string | undefined;
-    if (ref.kind === "Secret") {
-      if (typeof data[ref.key] === "string") text = decodeBase64(data[ref.key]);
-    } else if (typeof data[ref.key] === "string") {
-      text = data[ref.key];
-    } else if (typeof binary[ref.key] === "string") {
-      text = decodeBase64(binary[ref.key]);
-    }
-    if (text === undefined) {
-      const keys = Object.keys({ ...data, ...binary });
-      throw new SourceError(
-        `${what} has no key "${ref.key}"${
-          ref.defaultedKey ? " (the default; set key in the ref)" : ""
-        }; ` +
-          `keys present: ${keys.length ? keys.join(", ") : "none"}`,
-      );
-    }
-    return text;
+  #sourceName(ref: SourceRef, key: string): string {
+    return `${refObjectName(ref)} key ${key}`;
   }
 
   #release(volume: Volume): void {

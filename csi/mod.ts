@@ -6,15 +6,28 @@
  */
 
 export { DATA_LINK, NodeDriver, type NodeDriverOptions, RenderError } from "./driver.ts";
-export { CsiError, SourceError } from "./errors.ts";
+export {
+  CsiError,
+  KeyNotFoundError,
+  SourceError,
+  type SourceErrorOptions,
+  type SourceReason,
+} from "./errors.ts";
 export {
   CLASS_GROUP,
   CLASS_PLURAL,
   CLASS_VERSION,
   DEFAULT_KEY,
+  FALLBACK_KEY,
+  type KeyOrigin,
   type ObjectName,
   parseClassList,
   parseClassRefs,
+  readRefText,
+  type RefKey,
+  refKey,
+  refObjectName,
+  type RefText,
   type SourceKind,
   type SourceRef,
 } from "./class_ref.ts";

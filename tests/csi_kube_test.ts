@@ -93,7 +93,9 @@ Deno.test({
     const target = join(dir, "pods", "web-1", "mount");
     try {
       const cas = await Promise.all(
-        ["one", "two", "three", "four"].map((n) => createCa(dir, `ca-${n}`, `Test CA ${n}`)),
+        ["one", "two", "three", "four", "five"].map((n) =>
+          createCa(dir, `ca-${n}`, `Test CA ${n}`)
+        ),
       );
       await kube.kubectl(["apply", "-f", CRD.pathname], { check: true });
       await kube.kubectl(
@@ -164,6 +166,51 @@ Deno.test({
         const out = await publish(driver!, "csi-web-1", target, podContext("web-1", "spire-ca"));
         assert.equal(out.code, 0, out.stderr);
         assert.equal(await Deno.readLink(join(target, "..data")), before);
+      });
+
+      await t.step("a keyless ref reads tls.crt from a Secret without ca.crt", async () => {
+        // As kubeops/csi-driver-cacerts reads a keyless ref to a kubernetes.io/tls Secret.
+        await apply(kube, {
+          ...secret("shop", "web-tls", { "tls.crt": cas[4].certPem, "tls.key": cas[4].keyPem }),
+          type: "kubernetes.io/tls",
+        });
+        await apply(kube, secret("shop", "no-ca-keys", { "tls.key": cas[4].keyPem }));
+        for (const [name, secretName] of [["tls-only", "web-tls"], ["no-keys", "no-ca-keys"]]) {
+          await apply(kube, {
+            apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
+            kind: "CAProviderClass",
+            metadata: { namespace: "shop", name },
+            spec: { refs: [{ apiGroup: "", kind: "Secret", name: secretName }] },
+          });
+        }
+        const tlsTarget = join(dir, "pods", "web-6", "mount");
+        const out = await publish(driver!, "csi-web-6", tlsTarget, podContext("web-6", "tls-only"));
+        assert.equal(out.code, 0, out.stderr + driver!.process.logTail());
+        assert.deepEqual(
+          fingerprints(await Deno.readTextFile(join(tlsTarget, "ca-certificates.crt"))),
+          [fp(cas[4].certPem)],
+        );
+        const gone = await csc(driver!, [
+          "node",
+          "unpublish",
+          "--target-path",
+          tlsTarget,
+          "csi-web-6",
+        ]);
+        assert.equal(gone.code, 0, gone.stderr);
+
+        const neither = await publish(
+          driver!,
+          "csi-web-7",
+          join(dir, "pods", "web-7", "mount"),
+          podContext("web-7", "no-keys"),
+        );
+        assert.notEqual(neither.code, 0);
+        assert.match(
+          neither.stderr,
+          /Secret shop\/no-ca-keys \(from CAProviderClass shop\/no-keys\) has neither key "ca\.crt" nor "tls\.crt".*keys present: tls\.key.*pod shop\/web-7/,
+        );
+        assert.doesNotMatch(neither.stderr, /PRIVATE KEY|LS0t/, "no key material in the message");
       });
 
       await t.step("bad requests get the spec's code and name the pod and field", async () => {

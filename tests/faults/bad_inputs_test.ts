@@ -403,14 +403,14 @@ function objectCorpus(pki: Pki): ObjectCase[] {
       "Secret",
       { other: pki.good },
       undefined,
-      /Secret shop\/src-secret \(from CAProviderClass shop\/from-secret\) has no key "ca.crt" \(the default; set key in the ref\); keys present: other$/,
+      /Secret shop\/src-secret \(from CAProviderClass shop\/from-secret\) has neither key "ca.crt" nor "tls.crt", the keys a ref without key reads; keys present: other\. Add one of them, or set CAProviderClass shop\/from-secret spec\.refs\[0\]\.key/,
     ],
     [
       "Secret with no data",
       "Secret",
       {},
       undefined,
-      /has no key "ca.crt" \(the default; set key in the ref\); keys present: none$/,
+      /has neither key "ca.crt" nor "tls.crt", the keys a ref without key reads; keys present: none\./,
     ],
     [
       "Secret key empty",
@@ -460,7 +460,7 @@ function objectCorpus(pki: Pki): ObjectCase[] {
       "ConfigMap",
       { other: pki.good },
       undefined,
-      /ConfigMap shop\/src-cm \(from CAProviderClass shop\/from-cm\) has no key "bundle.crt"; keys present: other$/,
+      /ConfigMap shop\/src-cm \(from CAProviderClass shop\/from-cm\) has no key "bundle.crt"; keys present: other\. Fix CAProviderClass shop\/from-cm spec\.refs\[0\]\.key or add the key$/,
     ],
     [
       "ConfigMap key empty",
