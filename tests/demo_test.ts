@@ -6,6 +6,9 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** Go's `log.LstdFlags` prefix the client puts on each of its lines. */
+const GO_LOG = String.raw`\d{4}/\d\d/\d\d \d\d:\d\d:\d\d `;
+const REPORT_HEADER = new RegExp(`^${GO_LOG}Certificate Information:$`, "m");
 
 function demo(args: string[]) {
   return new Deno.Command(Deno.execPath(), {
@@ -32,17 +35,23 @@ Deno.test("deno task demo --duration 25s: rotations, a CA rotation, zero failure
   const stderr = new TextDecoder().decode(out.stderr);
   assert.equal(out.code, 0, `exit ${out.code}\n${stdout}\n${stderr}`);
   const notAfters = new Set(
-    [...stdout.matchAll(/^ {2}Not After: (\S+)$/gm)].map((m) => m[1]),
+    [...stdout.matchAll(new RegExp(`^${GO_LOG} {2}Not After: (\\S+)$`, "gm"))].map((m) => m[1]),
   );
   assert.ok(notAfters.size >= 2, `distinct Not After: ${[...notAfters]}`);
   assert.match(stdout, /dev CA \(stand-in for SPIRE\)/);
   assert.match(stdout, /CA rotation reached the trust store: 2 CAs/);
   assert.match(stdout, /now issuing leaves from CA 2/);
-  assert.doesNotMatch(stdout, /^Request to .* failed/m);
+  assert.doesNotMatch(stdout, /Request to \S+ failed/);
+  // The client's lines, as Go's log.Printf writes them: each with its own prefix.
+  const client = stdout.split("\n").filter((l) => !/^\[(demo|SPIRE|dev CA[^\]]*)\] /.test(l));
+  for (const line of client.filter(Boolean)) assert.match(line, new RegExp(`^${GO_LOG}`));
+  assert.match(stdout, new RegExp(`^${GO_LOG}Making request #1$`, "m"));
+  assert.match(stdout, new RegExp(`^${GO_LOG} {2}Subject: CN=server-service, O=SPIRE, C=US$`, "m"));
+  assert.match(stdout, new RegExp(`^${GO_LOG} {2}Time until expiration: \\d+s$`, "m"));
   assert.match(stdout, /\[demo\] done: \d+ requests ok, 0 failed/);
   // Requests keep succeeding after leaves come from the new CA.
   const afterSwitch = stdout.slice(stdout.indexOf("now issuing leaves from CA 2"));
-  assert.ok((afterSwitch.match(/^Certificate Information:$/gm) ?? []).length >= 2);
+  assert.ok((afterSwitch.match(new RegExp(REPORT_HEADER, "gm")) ?? []).length >= 2);
   const dir = /working directory (\S+)/.exec(stdout)?.[1];
   assert.ok(dir, "the demo names its working directory");
   assert.ok(await gone(dir), `${dir} was removed`);
@@ -53,12 +62,12 @@ Deno.test("deno task demo stops on SIGINT and removes its directory", async () =
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let stdout = "";
   const deadline = Date.now() + 30_000;
-  while (!/^Certificate Information:$/m.test(stdout) && Date.now() < deadline) {
+  while (!REPORT_HEADER.test(stdout) && Date.now() < deadline) {
     const { value, done } = await reader.read();
     if (done) break;
     stdout += value;
   }
-  assert.match(stdout, /^Certificate Information:$/m);
+  assert.match(stdout, REPORT_HEADER);
   // `deno task` runs the demo as a child: signal the whole group as a terminal's Ctrl-C does.
   child.kill("SIGINT");
   const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);

@@ -13,6 +13,8 @@ import { startServer } from "../workloads/server.ts";
 import { needsTools, runCommand, runSpiffeHelper, startSpire, toolPath } from "./harness/mod.ts";
 
 const SECONDS = Number(Deno.env.get("SPIRE_REAL_TEST_SECONDS") ?? "120");
+/** Go's `log.LstdFlags` prefix the client puts on each of its lines. */
+const GO_LOG = /^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d /;
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
@@ -97,6 +99,7 @@ Deno.test({
             ? join(storeDir, "ca-certificates.crt")
             : join(root, "client", "svid_bundle.pem"),
           certDir: join(root, "client"),
+          systemCerts: mode === "system",
           intervalMs: 100,
           count: 0,
           print: (line) => lines[mode].push(line),
@@ -135,9 +138,15 @@ Deno.test({
       const store = await Deno.readTextFile(join(storeDir, "ca-certificates.crt"));
       assert.equal(store.match(/BEGIN CERTIFICATE/g)?.length, 2, "both CAs reached the store");
       for (const [mode, stats] of [["false", results[0]], ["true", results[1]]] as const) {
-        const failures = lines[mode === "true" ? "system" : "bundle"].filter((l) =>
-          l.startsWith("Request to")
+        const logged = lines[mode === "true" ? "system" : "bundle"];
+        for (const line of logged) assert.match(line, GO_LOG);
+        const messages = logged.map((line) => line.replace(GO_LOG, ""));
+        assert.equal(
+          messages[0],
+          mode === "true" ? "Using system certificate trust store" : "Using SPIRE trust store",
         );
+        assert.equal(messages[1], "Making request #1");
+        const failures = messages.filter((m) => m.startsWith("Request to"));
         console.log(
           `--system-certs=${mode}: ${stats.ok} ok, ${stats.failed} failed, ` +
             `${stats.notAfters.length} distinct Not After; ${rotations} server rotations`,
@@ -155,7 +164,8 @@ Deno.test({
         }
       }
       assert.ok(rotations >= Math.min(10, SECONDS / 12), `${rotations} rotations`);
-      const sample = lines.system[0].split("\n");
+      // Each report line is logged on its own, right after "Making request #1".
+      const sample = lines.system.slice(2, 7).map((line) => line.replace(GO_LOG, ""));
       assert.equal(sample[0], "Certificate Information:");
       assert.equal(sample[1], "  Subject: CN=server-service, O=SPIRE, C=US");
       assert.match(sample[2], /^ {2}Not Before: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);

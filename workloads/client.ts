@@ -5,6 +5,11 @@
  * SPIRE's bundle from spiffe-helper (`--system-certs=false`), re-read whenever it changes. A
  * failed request is one line with the cause; the client keeps going.
  *
+ * It logs as the original Go client did with Go's `log` package (see `cert_info.ts`): on stderr,
+ * every line with the `YYYY/MM/DD HH:MM:SS ` local-time prefix — `Using system certificate trust
+ * store` or `Using SPIRE trust store` at start, `Making request #N` before each request, then the
+ * five report lines or the failure line.
+ *
  * @module
  */
 
@@ -13,7 +18,12 @@ import type { TLSSocket } from "node:tls";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { SvidWatcher, TrustSource } from "../spire/mod.ts";
-import { type CertificateInfo, certificateInfo, formatCertificateInfo } from "./cert_info.ts";
+import {
+  type CertificateInfo,
+  certificateInfo,
+  certificateInfoLines,
+  goLogPrefix,
+} from "./cert_info.ts";
 import { parseDuration } from "./log.ts";
 
 /** Version printed by `--version`. */
@@ -113,7 +123,15 @@ export interface ClientOptions {
   intervalMs: number;
   /** Requests to make (0 = until stopped). */
   count: number;
-  /** Where lines go (default console.log). */
+  /**
+   * Which store the start line names: `true` logs `Using system certificate trust store`,
+   * `false` logs `Using SPIRE trust store`; omitted, no start line is logged.
+   */
+  systemCerts?: boolean;
+  /**
+   * Where log lines go, one call per line, prefix included (default: stderr, where Go's `log`
+   * writes).
+   */
   print?: (line: string) => void;
   /** Stops the loop when aborted. */
   signal?: AbortSignal;
@@ -130,12 +148,18 @@ export interface ClientStats {
 }
 
 /**
- * Requests in a loop, printing the certificate report or one failure line per request.
+ * Requests in a loop, logging `Making request #N` and then the certificate report or one
+ * failure line per request, every line with Go's `log` prefix ({@link goLogPrefix}).
  *
  * @param options URL, trust, interval and count
  */
 export async function runClient(options: ClientOptions): Promise<ClientStats> {
-  const print = options.print ?? ((line: string) => console.log(line));
+  const print = options.print ?? ((line: string) => console.error(line));
+  // Go's log.Printf: the time is taken for every line.
+  const log = (message: string) => print(`${goLogPrefix(new Date())}${message}`);
+  if (options.systemCerts !== undefined) {
+    log(options.systemCerts ? "Using system certificate trust store" : "Using SPIRE trust store");
+  }
   const trust = new TrustSource(options.trustFile);
   const stats: ClientStats = { ok: 0, failed: 0, notAfters: [] };
   let own: SvidWatcher | undefined;
@@ -146,6 +170,7 @@ export async function runClient(options: ClientOptions): Promise<ClientStats> {
     for (let i = 0; options.count === 0 || i < options.count; i++) {
       if (options.signal?.aborted) break;
       const started = Date.now();
+      log(`Making request #${i + 1}`);
       const set = own?.current();
       const result = await requestOnce({
         url: options.url,
@@ -157,10 +182,10 @@ export async function runClient(options: ClientOptions): Promise<ClientStats> {
         stats.ok++;
         const notAfter = result.info.notAfter.toISOString();
         if (stats.notAfters.at(-1) !== notAfter) stats.notAfters.push(notAfter);
-        print(formatCertificateInfo(result.info));
+        for (const line of certificateInfoLines(result.info)) log(line);
       } else {
         stats.failed++;
-        print(`Request to ${options.url.href} failed: ${result.error}`);
+        log(`Request to ${options.url.href} failed: ${result.error}`);
       }
       if (options.count !== 0 && i + 1 >= options.count) break;
       const wait = Math.max(0, options.intervalMs - (Date.now() - started));
@@ -201,8 +226,9 @@ const HELP = `usage: client [--cert-dir DIR] [--system-certs=true|false] [--syst
               [--server-address https://server-service:8443] [--server-name NAME]
               [--interval 1s] [--count 0]
 
-Requests --server-address on a new TLS connection every --interval and prints the server's
-certificate (Subject, Not Before, Not After, Time until expiration). A failed request prints one
+Requests --server-address on a new TLS connection every --interval and logs the server's
+certificate (Subject, Not Before, Not After, Time until expiration) on stderr, each line
+prefixed with the local date and time as Go's log package writes it. A failed request logs one
 line with the cause and the client keeps going.
 
   --cert-dir DIR          spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem);
@@ -275,6 +301,7 @@ export async function main(args: string[]): Promise<number> {
       serverName: values["server-name"],
       trustFile: systemCerts ? values["system-ca-file"]! : join(certDir, "svid_bundle.pem"),
       certDir,
+      systemCerts,
       intervalMs: parseDuration(values.interval!, "interval"),
       count,
     };

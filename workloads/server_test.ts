@@ -63,7 +63,7 @@ Deno.test({
   },
 });
 
-Deno.test("client --count runs and prints the report; a missing trust file is one clear line", async () => {
+Deno.test("client --count logs the report on stderr with Go's log prefix; a missing trust file is one clear line", async () => {
   const root = await Deno.makeTempDir({ prefix: "spire-client-test-" });
   const ca = await DevCa.create();
   const svid = await ca.issue({
@@ -78,9 +78,12 @@ Deno.test("client --count runs and prints the report; a missing trust file is on
     hostname: "127.0.0.1",
     logRotations: false,
   });
+  // Go's log package writes to stderr: console.error is where the client's lines go.
   const logged: string[] = [];
-  const original = console.log;
-  console.log = (line: string) => logged.push(line);
+  const printed: string[] = [];
+  const original = { log: console.log, error: console.error };
+  console.error = (line: string) => logged.push(line);
+  console.log = (line: string) => printed.push(line);
   try {
     const args = [
       `--cert-dir=${root}`,
@@ -99,12 +102,27 @@ Deno.test("client --count runs and prints the report; a missing trust file is on
       1,
     );
   } finally {
-    console.log = original;
+    console.log = original.log;
+    console.error = original.error;
     await server.close();
     await Deno.remove(root, { recursive: true });
   }
-  assert.equal(logged.filter((l) => l.startsWith("Certificate Information:")).length, 2);
-  const failure = logged.at(-1)!;
+  assert.deepEqual(printed, []);
+  const PREFIX = /^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d /;
+  for (const line of logged) assert.match(line, PREFIX);
+  const messages = logged.map((line) => line.replace(PREFIX, ""));
+  assert.equal(messages[0], "Using SPIRE trust store");
+  assert.equal(messages.filter((m) => m === "Certificate Information:").length, 2);
+  assert.deepEqual(messages.filter((m) => m.startsWith("Making request #")), [
+    "Making request #1",
+    "Making request #2",
+    "Making request #1",
+  ]);
+  assert.deepEqual(messages.slice(-3, -1), [
+    "Using system certificate trust store",
+    "Making request #1",
+  ]);
+  const failure = messages.at(-1)!;
   assert.match(
     failure,
     /^Request to https:\/\/127\.0\.0\.1:\d+\/ failed: trust file .*missing\.crt/,
