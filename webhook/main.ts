@@ -16,6 +16,12 @@ import denoJson from "../deno.json" with { type: "json" };
 import { createLogger, type LogLevel } from "../csi/log.ts";
 import { createApp } from "./app.ts";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES } from "./controller.ts";
+import {
+  DEFAULT_REGISTRATION_RESYNC_MS,
+  kubeRegistrationApi,
+  loadRegistrations,
+  RegistrationSync,
+} from "./registrations.ts";
 import { WebhookMetrics } from "./metrics.ts";
 import { startWebhookServer } from "./server.ts";
 
@@ -40,6 +46,9 @@ Flags:
 })
   --kubeconfig PATH           cluster access (default: in-cluster service account)
   --controller=false          serve admissions only; no namespace or bundle controller
+  --registrations-dir DIR     keep the ClusterSPIFFEIDs of DIR/*.yaml applied (server-side apply,
+                              waits for their CRD; needs the controller; default empty: off)
+  --registrations-resync D    re-apply them this often to repair drift (default 5m; ms, s, m, h)
   --failure-policy P          answer when the mutation itself fails: Fail (reject) or Ignore
                               (default Fail, matching the MutatingWebhookConfiguration)
   --log-level L               debug, info, warn, error (default info)
@@ -78,6 +87,10 @@ export interface WebhookFlags {
   kubeconfig: string | undefined;
   /** Whether the controller runs. */
   controller: boolean;
+  /** Directory of ClusterSPIFFEID files to keep applied ("" = off). */
+  registrationsDir: string;
+  /** Period of the registrations' repair pass (ms). */
+  registrationsResyncMs: number;
   /** Failure policy of the mutation. */
   failurePolicy: "Fail" | "Ignore";
   /** Log level. */
@@ -92,6 +105,18 @@ function port(name: string, value: string): number {
     throw new UsageError(`--${name}: ${JSON.stringify(value)} is not a port number`);
   }
   return n;
+}
+
+/** Parses a duration such as `500ms`, `2s`, `5m` or `1h` into milliseconds. */
+function duration(name: string, value: string): number {
+  const match = /^(\d+)(ms|s|m|h)$/.exec(value.trim());
+  const ms = match ? Number(match[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[2]]! : 0;
+  if (!match || ms <= 0) {
+    throw new UsageError(
+      `--${name}: ${JSON.stringify(value)} is not a positive duration such as 2s or 5m`,
+    );
+  }
+  return ms;
 }
 
 /**
@@ -116,6 +141,11 @@ export function parseFlags(args: string[]): WebhookFlags {
         "excluded-namespaces": { type: "string", default: DEFAULT_EXCLUDED_NAMESPACES.join(",") },
         kubeconfig: { type: "string" },
         controller: { type: "string", default: "true" },
+        "registrations-dir": { type: "string", default: "" },
+        "registrations-resync": {
+          type: "string",
+          default: `${DEFAULT_REGISTRATION_RESYNC_MS / 60_000}m`,
+        },
         "failure-policy": { type: "string", default: "Fail" },
         "log-level": { type: "string", default: "info" },
         "self-test": { type: "boolean", default: false },
@@ -129,6 +159,10 @@ export function parseFlags(args: string[]): WebhookFlags {
   const controller = values.controller;
   if (controller !== "true" && controller !== "false") {
     throw new UsageError(`--controller: ${JSON.stringify(controller)} is not true or false`);
+  }
+  const registrationsDir = values["registrations-dir"].trim();
+  if (registrationsDir !== "" && controller === "false") {
+    throw new UsageError("--registrations-dir needs the controller; drop --controller=false");
   }
   const failurePolicy = values["failure-policy"];
   if (failurePolicy !== "Fail" && failurePolicy !== "Ignore") {
@@ -157,6 +191,8 @@ export function parseFlags(args: string[]): WebhookFlags {
     ),
     kubeconfig: values.kubeconfig,
     controller: controller === "true",
+    registrationsDir,
+    registrationsResyncMs: duration("registrations-resync", values["registrations-resync"]),
     failurePolicy,
     logLevel: logLevel as LogLevel,
     mode: values.help
@@ -211,6 +247,15 @@ export async function selfTest(): Promise<void> {
 async function run(flags: WebhookFlags): Promise<void> {
   const log = createLogger(flags.logLevel);
   const metrics = new WebhookMetrics();
+  // A registrations file that cannot be applied is a deployment error: say which one and stop.
+  const registered = flags.registrationsDir === ""
+    ? undefined
+    : await loadRegistrations(flags.registrationsDir).catch((error: Error) => {
+      log.error("cannot start: registrations unusable", { error: error.message });
+      Deno.exit(1);
+    });
+  // The HTTPS port waits for the SVID; the health port and the controller start now, since the
+  // webhook's own ClusterSPIFFEID (and so its SVID) may come from the controller.
   const server = await startWebhookServer({
     certDir: flags.certDir,
     port: flags.port,
@@ -225,6 +270,7 @@ async function run(flags: WebhookFlags): Promise<void> {
     metrics,
   });
   let controller: Controller | undefined;
+  let registrations: RegistrationSync | undefined;
   if (flags.controller) {
     const kubeConfig = new KubeConfig();
     if (flags.kubeconfig) kubeConfig.loadFromFile(flags.kubeconfig);
@@ -240,10 +286,25 @@ async function run(flags: WebhookFlags): Promise<void> {
       () => log.info("controller watching namespaces and the SPIRE bundle"),
       (error) => log.error("controller failed to start", { error: String(error) }),
     );
+    if (registered !== undefined) {
+      registrations = new RegistrationSync({
+        dir: flags.registrationsDir,
+        api: kubeRegistrationApi(kubeConfig),
+        initial: registered,
+        resyncMs: flags.registrationsResyncMs,
+        log,
+      });
+      await registrations.start();
+      log.info("keeping ClusterSPIFFEIDs applied", {
+        dir: flags.registrationsDir,
+        names: registered.map((r) => r.object.metadata.name),
+      });
+    }
   }
   const stop = async (signal: string) => {
     log.info("stopping", { signal });
     await controller?.stop();
+    await registrations?.stop();
     await server.close();
     Deno.exit(0);
   };

@@ -117,6 +117,14 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
   log.info("health endpoint listening", { port: healthPort });
 
   const ready = (async () => {
+    // The webhook's own ClusterSPIFFEID may not exist yet (its controller creates it): the health
+    // port answers meanwhile and HTTPS starts with the first good set.
+    if ((await source.watcher.refresh()) === undefined && !closed) {
+      log.info(`waiting for SVID in ${options.certDir}`, {
+        dir: options.certDir,
+        reason: source.watcher.lastError()?.message,
+      });
+    }
     const initial = await source.initialOptions();
     if (closed) return;
     https = createHttpsServer(
