@@ -12,6 +12,14 @@
  * @module
  */
 
+import {
+  CLUSTER_SPIFFE_ID_GROUP,
+  CLUSTER_SPIFFE_ID_KIND,
+  CLUSTER_SPIFFE_ID_PLURAL,
+  parseRegistrations,
+  RegistrationFileError,
+} from "../webhook/registrations.ts";
+
 /** A Kubernetes object as parsed from YAML or JSON. */
 export type KubeObject = Record<string, unknown>;
 
@@ -32,6 +40,9 @@ export const INJECT_LABEL = "spiffe.io/spire-managed-identity";
 
 /** Namespaces the webhook must never act in. */
 export const EXCLUDED_NAMESPACES: readonly string[] = ["kube-system", "spire", "spire-cacerts"];
+
+/** ConfigMap (namespace `spire-cacerts`) holding the ClusterSPIFFEIDs the webhook applies. */
+export const REGISTRATIONS_CONFIGMAP = "spire-cacerts-webhook-registrations";
 
 /** Containers that must run as root, with the reason. Everything else runs as non-root. */
 export const ROOT_CONTAINERS: Readonly<Record<string, string>> = {
@@ -335,6 +346,102 @@ function checkWebhook(objects: KubeObject[], pods: PodContext[], problems: strin
 }
 
 /**
+ * The ClusterSPIFFEIDs are data the webhook applies, never kustomize resources (one apply cannot
+ * create a CRD and its objects); the webhook mounts them, must not wait for its SVID before it
+ * runs (it creates its own ClusterSPIFFEID), must not be mutated by itself, and may write exactly
+ * the names the ConfigMap holds.
+ */
+function checkRegistrations(objects: KubeObject[], pods: PodContext[], problems: string[]): void {
+  for (const o of objects.filter((o) => o.kind === CLUSTER_SPIFFE_ID_KIND)) {
+    problems.push(
+      `${id(o)}: a kustomize resource, so a first \`kubectl apply -k\` fails before its CRD is ` +
+        `served; put it in manifests/spire/clusterspiffeids.yaml (ConfigMap ` +
+        `${REGISTRATIONS_CONFIGMAP}) instead`,
+    );
+  }
+  const configMap = objects.find((o) =>
+    o.kind === "ConfigMap" && get(o, "metadata.name") === REGISTRATIONS_CONFIGMAP &&
+    get(o, "metadata.namespace") === "spire-cacerts"
+  );
+  const names: string[] = [];
+  if (!configMap) {
+    problems.push(`ConfigMap spire-cacerts/${REGISTRATIONS_CONFIGMAP} is not rendered`);
+  } else {
+    for (const [key, text] of Object.entries(stringMap(get(configMap, "data")))) {
+      if (!key.endsWith(".yaml")) continue;
+      try {
+        names.push(...parseRegistrations(text, key).map((r) => r.object.metadata.name));
+      } catch (error) {
+        if (!(error instanceof RegistrationFileError)) throw error;
+        problems.push(`${id(configMap)}: ${error.message}`);
+      }
+    }
+  }
+
+  const webhook = pods.find((p) => p.name === "spire-cacerts-webhook");
+  if (!webhook) return;
+  const spec = get(webhook.template, "spec");
+  const containers = records(get(spec, "containers"));
+  const main = containers.find((c) => c.name === "webhook");
+  const dir = strings(main?.args).find((a) => a.startsWith("--registrations-dir="))?.slice(
+    "--registrations-dir=".length,
+  );
+  const volume = records(get(spec, "volumes")).find((v) =>
+    get(v, "configMap.name") === REGISTRATIONS_CONFIGMAP
+  );
+  const mount = records(main?.volumeMounts).find((m) => m.name === volume?.name);
+  if (!dir || !volume || mount?.mountPath !== dir || mount?.subPath !== undefined) {
+    problems.push(
+      `${webhook.owner} container webhook: --registrations-dir (${dir}) must be the mount path ` +
+        `of a volume of ConfigMap ${REGISTRATIONS_CONFIGMAP} (without subPath, so updates reach it)`,
+    );
+  }
+  if (records(get(spec, "initContainers")).length > 0) {
+    problems.push(
+      `${webhook.owner}: no init container may run before the webhook: it creates the ` +
+        `ClusterSPIFFEID its own SVID comes from and serves HTTPS once spiffe-helper wrote it`,
+    );
+  }
+  const labels = stringMap(get(webhook.template, "metadata.labels"));
+  if (labels[INJECT_LABEL] === "true" && !EXCLUDED_NAMESPACES.includes(webhook.namespace)) {
+    problems.push(
+      `${webhook.owner}: its pods would be sent to the webhook itself (label ${INJECT_LABEL} in ` +
+        `a namespace the MutatingWebhookConfiguration does not exclude)`,
+    );
+  }
+
+  const role = objects.find((o) =>
+    o.kind === "ClusterRole" && get(o, "metadata.name") === "spire-cacerts-webhook"
+  );
+  const rules = records(get(role, "rules")).filter((r) =>
+    strings(r.apiGroups).some((g) => g === CLUSTER_SPIFFE_ID_GROUP || g === "*") &&
+    strings(r.resources).some((res) => res === CLUSTER_SPIFFE_ID_PLURAL || res === "*")
+  );
+  const where = `ClusterRole spire-cacerts-webhook`;
+  if (rules.length !== 1) {
+    problems.push(
+      `${where}: expected one rule for ${CLUSTER_SPIFFE_ID_PLURAL}, found ${rules.length}`,
+    );
+    return;
+  }
+  const verbs = strings(rules[0].verbs).sort();
+  if (JSON.stringify(verbs) !== '["create","patch"]') {
+    problems.push(
+      `${where}: ${CLUSTER_SPIFFE_ID_PLURAL} verbs are ${verbs}; server-side apply needs create and patch only`,
+    );
+  }
+  const granted = strings(rules[0].resourceNames).sort();
+  const wanted = [...names].sort();
+  if (JSON.stringify(granted) !== JSON.stringify(wanted)) {
+    problems.push(
+      `${where}: resourceNames of ${CLUSTER_SPIFFE_ID_PLURAL} are [${granted.join(", ")}] but ` +
+        `ConfigMap ${REGISTRATIONS_CONFIGMAP} holds [${wanted.join(", ")}]; make ` +
+        `manifests/webhook/rbac.yaml list exactly the names in manifests/spire/clusterspiffeids.yaml`,
+    );
+  }
+}
+
+/**
  * Checks rendered manifests against the deployment rules.
  *
  * @param objects every object `kubectl kustomize manifests` renders
@@ -348,5 +455,6 @@ export function checkManifests(objects: KubeObject[], options: ManifestRuleOptio
   checkReferences(objects, pods, problems);
   checkSelectors(objects, pods, problems);
   checkWebhook(objects, pods, problems);
+  checkRegistrations(objects, pods, problems);
   return problems;
 }

@@ -15,7 +15,9 @@ import {
   EXCLUDED_NAMESPACES,
   type KubeObject,
   parseImage,
+  REGISTRATIONS_CONFIGMAP,
 } from "../scripts/manifest_rules.ts";
+import { parseRegistrations } from "../webhook/registrations.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MANIFESTS = `${ROOT}manifests`;
@@ -92,11 +94,15 @@ Deno.test({
         "Deployment/server",
         "Service/server-service",
         "Deployment/client",
-        "ClusterSPIFFEID/spire-cacerts-webhook",
-        "ClusterSPIFFEID/spiffe-demo-server",
-        "ClusterSPIFFEID/spiffe-demo-client",
+        `ConfigMap/${REGISTRATIONS_CONFIGMAP}`,
       ]
     ) assert.ok(kinds.has(expected), `${expected} is rendered`);
+    // No custom resource rides in the same apply as its CRD: the webhook applies ClusterSPIFFEIDs.
+    const custom = objects.filter((o) =>
+      String(o.apiVersion).includes(".") &&
+      !/\.k8s\.io\//.test(String(o.apiVersion))
+    );
+    assert.deepEqual(custom.map((o) => o.kind), []);
   },
 });
 
@@ -143,6 +149,44 @@ Deno.test({
         const config = find(o, "MutatingWebhookConfiguration", "spire-cacerts-webhook");
         (config.webhooks as Hook[])[0].namespaceSelector.matchExpressions[0].values = ["spire"];
       }, /must exclude/],
+      ["ClusterSPIFFEID as a resource", (o) => {
+        o.push({
+          apiVersion: "spire.spiffe.io/v1alpha1",
+          kind: "ClusterSPIFFEID",
+          metadata: { name: "extra" },
+          spec: {},
+        });
+      }, /ClusterSPIFFEID extra: a kustomize resource/],
+      ["RBAC names out of step", (o) => {
+        const role = find(o, "ClusterRole", "spire-cacerts-webhook");
+        const rule = (role.rules as { resources: string[]; resourceNames?: string[] }[])
+          .find((r) => r.resources.includes("clusterspiffeids"))!;
+        rule.resourceNames = rule.resourceNames!.slice(1);
+      }, /resourceNames of clusterspiffeids are .* but ConfigMap .* holds/],
+      ["another kind among the registrations", (o) => {
+        const cm = find(o, "ConfigMap", REGISTRATIONS_CONFIGMAP);
+        const data = cm.data as Record<string, string>;
+        data["clusterspiffeids.yaml"] +=
+          "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: s\n";
+      }, /clusterspiffeids\.yaml, document 4, .*Secret s: .*not spire\.spiffe\.io\/v1alpha1/],
+      ["init container before the webhook", (o) => {
+        const spec = (find(o, "Deployment", "spire-cacerts-webhook") as unknown as PodTemplateOwner)
+          .spec.template.spec;
+        spec.initContainers = [{ ...spec.containers[1], name: "spiffe-helper-init" }];
+      }, /no init container may run before the webhook/],
+      ["registrations not mounted", (o) => {
+        const webhook =
+          (find(o, "Deployment", "spire-cacerts-webhook") as unknown as PodTemplateOwner).spec
+            .template.spec.containers[0];
+        webhook.volumeMounts = webhook.volumeMounts!.filter((m) => m.name !== "registrations");
+      }, /--registrations-dir .* must be the mount path/],
+      ["webhook pods sent to the webhook", (o) => {
+        const webhook = find(o, "Deployment", "spire-cacerts-webhook") as unknown as
+          & PodTemplateOwner
+          & { metadata: { namespace: string } };
+        webhook.metadata.namespace = "webhook-elsewhere";
+        webhook.spec.template.metadata.labels["spiffe.io/spire-managed-identity"] = "true";
+      }, /its pods would be sent to the webhook itself/],
     ];
     for (const [label, breakIt, expected] of cases) {
       const broken = copy(base);
@@ -189,10 +233,15 @@ Deno.test({
       ),
     );
 
+    // The ClusterSPIFFEIDs ship in the webhook's registrations ConfigMap, parsed as it parses them.
+    const registrations = parseRegistrations(
+      configMapData(objects, REGISTRATIONS_CONFIGMAP)["clusterspiffeids.yaml"],
+      "clusterspiffeids.yaml",
+    );
     const ids = Object.fromEntries(
-      objects.filter((o) => o.kind === "ClusterSPIFFEID").map((o) => [
-        (o.metadata as { name: string }).name,
-        o.spec as { spiffeIDTemplate: string; ttl: string; dnsNameTemplates?: string[] },
+      registrations.map((r) => [
+        r.object.metadata.name,
+        r.object.spec as { spiffeIDTemplate: string; ttl: string; dnsNameTemplates?: string[] },
       ]),
     );
     assert.equal(ids["spiffe-demo-server"].ttl, "10s");
@@ -233,13 +282,21 @@ Deno.test({
     assert.match(serverConf["server.conf"], new RegExp(`"${parsed.clusterName}" = \\{`));
     assert.match(serverConf["server.conf"], /KeyManager "disk"/);
 
-    const helpers = objects.filter((o) =>
-      o.kind === "ConfigMap" && (o.metadata as { name: string }).name.includes("spiffe-helper")
-    ).map((o) => o.data as Record<string, string>);
-    assert.equal(helpers.length, 2);
-    assert.deepEqual(helpers[0], helpers[1], "webhook and examples use the same helper config");
-    assert.match(helpers[0]["spiffe-helper-init.hcl"], /daemon_mode = false/);
-    assert.match(helpers[0]["spiffe-helper.hcl"], /daemon_mode = true/);
+    const webhookHelper = configMapData(objects, "spire-cacerts-webhook-spiffe-helper-");
+    const exampleHelper = objects.find((o) =>
+      o.kind === "ConfigMap" &&
+      (o.metadata as { namespace?: string }).namespace === "spiffe-demo" &&
+      (o.metadata as { name: string }).name.includes("spiffe-helper")
+    )?.data as Record<string, string>;
+    assert.equal(
+      webhookHelper["spiffe-helper.hcl"],
+      exampleHelper["spiffe-helper.hcl"],
+      "webhook and examples use the same sidecar config",
+    );
+    assert.match(webhookHelper["spiffe-helper.hcl"], /daemon_mode = true/);
+    // The webhook has no init container (it creates its own ClusterSPIFFEID); the examples do.
+    assert.deepEqual(Object.keys(webhookHelper), ["spiffe-helper.hcl"]);
+    assert.match(exampleHelper["spiffe-helper-init.hcl"], /daemon_mode = false/);
 
     const client = (find(objects, "Deployment", "client") as unknown as PodTemplateOwner).spec
       .template;
@@ -457,7 +514,14 @@ Deno.test({
   ...needsTools(["kubectl", "spire-server", "spire-agent", "spiffe-helper"]),
   fn: async () => {
     const objects = await render();
-    const helper = configMapData(objects, "spire-cacerts-webhook-spiffe-helper-");
+    const helper: Record<string, string> = {
+      ...configMapData(objects, "spire-cacerts-webhook-spiffe-helper-"),
+      "spiffe-helper-init.hcl": (objects.find((o) =>
+        o.kind === "ConfigMap" &&
+        (o.metadata as { namespace?: string }).namespace === "spiffe-demo" &&
+        (o.metadata as { name: string }).name.includes("spiffe-helper")
+      )?.data as Record<string, string>)["spiffe-helper-init.hcl"],
+    };
     const webhook = find(objects, "Deployment", "spire-cacerts-webhook") as unknown as {
       spec: {
         template: {
@@ -504,7 +568,8 @@ Deno.test({
         assert.match(text, /-----BEGIN /, `${file} written by the init config`);
       }
 
-      // Sidecar: stays up and answers the paths the probes use.
+      // Sidecar: stays up and answers the paths the probes use; it writes the first set itself
+      // into an empty directory (the webhook has no init container fetching it first).
       await Deno.mkdir(`${dir}/sidecar`);
       await Deno.writeTextFile(
         `${dir}/sidecar.hcl`,
@@ -525,7 +590,10 @@ Deno.test({
           return res?.status === 200;
         }, { timeoutMs: 30_000 });
       }
-      assert.match(await Deno.readTextFile(`${dir}/sidecar/svid.pem`), /BEGIN CERTIFICATE/);
+      for (const file of ["svid.pem", "svid_key.pem", "svid_bundle.pem"]) {
+        const text = await Deno.readTextFile(`${dir}/sidecar/${file}`);
+        assert.match(text, /-----BEGIN /, `${file} written by the sidecar config`);
+      }
     } finally {
       if (daemon) {
         daemon.kill("SIGTERM");

@@ -12,6 +12,8 @@
  *   values are refused with a message.
  * - {@link Controller}: CAProviderClass `spire-ca` in every namespace not excluded, and the Secret
  *   `spire/spire-ca-bundle` kept equal to SPIRE's `spire/spire-bundle` ConfigMap.
+ * - {@link RegistrationSync}: the ClusterSPIFFEIDs of a directory (the registrations ConfigMap),
+ *   server-side applied once their CRD is served and kept applied (file changes, periodic repair).
  * - {@link startWebhookServer}: HTTPS with the SPIRE SVID from spiffe-helper's files, swapped
  *   live; `/healthz`, `/readyz`, `/metrics` on a separate plain-HTTP port.
  *
@@ -59,6 +61,29 @@ export {
   MANAGED_VALUE,
 } from "./controller.ts";
 export { LATENCY_BUCKETS, WebhookMetrics } from "./metrics.ts";
+export {
+  type AppliedObject,
+  CLUSTER_SPIFFE_ID_API_VERSION,
+  CLUSTER_SPIFFE_ID_CRD,
+  CLUSTER_SPIFFE_ID_GROUP,
+  CLUSTER_SPIFFE_ID_KIND,
+  CLUSTER_SPIFFE_ID_PLURAL,
+  CLUSTER_SPIFFE_ID_VERSION,
+  type ClusterSpiffeId,
+  DEFAULT_REGISTRATION_RESYNC_MS,
+  kubeRegistrationApi,
+  loadRegistrations,
+  parseRegistrations,
+  type Registration,
+  type RegistrationApi,
+  RegistrationApplyError,
+  RegistrationFileError,
+  type RegistrationFileErrorOptions,
+  RegistrationSync,
+  type RegistrationSyncOptions,
+  ResourceNotServedError,
+  type SyncResult,
+} from "./registrations.ts";
 export { type FetchHandler, type NodeListenerOptions, toNodeListener } from "./node_adapter.ts";
 export { startWebhookServer, type WebhookServer, type WebhookServerOptions } from "./server.ts";
 export {

@@ -6,9 +6,9 @@
  * They cannot be applied with the rest of the manifests: `kubectl apply -k manifests` on a fresh
  * cluster sends them in the same request batch that creates their CRD, and kubectl refuses a
  * kind the apiserver does not serve yet. The webhook instead waits for the CRD (retrying with a
- * doubling back-off, logging once that it waits), applies every object as soon as the CRD is
- * served, applies again when the files change, and re-applies every object on a timer so a
- * deleted or edited ClusterSPIFFEID comes back.
+ * doubling back-off up to 5 s, logging once that it waits), applies every object as soon as the
+ * CRD is served, applies again when the files change, and re-applies every object on a timer so
+ * a deleted or edited ClusterSPIFFEID comes back.
  *
  * Objects are applied with field manager `spire-cacerts-webhook`, `force: true` (the files are
  * the source of truth for the names they list) and label `app.kubernetes.io/managed-by:
@@ -528,7 +528,10 @@ export interface RegistrationSyncOptions {
   resyncMs?: number;
   /** First retry delay after a failed pass (default 500 ms); it doubles up to `retryMaxMs`. */
   retryMinMs?: number;
-  /** Longest retry delay (default 30 s). */
+  /**
+   * Longest retry delay (default 5 s: a 404 costs the apiserver little, and the CRD usually
+   * becomes served within seconds, created by the same apply as the webhook).
+   */
   retryMaxMs?: number;
   /** Quiet time after a file event before re-reading (default 200 ms). */
   debounceMs?: number;
@@ -699,7 +702,7 @@ export class RegistrationSync {
 
   async #run(): Promise<void> {
     const min = this.#options.retryMinMs ?? 500;
-    const max = this.#options.retryMaxMs ?? 30_000;
+    const max = this.#options.retryMaxMs ?? 5_000;
     const resync = this.#options.resyncMs ?? DEFAULT_REGISTRATION_RESYNC_MS;
     let backoff = min;
     let first = true;
