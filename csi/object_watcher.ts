@@ -4,7 +4,8 @@
  * `fieldSelector=metadata.name=<name>` in its namespace, shared by every volume that uses it, and
  * dropped when the last one goes: no cluster-wide or namespace-wide Secret watch. After a watch
  * ends (timeout, 410 Gone, network error) the object is listed again and the watch resumes from
- * the list's resourceVersion.
+ * the list's resourceVersion. A list that fails (403, network) is retried with backoff; its error
+ * is kept ({@link ObjectWatcher.error}) until a list succeeds, and both changes are reported.
  *
  * @module
  */
@@ -36,6 +37,8 @@ interface Entry extends WatchedObject {
   refs: number;
   /** undefined: not loaded yet; null: does not exist. */
   object: Record<string, unknown> | null | undefined;
+  /** The last list's error; undefined once a list succeeded. */
+  error?: unknown;
   loaded: Promise<void>;
   stopped: boolean;
   abort?: AbortController;
@@ -56,6 +59,8 @@ export interface ObjectWatcherOptions {
   onChange: (key: string) => void;
   /** Server-side watch timeout in seconds (default 300). */
   watchTimeoutSeconds?: number;
+  /** Longest wait between retries of a failed list in ms (default 10 000). */
+  maxRetryMs?: number;
 }
 
 function pathOf(o: WatchedObject): string {
@@ -71,6 +76,12 @@ function pathOf(o: WatchedObject): string {
 
 function rvOf(o: unknown): string | undefined {
   return (o as ObjectMeta | null | undefined)?.metadata?.resourceVersion;
+}
+
+/** What identifies an error for change detection: the HTTP status code, else the message. */
+function errorIdentity(error: unknown): string {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "number" ? `HTTP ${code}` : String(error);
 }
 
 /** Ref-counted single-object watches; see the module documentation. */
@@ -127,6 +138,15 @@ export class ObjectWatcher {
     return this.#entries.get(objectKey(o))?.object;
   }
 
+  /**
+   * The error of the last list of a watched object (e.g. the API server's 403 as an
+   * `ApiException`), or undefined when the last list succeeded or the object is not watched.
+   * While it is set, {@link get} holds the last state read (null if none ever was).
+   */
+  error(o: WatchedObject): unknown {
+    return this.#entries.get(objectKey(o))?.error;
+  }
+
   /** Stops every watch. */
   stop(): void {
     for (const entry of this.#entries.values()) this.#stopEntry(entry);
@@ -139,13 +159,16 @@ export class ObjectWatcher {
     entry.wake?.();
   }
 
-  #set(entry: Entry, object: Record<string, unknown> | null): void {
+  /** Stores the state; reports a change (and returns true) unless it is the first load. */
+  #set(entry: Entry, object: Record<string, unknown> | null): boolean {
     const before = entry.object;
     entry.object = object;
-    if (before === undefined) return;
+    if (before === undefined) return false;
     if ((before === null) !== (object === null) || rvOf(before) !== rvOf(object)) {
       this.#opts.onChange(entry.key);
+      return true;
     }
+    return false;
   }
 
   async #list(entry: Entry): Promise<string | undefined> {
@@ -168,7 +191,10 @@ export class ObjectWatcher {
       }) as typeof list;
     }
     const item = list.items?.find((i) => (i as ObjectMeta).metadata?.name === entry.name);
-    this.#set(entry, (item as Record<string, unknown> | undefined) ?? null);
+    const failed = entry.error !== undefined;
+    entry.error = undefined;
+    const reported = this.#set(entry, (item as Record<string, unknown> | undefined) ?? null);
+    if (failed && !reported && !entry.stopped) this.#opts.onChange(entry.key);
     return list.metadata?.resourceVersion;
   }
 
@@ -182,14 +208,21 @@ export class ObjectWatcher {
         loaded();
         backoff = 200;
       } catch (error) {
-        log.warn("list failed", { object: entry.key, error: String(error) });
+        const changed = entry.error === undefined ||
+          errorIdentity(entry.error) !== errorIdentity(error);
+        entry.error = error;
+        const fields = { object: entry.key, error: String(error) };
+        if (changed) log.warn("list failed", fields);
+        else log.debug("list failed again", fields);
         // A first load that fails leaves the object unknown; publishing reports it.
         if (entry.object === undefined) {
           entry.object = null;
           loaded();
+        } else if (changed && !entry.stopped) {
+          this.#opts.onChange(entry.key);
         }
         await this.#sleep(entry, backoff);
-        backoff = Math.min(backoff * 2, 10_000);
+        backoff = Math.min(backoff * 2, this.#opts.maxRetryMs ?? 10_000);
         continue;
       }
       if (entry.stopped) break;

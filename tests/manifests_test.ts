@@ -383,7 +383,7 @@ Deno.test({
       assert.notEqual(bad.code, 0);
       assert.match(bad.stderr, /spec\.refs\[0\]\.kind: Unsupported value: "Issuer"/);
       const columns = await kube.kubectl(["get", "cap", "-n", "spiffe-demo"], { check: true });
-      assert.match(columns.stdout, /^NAME\s+REFS\s+READY\s+AGE/m);
+      assert.match(columns.stdout, /^NAME\s+REFS\s+READY\s+CERTIFICATES\s+EXPIRES\s+AGE/m);
 
       // The webhook's selectors and failurePolicy, as the real apiserver applies them. No webhook
       // pod runs here, so every call to it fails: a labelled pod in an application namespace is

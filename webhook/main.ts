@@ -15,6 +15,7 @@ import { KubeConfig } from "@kubernetes/client-node";
 import denoJson from "../deno.json" with { type: "json" };
 import { createLogger, type LogLevel } from "../csi/log.ts";
 import { createApp } from "./app.ts";
+import { type ClassStatusController, startClassStatus } from "./class_status.ts";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES } from "./controller.ts";
 import {
   DEFAULT_REGISTRATION_RESYNC_MS,
@@ -271,6 +272,7 @@ async function run(flags: WebhookFlags): Promise<void> {
   });
   let controller: Controller | undefined;
   let registrations: RegistrationSync | undefined;
+  let classStatus: ClassStatusController | undefined;
   if (flags.controller) {
     const kubeConfig = new KubeConfig();
     if (flags.kubeconfig) kubeConfig.loadFromFile(flags.kubeconfig);
@@ -285,6 +287,13 @@ async function run(flags: WebhookFlags): Promise<void> {
     controller.start().then(
       () => log.info("controller watching namespaces and the SPIRE bundle"),
       (error) => log.error("controller failed to start", { error: String(error) }),
+    );
+    startClassStatus({ kubeConfig, log, metrics: metrics.registry }).then(
+      (started) => {
+        classStatus = started;
+        log.info("writing the status of every CAProviderClass");
+      },
+      (error) => log.error("CAProviderClass status failed to start", { error: String(error) }),
     );
     if (registered !== undefined) {
       registrations = new RegistrationSync({
@@ -304,6 +313,7 @@ async function run(flags: WebhookFlags): Promise<void> {
   const stop = async (signal: string) => {
     log.info("stopping", { signal });
     await controller?.stop();
+    await classStatus?.stop();
     await registrations?.stop();
     await server.close();
     Deno.exit(0);

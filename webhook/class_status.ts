@@ -1,0 +1,852 @@
+/**
+ * The status of every CAProviderClass in the cluster: whether its refs resolve to CA
+ * certificates the CSI driver would put into a trust store, which object and key each ref read,
+ * how many certificates, their SHA-256 fingerprints and the earliest NotAfter.
+ *
+ * - Classes are listed and watched cluster-wide; the Secrets and ConfigMaps they reference are
+ *   watched one by one (`fieldSelector=metadata.name=<name>`, the driver's {@link ObjectWatcher}),
+ *   so the webhook needs no namespace-wide or cluster-wide read of Secrets. A source change
+ *   reaches the status within one watch event and one patch.
+ * - Certificates are counted with the driver's own admission rules (the trust-store engine's
+ *   {@link buildTrustSet}: strict PEM, dedupe by SHA-256 of the DER, expired, not-yet-valid,
+ *   non-CA and intermediate certificates dropped), and keyless refs pick their key with the
+ *   driver's {@link readRefText}.
+ * - Status is written through the `status` subresource with server-side apply (field manager
+ *   {@link STATUS_FIELD_MANAGER}, forced: this program owns these fields).
+ *
+ * No leader election is needed for the two webhook replicas: the status is a pure function of
+ * the class, its sources and the time (which only decides what has expired), every write is
+ * compare-before-write against the stored status, both replicas apply under the same field
+ * manager so their applies never conflict, and `lastTransitionTime` — the one field that depends
+ * on when a replica noticed a change — is kept from the stored condition whenever the condition's
+ * status is unchanged. After a transition the replicas therefore write at most once each and
+ * then agree on the stored value; a Lease would only add a failover delay.
+ *
+ * @module
+ */
+
+import {
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesListObject,
+  type KubernetesObject,
+  makeInformer,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import {
+  CLASS_GROUP,
+  CLASS_PLURAL,
+  CLASS_VERSION,
+  type KeyOrigin,
+  type ObjectName,
+  parseClassRefs,
+  readRefText,
+  refObjectName,
+  type SourceKind,
+  type SourceRef,
+} from "../csi/class_ref.ts";
+import { SourceError } from "../csi/errors.ts";
+import type { Logger } from "../csi/log.ts";
+import { objectKey, ObjectWatcher, type WatchedObject } from "../csi/object_watcher.ts";
+import {
+  buildTrustSet,
+  EmptyTrustSetError,
+  PemError,
+  type PemSource,
+} from "../csi/trust_store/mod.ts";
+import type { Registry } from "../prometheus/mod.ts";
+
+/** Type of the condition this module writes. */
+export const READY = "Ready";
+/** Field manager of the status writes (shared by every replica). */
+export const STATUS_FIELD_MANAGER = "spire-cacerts-webhook-status";
+/** ClusterRole a namespace binds (RoleBinding) to let the webhook read its Secrets and ConfigMaps. */
+export const SOURCE_READER_ROLE = "spire-cacerts-source-reader";
+/** The webhook's ServiceAccount, named in the RoleBinding command of a `Forbidden` message. */
+export const DEFAULT_SERVICE_ACCOUNT: ObjectName = {
+  namespace: "spire-cacerts",
+  name: "spire-cacerts-webhook",
+};
+
+/** Reason of the `Ready` condition (CamelCase, as Kubernetes conditions use). */
+export type ReadyReason =
+  /** every ref read, at least one usable CA */
+  | "Resolved"
+  /** spec.refs is missing or a ref is malformed */
+  | "InvalidRef"
+  /** a referenced Secret or ConfigMap does not exist */
+  | "SourceNotFound"
+  /** reading a referenced object failed for another reason than permissions */
+  | "SourceUnreadable"
+  /** the object lacks the ref's key (or both keyless keys) */
+  | "KeyNotFound"
+  /** a key holds something other than clean PEM certificates */
+  | "InvalidPEM"
+  /** no certificate is left after the driver's filters (expired, not a CA, ...) */
+  | "NoUsableCA"
+  /** the webhook may not read a referenced object (no RoleBinding in its namespace) */
+  | "Forbidden";
+
+/** The `Ready` condition. */
+export interface ReadyCondition {
+  /** Always {@link READY}. */
+  type: typeof READY;
+  /** `"True"` when the driver would render this class. */
+  status: "True" | "False";
+  /** Why. */
+  reason: ReadyReason;
+  /** What was read, or what is wrong naming the object, key and fix. Never key material. */
+  message: string;
+  /** When `status` last changed (RFC 3339, seconds). */
+  lastTransitionTime: string;
+  /** The class generation this condition describes. */
+  observedGeneration: number;
+}
+
+/** One ref as it was resolved. */
+export interface ResolvedRef {
+  /** Secret or ConfigMap. */
+  kind: SourceKind;
+  /** Namespace (the class's when the ref names none). */
+  namespace: string;
+  /** Name. */
+  name: string;
+  /** The key read (absent when a keyless ref could not be resolved). */
+  key?: string;
+  /** `Ref` (named in the ref), `Default` (keyless: ca.crt) or `Fallback` (keyless: tls.crt). */
+  keySource?: KeyOrigin;
+  /** CA certificates this ref contributes on its own (absent when it could not be read). */
+  certificates?: number;
+}
+
+/** The status fields this module owns. */
+export interface ClassStatus {
+  /** `metadata.generation` of the class described. */
+  observedGeneration: number;
+  /** Number of CA certificates the driver would render from this class (0 when not ready). */
+  certificates: number;
+  /** Lower-case hex SHA-256 of each certificate's DER, in the driver's order (when ready). */
+  fingerprints?: string[];
+  /** Earliest NotAfter of those certificates (RFC 3339, when ready). */
+  earliestNotAfter?: string;
+  /** The refs in spec order (absent when spec.refs cannot be parsed). */
+  resolvedRefs?: ResolvedRef[];
+  /** The `Ready` condition. */
+  conditions: [ReadyCondition];
+}
+
+/** A CAProviderClass as read from the API server. */
+export interface ClassObject {
+  /** Object metadata. */
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    generation?: number;
+    resourceVersion?: string;
+  };
+  /** The refs. */
+  spec?: unknown;
+  /** The stored status (anyone's fields). */
+  status?: unknown;
+}
+
+/** What is known about a referenced object. */
+export interface SourceState {
+  /** The object, or null when it does not exist (or was never read). */
+  object: Record<string, unknown> | null;
+  /** The last read's error (e.g. an `ApiException` with code 403), if it failed. */
+  error?: unknown;
+}
+
+/** Looks up the current state of a referenced object. */
+export type SourceLookup = (object: WatchedObject) => SourceState;
+
+/** Options of {@link computeClassStatus}. */
+export interface ComputeStatusOptions {
+  /** The time: decides what has expired and stamps transitions. */
+  now: Date;
+  /** The webhook's ServiceAccount (default {@link DEFAULT_SERVICE_ACCOUNT}). */
+  serviceAccount?: ObjectName;
+  /** The ClusterRole to bind for reads (default {@link SOURCE_READER_ROLE}). */
+  sourceReaderRole?: string;
+}
+
+/** The status computed for a class, and when it has to be computed again at the latest. */
+export interface ComputedStatus {
+  /** The status to store. */
+  status: ClassStatus;
+  /** The earliest NotAfter among the certificates counted: the status changes then. */
+  recheckAt?: Date;
+}
+
+/** RFC 3339 in UTC with whole seconds, as `metav1.Time` serializes. */
+export function rfc3339(date: Date): string {
+  return date.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+/** `name` or `namespace/name` of a class. */
+function classLabel(name: ObjectName): string {
+  return `CAProviderClass ${name.namespace}/${name.name}`;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/** The stored `Ready` condition of a status, if any. */
+export function storedReadyCondition(status: unknown): Record<string, unknown> | undefined {
+  const conditions = isRecord(status) ? status.conditions : undefined;
+  if (!Array.isArray(conditions)) return undefined;
+  return conditions.find((c) => isRecord(c) && c.type === READY) as
+    | Record<string, unknown>
+    | undefined;
+}
+
+/**
+ * The condition to store: `lastTransitionTime` is kept from the stored `Ready` condition when its
+ * status is the same, and is `now` otherwise (first write or a transition).
+ */
+export function nextReadyCondition(
+  stored: unknown,
+  desired: Omit<ReadyCondition, "lastTransitionTime">,
+  now: Date,
+): ReadyCondition {
+  const previous = storedReadyCondition(stored);
+  const keep = previous?.status === desired.status &&
+    typeof previous.lastTransitionTime === "string" && previous.lastTransitionTime !== "";
+  return {
+    ...desired,
+    lastTransitionTime: keep ? previous.lastTransitionTime as string : rfc3339(now),
+  };
+}
+
+/** The HTTP status of an API error, if it has one. */
+function httpCode(error: unknown): number | undefined {
+  const code = (error as { code?: unknown } | null | undefined)?.code;
+  return typeof code === "number" ? code : undefined;
+}
+
+/**
+ * The message of a `Forbidden` ref: names the object, the namespace, and the exact command that
+ * grants the webhook's ServiceAccount reads there.
+ */
+export function forbiddenMessage(
+  ref: ObjectName & { kind: SourceKind },
+  serviceAccount: ObjectName = DEFAULT_SERVICE_ACCOUNT,
+  role: string = SOURCE_READER_ROLE,
+): string {
+  const sa = `${serviceAccount.namespace}:${serviceAccount.name}`;
+  return `cannot read ${ref.kind} ${ref.namespace}/${ref.name}: ServiceAccount ` +
+    `${serviceAccount.namespace}/${serviceAccount.name} may not read Secrets and ConfigMaps in ` +
+    `namespace "${ref.namespace}" (no RoleBinding to ClusterRole ${role} there); grant it with ` +
+    `\`kubectl create rolebinding ${role} --clusterrole=${role} --serviceaccount=${sa} ` +
+    `-n ${ref.namespace}\``;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+interface Problem {
+  reason: ReadyReason;
+  message: string;
+}
+
+const MAX_MESSAGE = 8192;
+
+function clip(text: string): string {
+  return text.length <= MAX_MESSAGE ? text : `${text.slice(0, MAX_MESSAGE - 1)}…`;
+}
+
+function describeKey(key: string, origin: KeyOrigin): string {
+  if (origin === "Fallback") return `key ${key} (ref without key; the object has no ca.crt)`;
+  if (origin === "Default") return `key ${key} (ref without key)`;
+  return `key ${key}`;
+}
+
+/**
+ * Computes a class's status from its spec and the current state of the objects it references,
+ * with the driver's rules: the key each ref reads ({@link readRefText}), and the certificates
+ * kept ({@link buildTrustSet} with the driver's default filters, no base roots).
+ *
+ * @param cls the class as stored (its `status` supplies the previous `lastTransitionTime`)
+ * @param lookup the state of each referenced object
+ * @param options time, ServiceAccount and ClusterRole for messages
+ */
+export async function computeClassStatus(
+  cls: ClassObject,
+  lookup: SourceLookup,
+  options: ComputeStatusOptions,
+): Promise<ComputedStatus> {
+  const { now } = options;
+  const name = { namespace: cls.metadata?.namespace ?? "", name: cls.metadata?.name ?? "" };
+  const label = classLabel(name);
+  const generation = cls.metadata?.generation ?? 0;
+  const finish = (
+    ready: boolean,
+    reason: ReadyReason,
+    message: string,
+    fields: Omit<ClassStatus, "observedGeneration" | "conditions">,
+  ): ClassStatus => ({
+    observedGeneration: generation,
+    ...fields,
+    conditions: [
+      nextReadyCondition(cls.status, {
+        type: READY,
+        status: ready ? "True" : "False",
+        reason,
+        message: clip(message),
+        observedGeneration: generation,
+      }, now),
+    ],
+  });
+
+  let refs: SourceRef[];
+  try {
+    refs = parseClassRefs(cls, name);
+  } catch (error) {
+    if (!(error instanceof SourceError)) throw error;
+    return { status: finish(false, "InvalidRef", error.message, { certificates: 0 }) };
+  }
+
+  const resolved: ResolvedRef[] = [];
+  const problems: Problem[] = [];
+  const sources: PemSource[] = [];
+  const notes: string[] = [];
+  for (const ref of refs) {
+    const entry: ResolvedRef = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+    if (ref.key !== undefined) entry.key = ref.key;
+    resolved.push(entry);
+    const state = lookup({ kind: ref.kind, namespace: ref.namespace, name: ref.name });
+    const code = httpCode(state.error);
+    if (code === 403) {
+      problems.push({
+        reason: "Forbidden",
+        message: forbiddenMessage(ref, options.serviceAccount, options.sourceReaderRole),
+      });
+      continue;
+    }
+    if (state.error !== undefined && state.object === null) {
+      problems.push({
+        reason: "SourceUnreadable",
+        message: `cannot read ${refObjectName(ref)} (from ${label}): ` +
+          `${code !== undefined ? `HTTP ${code}` : errorText(state.error)}; retrying`,
+      });
+      continue;
+    }
+    let read;
+    try {
+      read = readRefText(ref, state.object, label);
+    } catch (error) {
+      if (!(error instanceof SourceError)) throw error;
+      const reason: ReadyReason = error.reason === "SourceNotFound"
+        ? "SourceNotFound"
+        : error.reason === "KeyNotFound"
+        ? "KeyNotFound"
+        : "InvalidPEM";
+      problems.push({ reason, message: error.message });
+      continue;
+    }
+    entry.key = read.key;
+    entry.keySource = read.origin;
+    const source = { name: `${refObjectName(ref)} key ${read.key}`, text: read.text };
+    const described = `${refObjectName(ref)} ${describeKey(read.key, read.origin)}`;
+    try {
+      entry.certificates = (await buildTrustSet([source], { now })).customCount;
+    } catch (error) {
+      if (error instanceof PemError) {
+        entry.certificates = 0;
+        problems.push({ reason: "InvalidPEM", message: `${error.message} (from ${label})` });
+        continue;
+      }
+      if (!(error instanceof EmptyTrustSetError)) throw error;
+      entry.certificates = 0;
+      notes.push(
+        `${described} holds no usable CA` +
+          (error.warnings.length ? ` (${error.warnings.join("; ")})` : " (no certificate)"),
+      );
+    }
+    sources.push(source);
+  }
+
+  if (problems.length > 0) {
+    return {
+      status: finish(false, problems[0].reason, problems.map((p) => p.message).join("; "), {
+        certificates: 0,
+        resolvedRefs: resolved,
+      }),
+    };
+  }
+  let set;
+  try {
+    set = await buildTrustSet(sources, { now });
+  } catch (error) {
+    if (!(error instanceof EmptyTrustSetError)) throw error;
+    return {
+      status: finish(
+        false,
+        "NoUsableCA",
+        `${label}: no usable CA certificate; ${notes.join("; ")}`,
+        {
+          certificates: 0,
+          resolvedRefs: resolved,
+        },
+      ),
+    };
+  }
+  const earliest = set.certificates.reduce(
+    (min, c) => c.notAfter.getTime() < min.getTime() ? c.notAfter : min,
+    set.certificates[0].notAfter,
+  );
+  const from = refs.map((ref, i) =>
+    `${refObjectName(ref)} ${describeKey(resolved[i].key!, resolved[i].keySource!)}`
+  );
+  const message = `${plural(set.customCount, "CA certificate")} from ${from.join(", ")}; ` +
+    `earliest NotAfter ${rfc3339(earliest)}` + (notes.length ? `; ${notes.join("; ")}` : "");
+  return {
+    status: finish(true, "Resolved", message, {
+      certificates: set.customCount,
+      fingerprints: set.certificates.map((c) => c.sha256),
+      earliestNotAfter: rfc3339(earliest),
+      resolvedRefs: resolved,
+    }),
+    recheckAt: earliest,
+  };
+}
+
+/** JSON with object keys sorted and undefined members dropped. */
+function canonical(value: unknown): string {
+  return JSON.stringify(
+    value,
+    (_key, v) =>
+      isRecord(v)
+        ? Object.fromEntries(
+          Object.entries(v).filter(([, x]) => x !== undefined).sort(([a], [b]) =>
+            a < b ? -1 : a > b ? 1 : 0
+          ),
+        )
+        : v,
+  );
+}
+
+const OWNED_FIELDS = [
+  "observedGeneration",
+  "certificates",
+  "fingerprints",
+  "earliestNotAfter",
+  "resolvedRefs",
+] as const;
+
+/**
+ * Whether the stored status differs from the desired one in the fields this module owns (the
+ * `Ready` condition among the conditions; other condition types are left to their owners).
+ */
+export function statusDiffers(stored: unknown, desired: ClassStatus): boolean {
+  const current = isRecord(stored) ? stored : {};
+  for (const field of OWNED_FIELDS) {
+    if (canonical(current[field]) !== canonical(desired[field])) return true;
+  }
+  return canonical(storedReadyCondition(current)) !== canonical(desired.conditions[0]);
+}
+
+/** Delivers CAProviderClass objects as they are added, changed and deleted. */
+export interface ClassFeed {
+  /** Starts delivering; resolves once the initial list has been delivered. */
+  start(handlers: {
+    /** A class was listed, added or changed. */
+    upsert(cls: ClassObject): void;
+    /** A class was deleted. */
+    remove(cls: ClassObject): void;
+  }): Promise<void>;
+  /** Stops delivering. */
+  stop(): Promise<void>;
+}
+
+/** Watches single referenced objects; {@link ObjectWatcher} is the real one. */
+export interface SourceFeed {
+  /** Starts (or shares) a watch and resolves once the object's state is known. */
+  acquire(object: WatchedObject): Promise<void>;
+  /** Drops one use of a watch. */
+  release(object: WatchedObject): void;
+  /** The object, null when it does not exist, undefined when not watched. */
+  get(object: WatchedObject): Record<string, unknown> | null | undefined;
+  /** The last read's error, if it failed. */
+  error(object: WatchedObject): unknown;
+  /** Stops every watch. */
+  stop(): void;
+}
+
+/** Writes a class's status. */
+export interface StatusWriter {
+  /**
+   * Stores `status` on the class.
+   *
+   * @throws {Error} with `code` 404 when the class is gone (ignored by the controller)
+   */
+  write(cls: ObjectName, status: ClassStatus): Promise<void>;
+}
+
+/** Options of {@link ClassStatusController}. */
+export interface ClassStatusControllerOptions {
+  /** Where classes come from. */
+  classes: ClassFeed;
+  /** Makes the source watcher, given the callback it must call with a changed object's key. */
+  sources: (onChange: (key: string) => void) => SourceFeed;
+  /** Where status goes. */
+  writer: StatusWriter;
+  /** Where events go. */
+  log?: Logger;
+  /** Clock (default `new Date()`). */
+  now?: () => Date;
+  /** The webhook's ServiceAccount, for `Forbidden` messages. */
+  serviceAccount?: ObjectName;
+  /** The ClusterRole to bind, for `Forbidden` messages. */
+  sourceReaderRole?: string;
+  /** Registry for the status metrics. */
+  metrics?: Registry;
+  /** Period of a full re-check of every class in ms (default 5 min). */
+  resyncMs?: number;
+}
+
+interface Tracked {
+  key: string;
+  name: ObjectName;
+  object: ClassObject;
+  deps: WatchedObject[];
+  queue: Promise<void>;
+  pending: boolean;
+  removed: boolean;
+  timer?: ReturnType<typeof setTimeout>;
+  failures: number;
+  ready?: boolean;
+}
+
+const WRITES = "spire_cacerts_webhook_class_status_writes_total";
+const CLASSES = "spire_cacerts_webhook_caproviderclasses";
+/** setTimeout's largest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function classKey(name: ObjectName): string {
+  return `${name.namespace}/${name.name}`;
+}
+
+/** Keeps the status of every CAProviderClass current; see the module documentation. */
+export class ClassStatusController {
+  readonly #opts: ClassStatusControllerOptions;
+  readonly #log: Logger;
+  readonly #sources: SourceFeed;
+  readonly #tracked = new Map<string, Tracked>();
+  readonly #byDep = new Map<string, Set<Tracked>>();
+  #resync: ReturnType<typeof setInterval> | undefined;
+  #stopped = false;
+
+  /** Creates the controller; nothing runs until {@link start}. */
+  constructor(options: ClassStatusControllerOptions) {
+    this.#opts = options;
+    this.#log = options.log ?? { debug() {}, info() {}, warn() {}, error() {} };
+    this.#sources = options.sources((key) => this.#sourceChanged(key));
+    const m = options.metrics;
+    if (m) {
+      m.define(WRITES, "counter", "CAProviderClass status writes, by result.");
+      m.define(CLASSES, "gauge", "CAProviderClasses by Ready status.");
+      for (const ready of ["true", "false"]) m.set(CLASSES, 0, { ready });
+    }
+  }
+
+  /** Starts following classes and their sources; resolves once the initial list is in. */
+  async start(): Promise<void> {
+    await this.#opts.classes.start({
+      upsert: (cls) => this.#upsert(cls),
+      remove: (cls) => this.#remove(cls),
+    });
+    this.#resync = setInterval(() => {
+      for (const t of this.#tracked.values()) this.#schedule(t);
+    }, this.#opts.resyncMs ?? 5 * 60_000);
+  }
+
+  /** Waits until no status computation is queued or running (for tests and shutdown). */
+  async idle(): Promise<void> {
+    while (true) {
+      await Promise.all([...this.#tracked.values()].map((t) => t.queue));
+      if ([...this.#tracked.values()].every((t) => !t.pending)) return;
+    }
+  }
+
+  /** Stops every watch and timer. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#resync !== undefined) clearInterval(this.#resync);
+    for (const t of this.#tracked.values()) {
+      t.removed = true;
+      if (t.timer !== undefined) clearTimeout(t.timer);
+    }
+    await this.#opts.classes.stop();
+    await Promise.allSettled([...this.#tracked.values()].map((t) => t.queue));
+    this.#sources.stop();
+    this.#tracked.clear();
+    this.#byDep.clear();
+  }
+
+  #upsert(cls: ClassObject): void {
+    const name = { namespace: cls.metadata?.namespace ?? "", name: cls.metadata?.name ?? "" };
+    if (!name.namespace || !name.name || this.#stopped) return;
+    const key = classKey(name);
+    let t = this.#tracked.get(key);
+    if (!t) {
+      t = {
+        key,
+        name,
+        object: cls,
+        deps: [],
+        queue: Promise.resolve(),
+        pending: false,
+        removed: false,
+        failures: 0,
+      };
+      this.#tracked.set(key, t);
+    } else {
+      t.object = cls;
+    }
+    this.#schedule(t);
+  }
+
+  #remove(cls: ClassObject): void {
+    const key = classKey({
+      namespace: cls.metadata?.namespace ?? "",
+      name: cls.metadata?.name ?? "",
+    });
+    const t = this.#tracked.get(key);
+    if (!t) return;
+    this.#tracked.delete(key);
+    t.removed = true;
+    if (t.timer !== undefined) clearTimeout(t.timer);
+    t.queue = t.queue.then(() => this.#swapDeps(t, []));
+    this.#countReady();
+  }
+
+  #sourceChanged(key: string): void {
+    for (const t of this.#byDep.get(key) ?? []) this.#schedule(t);
+  }
+
+  #schedule(t: Tracked): void {
+    if (t.pending || t.removed || this.#stopped) return;
+    t.pending = true;
+    t.queue = t.queue.then(async () => {
+      t.pending = false;
+      if (t.removed || this.#stopped) return;
+      try {
+        await this.#reconcile(t);
+        t.failures = 0;
+      } catch (error) {
+        t.failures++;
+        const delay = Math.min(500 * 2 ** t.failures, 30_000);
+        this.#log.warn("CAProviderClass status not written; retrying", {
+          class: t.key,
+          retryInMs: delay,
+          error: errorText(error),
+        });
+        this.#opts.metrics?.inc(WRITES, { result: "error" });
+        this.#timer(t, delay);
+      }
+    });
+  }
+
+  #timer(t: Tracked, ms: number): void {
+    if (t.timer !== undefined) clearTimeout(t.timer);
+    t.timer = setTimeout(() => {
+      t.timer = undefined;
+      this.#schedule(t);
+    }, Math.max(0, Math.min(ms, MAX_TIMER_MS)));
+  }
+
+  async #swapDeps(t: Tracked, deps: WatchedObject[]): Promise<void> {
+    await Promise.all(deps.map((d) => this.#sources.acquire(d)));
+    for (const d of deps) {
+      const key = objectKey(d);
+      let set = this.#byDep.get(key);
+      if (!set) this.#byDep.set(key, set = new Set());
+      set.add(t);
+    }
+    const keep = new Set(deps.map(objectKey));
+    for (const d of t.deps) {
+      const key = objectKey(d);
+      if (!keep.has(key)) {
+        this.#byDep.get(key)?.delete(t);
+        if (this.#byDep.get(key)?.size === 0) this.#byDep.delete(key);
+      }
+      this.#sources.release(d);
+    }
+    t.deps = deps;
+  }
+
+  async #reconcile(t: Tracked): Promise<void> {
+    const cls = t.object;
+    let deps: WatchedObject[] = [];
+    try {
+      const seen = new Set<string>();
+      for (const ref of parseClassRefs(cls, t.name)) {
+        const d: WatchedObject = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+        if (!seen.has(objectKey(d))) {
+          seen.add(objectKey(d));
+          deps.push(d);
+        }
+      }
+    } catch {
+      deps = [];
+    }
+    await this.#swapDeps(t, deps);
+    if (t.removed || this.#stopped) return;
+    const now = this.#opts.now?.() ?? new Date();
+    const { status, recheckAt } = await computeClassStatus(cls, (o) => ({
+      object: this.#sources.get(o) ?? null,
+      error: this.#sources.error(o),
+    }), {
+      now,
+      serviceAccount: this.#opts.serviceAccount,
+      sourceReaderRole: this.#opts.sourceReaderRole,
+    });
+    t.ready = status.conditions[0].status === "True";
+    this.#countReady();
+    if (recheckAt) this.#timer(t, recheckAt.getTime() - now.getTime() + 1000);
+    else if (t.timer !== undefined) {
+      clearTimeout(t.timer);
+      t.timer = undefined;
+    }
+    if (!statusDiffers(cls.status, status)) return;
+    try {
+      await this.#opts.writer.write(t.name, status);
+    } catch (error) {
+      if (httpCode(error) === 404) return;
+      throw error;
+    }
+    this.#opts.metrics?.inc(WRITES, { result: "ok" });
+    // Compare the next computation with what was just stored, not with the older copy.
+    if (t.object === cls) t.object = { ...cls, status };
+    const condition = status.conditions[0];
+    this.#log.info("CAProviderClass status written", {
+      class: t.key,
+      ready: condition.status,
+      reason: condition.reason,
+      certificates: status.certificates,
+    });
+  }
+
+  #countReady(): void {
+    const m = this.#opts.metrics;
+    if (!m) return;
+    let ready = 0;
+    let notReady = 0;
+    for (const t of this.#tracked.values()) {
+      if (t.ready === true) ready++;
+      else if (t.ready === false) notReady++;
+    }
+    m.set(CLASSES, ready, { ready: "true" });
+    m.set(CLASSES, notReady, { ready: "false" });
+  }
+}
+
+/** Options of {@link startClassStatus}. */
+export interface StartClassStatusOptions {
+  /** Cluster access (the webhook's ServiceAccount in the cluster). */
+  kubeConfig: KubeConfig;
+  /** Where events go. */
+  log: Logger;
+  /** Registry for the status metrics. */
+  metrics?: Registry;
+  /** The webhook's ServiceAccount, for `Forbidden` messages. */
+  serviceAccount?: ObjectName;
+  /** Longest wait between retries of an unreadable source in ms (default 2000). */
+  sourceRetryMs?: number;
+}
+
+/** Lists and watches every CAProviderClass in the cluster. */
+export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFeed {
+  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
+  const informer = makeInformer<KubernetesObject>(
+    kubeConfig,
+    `/apis/${CLASS_GROUP}/${CLASS_VERSION}/${CLASS_PLURAL}`,
+    () =>
+      custom.listClusterCustomObject({
+        group: CLASS_GROUP,
+        version: CLASS_VERSION,
+        plural: CLASS_PLURAL,
+      }) as Promise<KubernetesListObject<KubernetesObject>>,
+  );
+  let stopped = false;
+  return {
+    async start(handlers) {
+      informer.on("add", (o) => handlers.upsert(o as ClassObject));
+      informer.on("update", (o) => handlers.upsert(o as ClassObject));
+      informer.on("delete", (o) => handlers.remove(o as ClassObject));
+      informer.on("error", (error: unknown) => {
+        if (stopped) return;
+        log.warn("watch on CAProviderClasses ended; restarting", { error: errorText(error) });
+        setTimeout(() => {
+          if (!stopped) informer.start().catch(() => {});
+        }, 1000);
+      });
+      await informer.start();
+    },
+    async stop() {
+      stopped = true;
+      await informer.stop();
+    },
+  };
+}
+
+/** Writes status with server-side apply on the `status` subresource. */
+export function applyStatusWriter(kubeConfig: KubeConfig): StatusWriter {
+  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
+  return {
+    async write(cls, status) {
+      await custom.patchNamespacedCustomObjectStatus(
+        {
+          group: CLASS_GROUP,
+          version: CLASS_VERSION,
+          namespace: cls.namespace,
+          plural: CLASS_PLURAL,
+          name: cls.name,
+          body: {
+            apiVersion: `${CLASS_GROUP}/${CLASS_VERSION}`,
+            kind: "CAProviderClass",
+            metadata: { namespace: cls.namespace, name: cls.name },
+            status,
+          },
+          fieldManager: STATUS_FIELD_MANAGER,
+          force: true,
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+      );
+    },
+  };
+}
+
+/**
+ * Starts the status controller on a cluster: classes through an informer, sources through the
+ * driver's {@link ObjectWatcher}, writes through {@link applyStatusWriter}.
+ */
+export async function startClassStatus(
+  options: StartClassStatusOptions,
+): Promise<ClassStatusController> {
+  const controller = new ClassStatusController({
+    classes: classInformerFeed(options.kubeConfig, options.log),
+    sources: (onChange) =>
+      new ObjectWatcher({
+        kubeConfig: options.kubeConfig,
+        logger: options.log,
+        onChange,
+        maxRetryMs: options.sourceRetryMs ?? 2000,
+      }),
+    writer: applyStatusWriter(options.kubeConfig),
+    log: options.log,
+    metrics: options.metrics,
+    serviceAccount: options.serviceAccount,
+  });
+  await controller.start();
+  return controller;
+}
