@@ -13,7 +13,7 @@ import type { BaseRoots } from "./trust_store/mod.ts";
 import { startHealthServer } from "./http.ts";
 import { createLogger, type LogLevel } from "./log.ts";
 import { startCsiServer } from "./server.ts";
-import { runSelfTest } from "./self_test.ts";
+import { runSelfTest } from "./self_check.ts";
 
 /** Program name. */
 export const PROGRAM = "spire-cacerts-csi";

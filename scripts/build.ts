@@ -12,7 +12,16 @@
  * ./scripts/deno task build                          # binaries or failure
  * ./scripts/deno task build --allow-bundle-fallback  # binaries, else bundles
  * ./scripts/deno task build --only csi --out-dir /out
+ * ./scripts/deno task build --only csi --out-dir /out --image-root /rootfs   # what an image copies
  * ```
+ *
+ * `--image-root DIR` also lays out, under `DIR`, exactly what a runtime image copies (the
+ * Containerfiles `COPY --from=build /rootfs/ /`): each program at `/usr/local/bin/<output>`. A
+ * binary is copied as it is. A bundle becomes an executable script whose first line is
+ * `#!/usr/local/bin/deno -A` (Deno 2 runs `deno -A <file>` like `deno run -A <file>`, and the
+ * kernel passes the program's own arguments after it), next to a copy of the Deno that built and
+ * smoke-ran it. So `/usr/local/bin/<output> --flags` works the same way with either kind, on a
+ * base image without a shell, and the manifests' `command`/`args` need no variant.
  *
  * @module
  */
@@ -20,7 +29,7 @@
 import { parseArgs } from "node:util";
 import { join, relative, resolve } from "node:path";
 import { type DenortLookup, findDenort } from "./denort.ts";
-import { runSelfTest, SelfTestError } from "./self_test.ts";
+import { runSelfTest, SelfTestError } from "./artefact_check.ts";
 
 /** One program the build produces. */
 export interface BuildTarget {
@@ -168,6 +177,61 @@ async function bundle(
   }
 }
 
+/** Where a bundle's interpreter lives in an image laid out by {@link layOutImageRoot}. */
+export const IMAGE_DENO_PATH = "/usr/local/bin/deno";
+
+/**
+ * Lays out under `root` what a runtime image copies: every artefact at `/usr/local/bin/<output>`;
+ * for bundles, as a script starting `#!/usr/local/bin/deno -A`, plus that Deno (this one).
+ *
+ * @param artefacts what {@link build} produced
+ * @param targets the targets they were built from (for the output names)
+ * @param root directory to fill (created if missing)
+ * @returns the paths written, relative to `root`
+ */
+export async function layOutImageRoot(
+  artefacts: readonly Artefact[],
+  targets: readonly BuildTarget[],
+  root: string,
+): Promise<string[]> {
+  const bin = join(root, "usr/local/bin");
+  await Deno.mkdir(bin, { recursive: true });
+  const written: string[] = [];
+  for (const artefact of artefacts) {
+    const target = targets.find((t) => t.name === artefact.name);
+    if (!target) throw new BuildError(`no target named ${artefact.name}`);
+    const dest = join(bin, target.output);
+    if (artefact.kind === "binary") {
+      await Deno.copyFile(artefact.path, dest);
+    } else {
+      const code = await Deno.readFile(artefact.path);
+      const shebang = new TextEncoder().encode(`#!${IMAGE_DENO_PATH} -A\n`);
+      const script = new Uint8Array(shebang.length + code.length);
+      script.set(shebang);
+      script.set(code, shebang.length);
+      await Deno.writeFile(dest, script);
+      // Run it the way the kernel will (`deno -A <script> <args>`): an extensionless file is
+      // read as TypeScript, so this proves the bundle also parses that way.
+      try {
+        await runSelfTest([Deno.execPath(), "-A", dest], target.name, 60_000);
+      } catch (error) {
+        if (error instanceof SelfTestError) throw new BuildError(error.message);
+        throw error;
+      }
+    }
+    await Deno.chmod(dest, 0o755);
+    written.push(relative(root, dest));
+  }
+  if (artefacts.some((a) => a.kind === "bundle")) {
+    const deno = join(root, IMAGE_DENO_PATH);
+    await Deno.copyFile(Deno.execPath(), deno);
+    await Deno.chmod(deno, 0o755);
+    written.push(relative(root, deno));
+  }
+  log(`image root ${root}: ${written.join(", ")}`);
+  return written;
+}
+
 /** Options of {@link build}. */
 export interface BuildOptions {
   /** What to build. */
@@ -229,7 +293,7 @@ export async function build(options: BuildOptions): Promise<Artefact[]> {
 const USAGE =
   `usage: deno task build [--allow-bundle-fallback] [--only csi,webhook] [--out-dir dist]
                        [--entry name=path]... [--self-test-timeout-ms 15000]
-                       [--deno-dir DIR] [--denort-download-base URL]`;
+                       [--deno-dir DIR] [--denort-download-base URL] [--image-root DIR]`;
 
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -242,6 +306,7 @@ async function main(args: string[]): Promise<number> {
       "self-test-timeout-ms": { type: "string", default: "15000" },
       "deno-dir": { type: "string" },
       "denort-download-base": { type: "string" },
+      "image-root": { type: "string" },
       "help": { type: "boolean", default: false },
     },
     strict: true,
@@ -267,6 +332,9 @@ async function main(args: string[]): Promise<number> {
     selfTestTimeoutMs: timeout,
     denort,
   });
+  if (values["image-root"]) {
+    await layOutImageRoot(artefacts, targets, resolve(ROOT, values["image-root"]));
+  }
   log(`ok: ${artefacts.map((a) => `${relative(ROOT, a.path)} (${a.kind})`).join(", ")}`);
   return 0;
 }

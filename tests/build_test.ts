@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { denortZipName, findDenort } from "../scripts/denort.ts";
-import { runSelfTest, SelfTestError } from "../scripts/self_test.ts";
+import { runSelfTest, SelfTestError } from "../scripts/artefact_check.ts";
 import { TARGETS } from "../scripts/build.ts";
 import { runCommand } from "./harness/process.ts";
 

@@ -24,7 +24,6 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
 import { basename, dirname, join, resolve } from "node:path";
 import { isCi, toolPath, type ToolRequirement, toolsBinDir } from "./tools.ts";
 import { runCommand } from "./process.ts";
@@ -34,8 +33,24 @@ import {
   type LayerBlob,
   type TarEntry,
   writeImageArchive,
-  writeLayer,
 } from "./oci_archive.ts";
+import {
+  baseLayer,
+  cachedLayer,
+  ImageBuildError,
+  type LayerPlan,
+  libsLayer,
+  PATH_ENV,
+} from "./image_layers.ts";
+import {
+  buildContainerfileImage,
+  CONTAINERFILES,
+  hasImageBuilders,
+  pruneBuilderCache,
+} from "./containerfile_images.ts";
+
+export { ImageBuildError } from "./image_layers.ts";
+export { sha256File } from "./image_layers.ts";
 
 /** A locally built OCI image archive. */
 export interface LocalImage {
@@ -62,7 +77,6 @@ export const IMAGE_TOOLS = [
   "spire-controller-manager",
   "coredns",
   "pause",
-  "deno-launcher",
   "csi-node-driver-registrar",
   "livenessprobe",
   "kubectl",
@@ -70,15 +84,6 @@ export const IMAGE_TOOLS = [
 
 /** One of {@link IMAGE_TOOLS}. */
 export type ImageToolName = typeof IMAGE_TOOLS[number];
-
-/** Thrown when an image cannot be built; the message names the missing part or failed step. */
-export class ImageBuildError extends Error {
-  /** @param message what is missing or failed, and how to fix it */
-  constructor(message: string) {
-    super(message);
-    this.name = "ImageBuildError";
-  }
-}
 
 /** Thrown when `ctr images import` fails or an image is not listed afterwards. */
 export class ImageImportError extends Error {
@@ -118,6 +123,7 @@ function imageToolPath(name: ImageToolName): string {
  */
 export function needsImageTools(): ToolRequirement {
   if (isCi()) return { ignore: false };
+  if (!hasImageBuilders()) return { ignore: true };
   try {
     for (const name of IMAGE_TOOLS) imageToolPath(name);
     return { ignore: false };
@@ -129,227 +135,13 @@ export function needsImageTools(): ToolRequirement {
 // ---------------------------------------------------------------------------------------------
 // Inputs: content hashes, shared libraries, bundles.
 
-const fileHashes = new Map<string, { mtime: number; size: number; hash: string }>();
-
-/** SHA-256 of a file's content, hex, read in 1 MiB chunks (image inputs reach ~100 MB). */
-export async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  using file = await Deno.open(path);
-  const buffer = new Uint8Array(1 << 20);
-  while (true) {
-    const n = await file.read(buffer);
-    if (n === null) break;
-    hash.update(buffer.subarray(0, n));
-  }
-  return hash.digest("hex");
-}
-
-/** {@link sha256File}, remembered per path while its mtime and size stay the same. */
-async function fileHash(path: string): Promise<string> {
-  const info = await Deno.stat(path);
-  const mtime = info.mtime?.getTime() ?? 0;
-  const known = fileHashes.get(path);
-  if (known && known.mtime === mtime && known.size === info.size) return known.hash;
-  const hex = await sha256File(path);
-  fileHashes.set(path, { mtime, size: info.size, hash: hex });
-  return hex;
-}
-
-/**
- * The loader and libraries a dynamically linked program needs, at the paths `ldd` prints (the
- * loader's built-in search path finds them there without an ld.so.cache). Empty for static
- * programs.
- */
-async function sharedLibraries(binary: string): Promise<TarEntry[]> {
-  const out = await runCommand(["ldd", binary]);
-  if (out.code !== 0) {
-    if (/not a dynamic executable|statically linked/.test(out.stdout + out.stderr)) return [];
-    throw new ImageBuildError(`ldd ${binary} exited ${out.code}: ${out.stderr.trim()}`);
-  }
-  const entries: TarEntry[] = [];
-  for (const line of out.stdout.split("\n")) {
-    const match = /^\s*(?:\S+ => )?(\/\S+) \(0x[0-9a-f]+\)/.exec(line);
-    if (!match) {
-      if (/not found/.test(line)) throw new ImageBuildError(`ldd ${binary}: ${line.trim()}`);
-      continue;
-    }
-    entries.push({
-      path: match[1],
-      type: "file",
-      mode: 0o755,
-      source: await Deno.realPath(match[1]),
-    });
-  }
-  return entries;
-}
-
-function unionByPath(lists: TarEntry[][]): TarEntry[] {
-  const byPath = new Map<string, TarEntry>();
-  for (const list of lists) for (const entry of list) byPath.set(entry.path, entry);
-  return [...byPath.values()];
-}
-
-/** What `scripts/build.ts` produced for the project's programs. */
-interface ProjectBuild {
-  /** The cache directory holding the files. */
-  dir: string;
-  kind: "binary" | "bundle";
-  /** Target output name (e.g. `spire-cacerts-csi`) to the built file. */
-  files: Map<string, string>;
-}
-
-const PROJECT_TARGETS = ["csi", "webhook", "server", "client"];
-const PROJECT_SOURCES = ["csi", "webhook", "workloads", "spire", "scripts"];
-
-async function projectSourceHash(): Promise<string> {
-  const hash = createHash("sha256");
-  hash.update(`deno ${Deno.version.deno}\n`);
-  const files: string[] = [join(ROOT, "deno.json"), join(ROOT, "deno.lock")];
-  async function walk(dir: string): Promise<void> {
-    for await (const entry of Deno.readDir(dir)) {
-      const path = join(dir, entry.name);
-      if (entry.isDirectory && entry.name !== "testdata") await walk(path);
-      else if (
-        entry.isFile && /\.(ts|json)$/.test(entry.name) && !/_(test|bench)\.ts$/.test(entry.name)
-      ) {
-        files.push(path);
-      }
-    }
-  }
-  for (const dir of PROJECT_SOURCES) await walk(join(ROOT, dir));
-  files.sort();
-  for (const path of files) hash.update(`${path.slice(ROOT.length)} ${await fileHash(path)}\n`);
-  return hash.digest("hex").slice(0, 24);
-}
-
-/**
- * Runs `scripts/build.ts` (compile, or bundle where denort is unavailable) for the four programs,
- * once per source hash.
- */
-async function buildProject(cacheDir: string, log: (s: string) => void): Promise<ProjectBuild> {
-  const dir = join(cacheDir, "project", await projectSourceHash());
-  const manifest = join(dir, "build.json");
-  let report: { artefacts: { name: string; kind: "binary" | "bundle"; path: string }[] };
-  try {
-    report = JSON.parse(await Deno.readTextFile(manifest));
-  } catch {
-    log(`images: building the project's programs (scripts/build.ts) into ${dir}`);
-    const tmp = `${dir}.tmp-${Deno.pid}`;
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    const out = await runCommand([
-      Deno.execPath(),
-      "run",
-      "-A",
-      join(ROOT, "scripts/build.ts"),
-      "--allow-bundle-fallback",
-      "--only",
-      PROJECT_TARGETS.join(","),
-      "--out-dir",
-      tmp,
-    ], { cwd: ROOT });
-    if (out.code !== 0) {
-      throw new ImageBuildError(`scripts/build.ts exited ${out.code}:\n${out.stderr.trim()}`);
-    }
-    await Deno.mkdir(dirname(dir), { recursive: true });
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await Deno.rename(tmp, dir);
-    report = JSON.parse(await Deno.readTextFile(manifest));
-  }
-  const kinds = new Set(report.artefacts.map((a) => a.kind));
-  if (kinds.size !== 1) throw new ImageBuildError(`mixed artefact kinds in ${manifest}`);
-  const files = new Map<string, string>();
-  for (const artefact of report.artefacts) {
-    // Paths in build.json point at the temporary directory it was built in.
-    const file = join(dir, basename(artefact.path));
-    files.set(basename(artefact.path).replace(/\.js$/, ""), file);
-  }
-  return { dir, kind: [...kinds][0], files };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Image plans.
-
-/** A layer to write: a name for history and its entries. */
-interface LayerPlan {
-  name: string;
-  entries: TarEntry[];
-}
 
 /** What one image is made of. */
 interface ImagePlan {
   layers: LayerPlan[];
   config: ImageRuntimeConfig;
-}
-
-interface PlanContext {
-  cacheDir: string;
-  log: (s: string) => void;
-  project: () => Promise<ProjectBuild>;
-}
-
-const encoder = new TextEncoder();
-const text = (s: string) => encoder.encode(s);
-
-const PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/**
- * What distroless/static gives: users root, nobody, nonroot (65532), /tmp, the Debian CA bundle
- * and the dpkg record of its version (the CSI driver's "bundled" base roots report it).
- */
-async function baseLayer(): Promise<LayerPlan> {
-  const caBundle = "/etc/ssl/certs/ca-certificates.crt";
-  try {
-    await Deno.stat(caBundle);
-  } catch {
-    throw new ImageBuildError(
-      `${caBundle} is missing on this machine; install Debian's ca-certificates (the images ` +
-        "carry it as distroless does)",
-    );
-  }
-  const entries: TarEntry[] = [
-    {
-      path: "/etc/passwd",
-      type: "file",
-      mode: 0o644,
-      data: text(
-        "root:x:0:0:root:/root:/sbin/nologin\n" +
-          "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n" +
-          "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n",
-      ),
-    },
-    {
-      path: "/etc/group",
-      type: "file",
-      mode: 0o644,
-      data: text("root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n"),
-    },
-    { path: "/etc/nsswitch.conf", type: "file", mode: 0o644, data: text("hosts: files dns\n") },
-    { path: "/etc/ssl/certs", type: "dir", mode: 0o755 },
-    { path: caBundle, type: "file", mode: 0o644, source: caBundle },
-    { path: "/tmp", type: "dir", mode: 0o1777 },
-    { path: "/root", type: "dir", mode: 0o700 },
-    { path: "/home/nonroot", type: "dir", mode: 0o700, uid: 65532, gid: 65532 },
-  ];
-  const status = await runCommand(["dpkg-query", "-s", "ca-certificates"]);
-  if (status.code === 0) {
-    const stanza = status.stdout.split("\n").filter((l) =>
-      /^(Package|Version|Architecture):/.test(l)
-    );
-    entries.push({
-      path: "/var/lib/dpkg/status.d/ca-certificates",
-      type: "file",
-      mode: 0o644,
-      data: text(stanza.join("\n") + "\n"),
-    });
-  }
-  return { name: "base: users, /tmp, CA bundle", entries };
-}
-
-async function libsLayer(binaries: string[]): Promise<LayerPlan[]> {
-  const libs = unionByPath(await Promise.all(binaries.map(sharedLibraries)));
-  return libs.length === 0
-    ? []
-    : [{ name: `glibc: ${libs.map((l) => basename(l.path)).join(" ")}`, entries: libs }];
 }
 
 /** A single static (or ldd-completed) Go binary at `path`, the upstream image's layout. */
@@ -399,95 +191,7 @@ function netBindServiceCapability(): Uint8Array {
   return new Uint8Array(data.buffer);
 }
 
-/** The host's util-linux programs the CSI driver spawns (csi/mount.ts). */
-const MOUNT_TOOLS = ["/usr/bin/mount", "/usr/bin/umount"];
-
-/**
- * Adds `mount` and `umount` (with the libraries `ldd` lists) to an image: the CSI driver spawns
- * them to mount and unmount its tmpfs volumes.
- */
-async function withMountTools(plan: ImagePlan): Promise<ImagePlan> {
-  return {
-    ...plan,
-    layers: [
-      ...plan.layers,
-      ...(await libsLayer(MOUNT_TOOLS)),
-      {
-        name: "util-linux mount, umount",
-        entries: MOUNT_TOOLS.map((path) => ({ path, type: "file", mode: 0o755, source: path })),
-      },
-    ],
-  };
-}
-
-/**
- * The project's images. With compiled binaries (denort available) each /usr/local/bin/<name> is
- * the binary, as in the release image. With bundles, /usr/local/bin/<name> is a launcher (symlink
- * to a static Go program) that execs `/usr/local/bin/deno run -A --no-config /app/<name>.js
- * <args>`: the same path and arguments, so the manifests' `command`/`args` work unchanged. That
- * is the only difference from the release image.
- */
-async function projectPlan(
-  context: PlanContext,
-  programs: string[],
-  user: string,
-): Promise<ImagePlan> {
-  const project = await context.project();
-  const files = programs.map((name) => {
-    const file = project.files.get(name);
-    if (!file) throw new ImageBuildError(`scripts/build.ts produced no ${name}`);
-    return { name, file };
-  });
-  const config: ImageRuntimeConfig = {
-    User: user,
-    Env: [PATH_ENV],
-    Entrypoint: [`/usr/local/bin/${programs[0]}`],
-    WorkingDir: "/",
-  };
-  if (project.kind === "binary") {
-    return {
-      layers: [
-        await baseLayer(),
-        ...(await libsLayer(files.map((f) => f.file))),
-        {
-          name: `compiled ${programs.join(", ")}`,
-          entries: files.map(({ name, file }) => ({
-            path: `/usr/local/bin/${name}`,
-            type: "file",
-            mode: 0o755,
-            source: file,
-          })),
-        },
-      ],
-      config,
-    };
-  }
-  const deno = Deno.execPath();
-  const launcher = "/usr/local/lib/spire-cacerts/deno-launcher";
-  return {
-    layers: [
-      await baseLayer(),
-      ...(await libsLayer([deno])),
-      {
-        name: `deno ${Deno.version.deno} and the bundle launcher`,
-        entries: [
-          { path: "/usr/local/bin/deno", type: "file", mode: 0o755, source: deno },
-          { path: launcher, type: "file", mode: 0o755, source: imageToolPath("deno-launcher") },
-        ],
-      },
-      {
-        name: `bundles ${programs.join(", ")}`,
-        entries: files.flatMap(({ name, file }): TarEntry[] => [
-          { path: `/app/${name}.js`, type: "file", mode: 0o644, source: file },
-          { path: `/usr/local/bin/${name}`, type: "symlink", mode: 0o777, linkname: launcher },
-        ]),
-      },
-    ],
-    config: { ...config, Env: [PATH_ENV, "DENO_NO_UPDATE_CHECK=1"] },
-  };
-}
-
-type Recipe = (context: PlanContext) => Promise<ImagePlan>;
+type Recipe = () => Promise<ImagePlan>;
 
 /** Image repository (reference without tag) to how it is made. */
 const RECIPES: Record<string, Recipe> = {
@@ -528,11 +232,6 @@ const RECIPES: Record<string, Recipe> = {
     }),
   "registry.k8s.io/sig-storage/livenessprobe": () =>
     goBinaryPlan("livenessprobe", "/livenessprobe", { Entrypoint: ["/livenessprobe"] }),
-  "ghcr.io/spire-cacerts/csi-driver": async (c) =>
-    withMountTools(await projectPlan(c, ["spire-cacerts-csi"], "0:0")),
-  "ghcr.io/spire-cacerts/webhook": (c) => projectPlan(c, ["spire-cacerts-webhook"], "65532:65532"),
-  "ghcr.io/spire-cacerts/workloads": (c) =>
-    projectPlan(c, ["spire-cacerts-server", "spire-cacerts-client"], "65532:65532"),
 };
 
 /** Go-built images whose tag must equal the module version `tests/tools/build.sh` recorded. */
@@ -598,40 +297,6 @@ export interface BuildLocalImagesOptions {
   refs?: string[];
 }
 
-async function cachedLayer(
-  layersDir: string,
-  plan: LayerPlan,
-  log: (s: string) => void,
-): Promise<LayerBlob> {
-  const key = createHash("sha256");
-  for (const entry of [...plan.entries].sort((a, b) => (a.path < b.path ? -1 : 1))) {
-    key.update(JSON.stringify({
-      ...entry,
-      source: entry.source ? await fileHash(entry.source) : undefined,
-      data: entry.data ? createHash("sha256").update(entry.data).digest("hex") : undefined,
-      xattrs: entry.xattrs
-        ? Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, [...v]]))
-        : undefined,
-    }));
-    key.update("\n");
-  }
-  const name = key.digest("hex");
-  const path = join(layersDir, `${name}.tar`);
-  const meta = join(layersDir, `${name}.json`);
-  try {
-    const blob = JSON.parse(await Deno.readTextFile(meta)) as LayerBlob;
-    if ((await Deno.stat(path)).size === blob.size) return { ...blob, path };
-  } catch {
-    // Not cached yet.
-  }
-  log(`images: writing layer ${plan.name}`);
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  const blob = await writeLayer(plan.entries, tmp);
-  await Deno.rename(tmp, path);
-  await Deno.writeTextFile(meta, JSON.stringify({ digest: blob.digest, size: blob.size }));
-  return { ...blob, path };
-}
-
 /**
  * Builds (or reuses from the cache) every image the manifests need, plus {@link PAUSE_IMAGE} and
  * {@link COREDNS_IMAGE}, as OCI archives.
@@ -653,11 +318,14 @@ export async function buildLocalImages(
   const refs = options.refs ??
     [...new Set([...(await manifestImageRefs(options.kustomizeDir)), PAUSE_IMAGE, COREDNS_IMAGE])]
       .sort();
-  const unknown = refs.filter((ref) => !RECIPES[splitRef(ref).repository]);
+  const unknown = refs.filter((ref) => {
+    const { repository } = splitRef(ref);
+    return !RECIPES[repository] && !CONTAINERFILES[repository];
+  });
   if (unknown.length > 0) {
     throw new ImageBuildError(
       `no local recipe for ${unknown.join(", ")}; known repositories: ` +
-        Object.keys(RECIPES).join(", "),
+        [...Object.keys(RECIPES), ...Object.keys(CONTAINERFILES)].join(", "),
     );
   }
   const versions = await builtVersions();
@@ -673,16 +341,23 @@ export async function buildLocalImages(
     }
   }
 
-  let project: Promise<ProjectBuild> | undefined;
-  const context: PlanContext = {
-    cacheDir,
-    log,
-    project: () => (project ??= buildProject(cacheDir, log)),
-  };
   const images: LocalImage[] = [];
   const used = new Set<string>();
+  let builtFromContainerfile = false;
   for (const ref of refs) {
-    const plan = await RECIPES[splitRef(ref).repository](context);
+    const containerfile = CONTAINERFILES[splitRef(ref).repository];
+    if (containerfile) {
+      const { baseLayers, ...image } = await buildContainerfileImage(ref, {
+        containerfile,
+        cacheDir,
+        log,
+      });
+      images.push(image);
+      for (const path of baseLayers) used.add(basename(path, ".tar"));
+      builtFromContainerfile = true;
+      continue;
+    }
+    const plan = await RECIPES[splitRef(ref).repository]();
     const layers: LayerBlob[] = [];
     for (const layer of plan.layers) layers.push(await cachedLayer(layersDir, layer, log));
     const spec = { ref, layers, config: plan.config, history: plan.layers.map((l) => l.name) };
@@ -713,7 +388,7 @@ export async function buildLocalImages(
     images.push({ ref, archive, manifestDigest, size });
     for (const layer of layers) used.add(basename(layer.path, ".tar"));
   }
-  if (project) used.add(basename((await project).dir));
+  if (builtFromContainerfile) await pruneBuilderCache(cacheDir);
   if (!options.refs) await pruneCache(cacheDir, used, log);
   return images;
 }
@@ -722,8 +397,8 @@ export async function buildLocalImages(
 const PRUNE_AGE_MS = 60 * 60 * 1000;
 
 /**
- * Removes layers and project builds that the current full build did not use, so that rebuilt
- * tools and changed sources do not pile up hundreds of megabytes per change.
+ * Removes layers (and project builds of earlier versions) that the current full build did not
+ * use, so that rebuilt tools and changed sources do not pile up hundreds of megabytes per change.
  */
 async function pruneCache(cacheDir: string, used: Set<string>, log: (s: string) => void) {
   const now = Date.now();

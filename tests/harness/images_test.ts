@@ -183,28 +183,37 @@ async function verifyArchive(image: LocalImage, scratch: string): Promise<{
   for (const [i, layer] of manifest.layers.entries()) {
     assert.equal(await digestOf(blob(layer.digest)), layer.digest, `${image.ref} layer ${i}`);
     assert.equal((await Deno.stat(blob(layer.digest))).size, layer.size);
-    assert.equal(config.rootfs.diff_ids[i], layer.digest, "uncompressed: diff id = digest");
+    if (layer.mediaType.endsWith(".tar")) {
+      assert.equal(config.rootfs.diff_ids[i], layer.digest, "uncompressed: diff id = digest");
+    }
     for (const entry of await listTar(blob(layer.digest))) files.set(entry.path, entry);
   }
   await Deno.remove(dir, { recursive: true });
   return { config: config.config, files };
 }
 
+/** Resolves symlinks in every component of `path`, as the kernel does inside the image. */
+function resolveInImage(files: Map<string, Listed>, path: string, what: string): string {
+  let parts = path.split("/").filter(Boolean);
+  for (let hops = 0, i = 0; i < parts.length; i++) {
+    const prefix = "/" + parts.slice(0, i + 1).join("/");
+    const entry = files.get(prefix);
+    if (entry?.type !== "l") continue;
+    assert.ok(++hops < 16, `${what}: symlink loop at ${path}`);
+    const target = entry.link!.startsWith("/") ? entry.link! : join(prefix, "..", entry.link!);
+    parts = [...target.split("/").filter(Boolean), ...parts.slice(i + 1)];
+    i = -1;
+  }
+  return "/" + parts.join("/");
+}
+
 /** Follows symlinks inside the image and requires an executable regular file. */
 function assertExecutable(files: Map<string, Listed>, path: string, what: string): void {
-  let current = path;
-  for (let hops = 0; hops < 8; hops++) {
-    const entry = files.get(current);
-    assert.ok(entry, `${what}: ${current} is not in the image`);
-    if (entry.type === "l") {
-      current = entry.link!.startsWith("/") ? entry.link! : join(current, "..", entry.link!);
-      continue;
-    }
-    assert.equal(entry.type, "-", `${what}: ${current} is not a regular file`);
-    assert.ok(entry.executable, `${what}: ${current} is not executable`);
-    return;
-  }
-  assert.fail(`${what}: symlink loop at ${path}`);
+  const resolved = resolveInImage(files, path, what);
+  const entry = files.get(resolved);
+  assert.ok(entry, `${what}: ${path} (${resolved}) is not in the image`);
+  assert.equal(entry.type, "-", `${what}: ${resolved} is not a regular file`);
+  assert.ok(entry.executable, `${what}: ${resolved} is not executable`);
 }
 
 Deno.test({
@@ -334,7 +343,7 @@ Deno.test({
       await importImages(images, { containerdAddress: address, log: (s) => lines.push(s) });
       assert.deepEqual(lines, [], "a second import finds everything in place");
 
-      // Executing proves the layout, the loader and libraries, and the Deno launcher.
+      // Executing proves the layout, the loader and libraries, and (for bundles) the shebang.
       const runs: [string, string[], RegExp][] = [
         [PAUSE_IMAGE, ["/pause", "--version"], /pause\.go 3\.10/],
         [
