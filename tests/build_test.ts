@@ -202,13 +202,22 @@ Deno.test("Containerfiles build the targets scripts/build.ts knows, on pinned ba
     const text = await Deno.readTextFile(`${ROOT}images/${file}.Containerfile`);
     assert.match(text, new RegExp(`^ARG DENO_IMAGE=denoland/deno:${denoVersion}$`, "m"));
     assert.match(text, /^ARG RUNTIME_IMAGE=gcr\.io\/distroless\/cc-debian12:nonroot$/m);
-    assert.match(text, new RegExp(`scripts/build\\.ts --only ${names.join(",")} --out-dir /out`));
-    assert.doesNotMatch(text, /allow-bundle-fallback/);
-    for (const name of names) {
-      const output = TARGETS.find((t) => t.name === name)?.output;
-      assert.ok(output);
-      assert.match(text, new RegExp(`/out/${output} /usr/local/bin/${output}`));
-    }
+    assert.match(
+      text,
+      new RegExp(
+        `scripts/build\\.ts --only ${names.join(",")} --out-dir /out --image-root /rootfs ` +
+          "\\$\\{BUILD_FLAGS\\}$",
+        "m",
+      ),
+    );
+    // Release builds compile: the bundle fallback is only ever a build argument.
+    assert.match(text, /^ARG BUILD_FLAGS=$/m);
+    assert.doesNotMatch(text, /^[^#]*allow-bundle-fallback/m);
+    assert.match(text, /^COPY --from=build \/rootfs\/ \/$/m);
+    assert.match(text, /^COPY \. \.$/m);
+    const entrypoint = /^ENTRYPOINT \["(\S+)"\]$/m.exec(text)?.[1];
+    const output = TARGETS.find((t) => t.name === names[0])?.output;
+    assert.equal(entrypoint, `/usr/local/bin/${output}`);
   }
 });
 
@@ -244,6 +253,42 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("--image-root: a bundle becomes /usr/local/bin/<program> run by the Deno beside it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "image-root-" });
+  try {
+    const result = await deno([
+      "run",
+      "-A",
+      `${ROOT}scripts/build.ts`,
+      "--allow-bundle-fallback",
+      "--only",
+      "client",
+      "--out-dir",
+      join(dir, "out"),
+      "--image-root",
+      join(dir, "rootfs"),
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    const manifest = JSON.parse(await Deno.readTextFile(join(dir, "out", "build.json"))) as {
+      artefacts: { kind: string }[];
+    };
+    const script = join(dir, "rootfs/usr/local/bin/spire-cacerts-client");
+    assert.ok(((await Deno.stat(script)).mode! & 0o111) !== 0, "executable");
+    if (manifest.artefacts[0].kind === "bundle") {
+      const text = await Deno.readTextFile(script);
+      assert.ok(text.startsWith("#!/usr/local/bin/deno -A\n"), text.slice(0, 40));
+      const copy = join(dir, "rootfs/usr/local/bin/deno");
+      assert.equal((await Deno.stat(copy)).size, (await Deno.stat(Deno.execPath())).size);
+      // What the kernel runs for `/usr/local/bin/spire-cacerts-client --version`.
+      const version = await runCommand([copy, "-A", script, "--version"]);
+      assert.equal(version.code, 0, version.stderr);
+      assert.match(version.stdout, /spire-cacerts-client/);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 async function run(cmd: string[]): Promise<{ code: number; out: string }> {
