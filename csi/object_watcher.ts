@@ -84,6 +84,20 @@ function errorIdentity(error: unknown): string {
   return typeof code === "number" ? `HTTP ${code}` : String(error);
 }
 
+/** One line for a log: `HTTP 403: <the API server's Status message>`, else the error's message. */
+export function describeApiError(error: unknown): string {
+  const { code, body } = (error ?? {}) as { code?: unknown; body?: unknown };
+  if (typeof code !== "number") return error instanceof Error ? error.message : String(error);
+  let message: unknown;
+  try {
+    message = (typeof body === "string" ? JSON.parse(body) : body as { message?: unknown })
+      ?.message;
+  } catch {
+    message = undefined;
+  }
+  return typeof message === "string" ? `HTTP ${code}: ${message}` : `HTTP ${code}`;
+}
+
 /** Ref-counted single-object watches; see the module documentation. */
 export class ObjectWatcher {
   readonly #opts: ObjectWatcherOptions;
@@ -147,6 +161,21 @@ export class ObjectWatcher {
     return this.#entries.get(objectKey(o))?.error;
   }
 
+  /**
+   * Lists a watched object now (a consistent read from the API server) and resolves once its state
+   * is stored; a change is reported as usual, a failure is kept as {@link error}. Does nothing for
+   * an object that is not watched.
+   */
+  async refresh(o: WatchedObject): Promise<void> {
+    const entry = this.#entries.get(objectKey(o));
+    if (!entry || entry.stopped) return;
+    try {
+      await this.#list(entry);
+    } catch (error) {
+      this.#failed(entry, error);
+    }
+  }
+
   /** Stops every watch. */
   stop(): void {
     for (const entry of this.#entries.values()) this.#stopEntry(entry);
@@ -198,6 +227,17 @@ export class ObjectWatcher {
     return list.metadata?.resourceVersion;
   }
 
+  /** Keeps a list error; logs and reports it when it differs from the previous one. */
+  #failed(entry: Entry, error: unknown, report = true): void {
+    const changed = entry.error === undefined ||
+      errorIdentity(entry.error) !== errorIdentity(error);
+    entry.error = error;
+    const fields = { object: entry.key, error: describeApiError(error) };
+    if (changed) this.#opts.logger.warn("list failed", fields);
+    else this.#opts.logger.debug("list failed again", fields);
+    if (changed && report && !entry.stopped) this.#opts.onChange(entry.key);
+  }
+
   async #run(entry: Entry, loaded: () => void): Promise<void> {
     const log = this.#opts.logger;
     let backoff = 200;
@@ -208,19 +248,11 @@ export class ObjectWatcher {
         loaded();
         backoff = 200;
       } catch (error) {
-        const changed = entry.error === undefined ||
-          errorIdentity(entry.error) !== errorIdentity(error);
-        entry.error = error;
-        const fields = { object: entry.key, error: String(error) };
-        if (changed) log.warn("list failed", fields);
-        else log.debug("list failed again", fields);
         // A first load that fails leaves the object unknown; publishing reports it.
-        if (entry.object === undefined) {
-          entry.object = null;
-          loaded();
-        } else if (changed && !entry.stopped) {
-          this.#opts.onChange(entry.key);
-        }
+        const first = entry.object === undefined;
+        if (first) entry.object = null;
+        this.#failed(entry, error, !first);
+        if (first) loaded();
         await this.#sleep(entry, backoff);
         backoff = Math.min(backoff * 2, this.#opts.maxRetryMs ?? 10_000);
         continue;

@@ -15,12 +15,16 @@
  *   {@link STATUS_FIELD_MANAGER}, forced: this program owns these fields).
  *
  * No leader election is needed for the two webhook replicas: the status is a pure function of
- * the class, its sources and the time (which only decides what has expired), every write is
- * compare-before-write against the stored status, both replicas apply under the same field
- * manager so their applies never conflict, and `lastTransitionTime` — the one field that depends
- * on when a replica noticed a change — is kept from the stored condition whenever the condition's
- * status is unchanged. After a transition the replicas therefore write at most once each and
- * then agree on the stored value; a Lease would only add a failover delay.
+ * the class, its sources and the time (which only decides what has expired); every write is
+ * compare-before-write against the stored status; a replica about to change the stored status
+ * first re-reads every source of the class from the API server (a consistent read), so a replica
+ * whose watch lags behind the one that wrote agrees once it has read, instead of writing its older
+ * view back; both replicas apply under the same field manager, so their applies never conflict;
+ * and `lastTransitionTime` — the one field that depends on when a replica noticed a change — is
+ * kept from the stored condition whenever the condition's status is unchanged. After a change the
+ * replicas write at most once each and then agree on the stored value; a Lease would only add a
+ * failover delay. (Clocks that differ by δ can disagree for δ about a certificate that expires
+ * at that moment.)
  *
  * @module
  */
@@ -477,6 +481,8 @@ export interface SourceFeed {
   get(object: WatchedObject): Record<string, unknown> | null | undefined;
   /** The last read's error, if it failed. */
   error(object: WatchedObject): unknown;
+  /** Reads a watched object now (a consistent read, not a watch event) and stores its state. */
+  refresh(object: WatchedObject): Promise<void>;
   /** Stops every watch. */
   stop(): void;
 }
@@ -685,7 +691,7 @@ export class ClassStatusController {
   }
 
   async #reconcile(t: Tracked): Promise<void> {
-    const cls = t.object;
+    let cls = t.object;
     let deps: WatchedObject[] = [];
     try {
       const seen = new Set<string>();
@@ -701,15 +707,29 @@ export class ClassStatusController {
     }
     await this.#swapDeps(t, deps);
     if (t.removed || this.#stopped) return;
-    const now = this.#opts.now?.() ?? new Date();
-    const { status, recheckAt } = await computeClassStatus(cls, (o) => ({
-      object: this.#sources.get(o) ?? null,
-      error: this.#sources.error(o),
-    }), {
-      now,
-      serviceAccount: this.#opts.serviceAccount,
-      sourceReaderRole: this.#opts.sourceReaderRole,
-    });
+    const compute = () => {
+      const now = this.#opts.now?.() ?? new Date();
+      return computeClassStatus(cls, (o) => ({
+        object: this.#sources.get(o) ?? null,
+        error: this.#sources.error(o),
+      }), {
+        now,
+        serviceAccount: this.#opts.serviceAccount,
+        sourceReaderRole: this.#opts.sourceReaderRole,
+      }).then((computed) => ({ ...computed, now }));
+    };
+    let computed = await compute();
+    if (statusDiffers(cls.status, computed.status)) {
+      // About to change the stored status, which the other replica may have written from a newer
+      // view: base the change on a fresh read of every source, not on watch events (or a retry
+      // backoff) that may lag behind it. A replica that only lagged then agrees and writes nothing.
+      await Promise.all(deps.map((d) => this.#sources.refresh(d)));
+      if (t.removed || this.#stopped) return;
+      // The stored status may have moved meanwhile (the informer delivers it).
+      if (canonical(t.object.spec) === canonical(cls.spec)) cls = t.object;
+      computed = await compute();
+    }
+    const { status, recheckAt, now } = computed;
     t.ready = status.conditions[0].status === "True";
     this.#countReady();
     if (recheckAt) this.#timer(t, recheckAt.getTime() - now.getTime() + 1000);

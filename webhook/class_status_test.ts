@@ -317,9 +317,15 @@ class FakeCluster {
     setTimeout(() => feeds.forEach((f) => f.remove(c)), 0);
   }
 
-  setSource(key: string, state: SourceState): void {
+  /** Changes a source; watchers in `lagging` do not hear of it (until they read it). */
+  setSource(key: string, state: SourceState, lagging: FakeSources[] = []): void {
     this.sources.set(key, state);
-    for (const w of this.#watchers) if (w.refs.has(key)) w.onChange(key);
+    for (const w of this.#watchers) {
+      if (w.refs.has(key) && !lagging.includes(w)) {
+        w.view.set(key, state);
+        w.onChange(key);
+      }
+    }
   }
 
   feed(): ClassFeed {
@@ -362,25 +368,44 @@ class FakeCluster {
 
 class FakeSources implements SourceFeed {
   refs = new Map<string, number>();
+  /** What this watcher has heard: the cluster's state as of its last event or read. */
+  view = new Map<string, SourceState>();
+  refreshes = 0;
   constructor(readonly cluster: FakeCluster, readonly onChange: (key: string) => void) {}
   acquire(o: WatchedObject): Promise<void> {
-    this.refs.set(objectKey(o), (this.refs.get(objectKey(o)) ?? 0) + 1);
+    const key = objectKey(o);
+    if (!this.refs.has(key)) this.view.set(key, this.cluster.sources.get(key) ?? { object: null });
+    this.refs.set(key, (this.refs.get(key) ?? 0) + 1);
     return Promise.resolve();
   }
   release(o: WatchedObject): void {
     const n = (this.refs.get(objectKey(o)) ?? 0) - 1;
-    if (n <= 0) this.refs.delete(objectKey(o));
-    else this.refs.set(objectKey(o), n);
+    if (n <= 0) {
+      this.refs.delete(objectKey(o));
+      this.view.delete(objectKey(o));
+    } else this.refs.set(objectKey(o), n);
   }
   get(o: WatchedObject) {
     if (!this.refs.has(objectKey(o))) return undefined;
-    return this.cluster.sources.get(objectKey(o))?.object ?? null;
+    return this.view.get(objectKey(o))?.object ?? null;
   }
   error(o: WatchedObject): unknown {
-    return this.cluster.sources.get(objectKey(o))?.error;
+    return this.view.get(objectKey(o))?.error;
+  }
+  refresh(o: WatchedObject): Promise<void> {
+    const key = objectKey(o);
+    if (!this.refs.has(key)) return Promise.resolve();
+    this.refreshes++;
+    const fresh = this.cluster.sources.get(key) ?? { object: null };
+    if (fresh !== this.view.get(key)) {
+      this.view.set(key, fresh);
+      this.onChange(key);
+    }
+    return Promise.resolve();
   }
   stop(): void {
     this.refs.clear();
+    this.view.clear();
   }
 }
 
@@ -500,6 +525,42 @@ Deno.test("controller: a Forbidden source recovers once it can be read, a spec c
   assert.deepEqual(stored().fingerprints, [sha(pki.rootB)]);
   assert.deepEqual([...watcher!.refs.keys()], ["Secret/shop/mine"]);
   await c.stop();
+});
+
+Deno.test("controller: a replica whose watch lags reads afresh instead of writing its old view back", async () => {
+  const cluster = new FakeCluster();
+  cluster.setSource("Secret/shop/s", { object: secret({ "ca.crt": pki.rootA.pem }) });
+  cluster.putClass(cls([{ kind: "Secret", name: "s" }]));
+  const watchers: FakeSources[] = [];
+  const make = (replica: string) =>
+    new ClassStatusController({
+      classes: cluster.feed(),
+      sources: (onChange) => {
+        const w = cluster.watcher(onChange);
+        watchers.push(w);
+        return w;
+      },
+      writer: cluster.writer(replica),
+      now: () => NOW,
+    });
+  const a = make("a");
+  const b = make("b");
+  await a.start();
+  await b.start();
+  await settle(a, b);
+  const first = cluster.writes.length;
+  // Only replica a hears of the deletion; b sees a's status write first.
+  cluster.setSource("Secret/shop/s", { object: null }, [watchers[1]]);
+  await settle(a, b);
+  const after = cluster.writes.slice(first);
+  assert.deepEqual(after.map((w) => [w.replica, w.status.conditions[0].status]), [["a", "False"]]);
+  assert.ok(watchers[1].refreshes >= 1, "b read the source afresh before disagreeing");
+  assert.equal(
+    (cluster.classes.get("shop/trust")!.status as ClassStatus).conditions[0].reason,
+    "SourceNotFound",
+  );
+  await a.stop();
+  await b.stop();
 });
 
 Deno.test("controller: a failed write is retried", async () => {

@@ -1,0 +1,330 @@
+/**
+ * The CAProviderClass status writer against a real kube-apiserver, as the webhook's
+ * ServiceAccount under the manifests' RBAC (manifests/webhook/rbac.yaml, impersonated), with the
+ * real CRD (manifests/crds/caproviderclasses.yaml) and two replicas writing at once.
+ */
+
+import assert from "node:assert/strict";
+import { X509Certificate } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { createLogger } from "../csi/log.ts";
+import { Registry } from "../prometheus/mod.ts";
+import {
+  type ClassStatus,
+  type ClassStatusController,
+  rfc3339,
+  startClassStatus,
+} from "../webhook/class_status.ts";
+import {
+  createCa,
+  type KubeApiServer,
+  needsTools,
+  startKubeApiServer,
+  waitFor,
+} from "./harness/mod.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+const CRD = `${ROOT}manifests/crds/caproviderclasses.yaml`;
+const RBAC = `${ROOT}manifests/webhook/rbac.yaml`;
+const GROUP = "cacerts.csi.cert-manager.io";
+const SA_USER = "system:serviceaccount:spire-cacerts:spire-cacerts-webhook";
+/** How fast a source change must reach the status. */
+const WITHIN_MS = 2_000;
+
+/** The admin's kubeconfig, acting as the webhook's ServiceAccount. */
+function asWebhook(admin: KubeConfig): KubeConfig {
+  const cluster = admin.getCurrentCluster()!;
+  const user = admin.getCurrentUser()!;
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [cluster],
+    users: [{ ...user, name: "webhook", impersonateUser: SA_USER }],
+    contexts: [{ name: "webhook", cluster: cluster.name, user: "webhook" }],
+    currentContext: "webhook",
+  });
+  return kc;
+}
+
+async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
+  await kube.kubectl(["apply", "-f", "-"], { stdin: JSON.stringify(object), check: true });
+}
+
+function secret(ns: string, name: string, data: Record<string, string>, type = "Opaque") {
+  return {
+    apiVersion: "v1",
+    kind: "Secret",
+    type,
+    metadata: { namespace: ns, name },
+    data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, btoa(v)])),
+  };
+}
+
+function capClass(name: string, ref: Record<string, string>) {
+  return {
+    apiVersion: `${GROUP}/v1alpha1`,
+    kind: "CAProviderClass",
+    metadata: { namespace: "shop", name },
+    spec: { refs: [{ apiGroup: "", ...ref }] },
+  };
+}
+
+/** Lower-case hex SHA-256 of a PEM certificate's DER. */
+function sha256(pem: string): string {
+  return new X509Certificate(pem).fingerprint256.replaceAll(":", "").toLowerCase();
+}
+
+Deno.test({
+  name:
+    "class status on a real apiserver: Ready follows its sources within 2 s, RBAC per namespace",
+  ...needsTools(["etcd", "kube-apiserver", "kubectl"]),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const dir = await Deno.makeTempDir({ prefix: "cacerts-class-status-" });
+    const kube = await startKubeApiServer();
+    const controllers: ClassStatusController[] = [];
+    try {
+      const [caOne, caTwo, caWeb] = await Promise.all([
+        createCa(dir, "ca-one", "Status CA one"),
+        createCa(dir, "ca-two", "Status CA two"),
+        createCa(dir, "ca-web", "Status CA web"),
+      ]);
+      await kube.kubectl(["apply", "-f", CRD], { check: true });
+      await kube.kubectl(
+        ["wait", "--for=condition=Established", `crd/caproviderclasses.${GROUP}`],
+        {
+          check: true,
+        },
+      );
+      for (const ns of ["spire", "spire-cacerts", "shop", "team"]) {
+        await kube.kubectl(["create", "namespace", ns], { check: true });
+      }
+      await kube.kubectl(["apply", "-f", RBAC], { check: true });
+      const can = async (...args: string[]) =>
+        (await kube.kubectl(["auth", "can-i", `--as=${SA_USER}`, ...args])).stdout.trim();
+      // Least privilege: sources are readable only where a RoleBinding grants it.
+      assert.equal(await can("list", "secrets", "-A"), "no");
+      assert.equal(await can("watch", "secrets", "-n", "spire"), "yes");
+      assert.equal(await can("list", "configmaps", "-n", "team"), "no");
+      assert.equal(
+        await can("patch", `caproviderclasses.${GROUP}`, "--subresource=status", "-A"),
+        "yes",
+      );
+
+      await apply(
+        kube,
+        secret("spire", "spire-ca-bundle", { "ca.crt": caOne.certPem + caTwo.certPem }),
+      );
+      await apply(
+        kube,
+        secret("spire", "web-tls", {
+          "tls.crt": caWeb.certPem,
+          "tls.key": caWeb.keyPem,
+        }, "kubernetes.io/tls"),
+      );
+      await apply(
+        kube,
+        capClass("spire-ca", {
+          kind: "Secret",
+          namespace: "spire",
+          name: "spire-ca-bundle",
+          key: "ca.crt",
+        }),
+      );
+      await apply(kube, capClass("web", { kind: "Secret", namespace: "spire", name: "web-tls" }));
+      await apply(
+        kube,
+        capClass("team", {
+          kind: "ConfigMap",
+          namespace: "team",
+          name: "roots",
+          key: "ca.crt",
+        }),
+      );
+      await kube.kubectl([
+        "-n",
+        "team",
+        "create",
+        "configmap",
+        "roots",
+        `--from-file=ca.crt=${caWeb.certPath}`,
+      ], {
+        check: true,
+      });
+
+      // Two replicas, as deployed.
+      const sa = asWebhook(kube.kubeConfig);
+      const metrics = new Registry();
+      // The 403s before the RoleBinding exists are expected; only errors are shown.
+      const log = createLogger("error");
+      controllers.push(await startClassStatus({ kubeConfig: sa, log, metrics }));
+      controllers.push(await startClassStatus({ kubeConfig: sa, log }));
+
+      const custom = kube.kubeConfig.makeApiClient(CustomObjectsApi);
+      const read = async (name: string) =>
+        await custom.getNamespacedCustomObject({
+          group: GROUP,
+          version: "v1alpha1",
+          namespace: "shop",
+          plural: "caproviderclasses",
+          name,
+        }) as { metadata: { resourceVersion: string; generation: number }; status?: ClassStatus };
+      const ready = async (name: string) => (await read(name)).status?.conditions?.[0];
+
+      await t.step("two CAs: count, fingerprints and earliest NotAfter", async () => {
+        const cls = await waitFor("spire-ca Ready", async () => {
+          const c = await read("spire-ca");
+          return c.status?.conditions?.[0]?.status === "True" ? c : undefined;
+        }, { timeoutMs: 15_000, intervalMs: 100 });
+        const status = cls.status!;
+        assert.equal(status.observedGeneration, cls.metadata.generation);
+        assert.equal(status.conditions[0].observedGeneration, cls.metadata.generation);
+        assert.equal(status.conditions[0].reason, "Resolved");
+        assert.equal(status.certificates, 2);
+        assert.deepEqual(
+          status.fingerprints,
+          [sha256(caOne.certPem), sha256(caTwo.certPem)].sort(),
+        );
+        const notAfter = [caOne.certPem, caTwo.certPem].map((p) =>
+          new Date(new X509Certificate(p).validTo).getTime()
+        );
+        assert.equal(status.earliestNotAfter, rfc3339(new Date(Math.min(...notAfter))));
+        assert.deepEqual(status.resolvedRefs, [{
+          kind: "Secret",
+          namespace: "spire",
+          name: "spire-ca-bundle",
+          key: "ca.crt",
+          keySource: "Ref",
+          certificates: 2,
+        }]);
+      });
+
+      await t.step("a keyless ref to a Secret with only tls.crt shows the key used", async () => {
+        const status = await waitFor("web Ready", async () => {
+          const s = (await read("web")).status;
+          return s?.conditions?.[0]?.status === "True" ? s : undefined;
+        }, { timeoutMs: 15_000, intervalMs: 100 });
+        assert.deepEqual(status.resolvedRefs?.[0], {
+          kind: "Secret",
+          namespace: "spire",
+          name: "web-tls",
+          key: "tls.crt",
+          keySource: "Fallback",
+          certificates: 1,
+        });
+        assert.match(
+          status.conditions[0].message,
+          /key tls\.crt \(ref without key; the object has no ca\.crt\)/,
+        );
+        assert.doesNotMatch(JSON.stringify(status), /PRIVATE KEY|LS0t/);
+      });
+
+      await t.step("kubectl get caproviderclass -A shows Ready and the count", async () => {
+        const out = (await kube.kubectl(["get", "caproviderclass", "-A"], { check: true })).stdout;
+        const [header, ...rows] = out.trim().split("\n");
+        const columns = header.trim().split(/\s{2,}/);
+        assert.deepEqual(columns, [
+          "NAMESPACE",
+          "NAME",
+          "REFS",
+          "READY",
+          "CERTIFICATES",
+          "EXPIRES",
+          "AGE",
+        ]);
+        const row = rows.map((r) => r.trim().split(/\s{2,}/)).find((r) => r[1] === "spire-ca");
+        assert.ok(row, out);
+        const cell = (name: string) => row[columns.indexOf(name)];
+        assert.equal(cell("READY"), "True", out);
+        assert.equal(cell("CERTIFICATES"), "2", out);
+        assert.match(cell("EXPIRES"), /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/, out);
+        const described =
+          (await kube.kubectl(["describe", "caproviderclass", "-n", "shop", "spire-ca"], {
+            check: true,
+          })).stdout;
+        assert.match(described, /2 CA certificates from Secret spire\/spire-ca-bundle key ca\.crt/);
+      });
+
+      await t.step(
+        "a deleted Secret turns Ready False naming it, and back when it returns",
+        async () => {
+          const before = await ready("spire-ca");
+          await kube.kubectl(["-n", "spire", "delete", "secret", "spire-ca-bundle"], {
+            check: true,
+          });
+          const gone = await waitFor("spire-ca not Ready", async () => {
+            const c = await ready("spire-ca");
+            return c?.status === "False" ? c : undefined;
+          }, { timeoutMs: WITHIN_MS, intervalMs: 50 });
+          assert.equal(gone.reason, "SourceNotFound");
+          assert.match(
+            gone.message,
+            /^Secret spire\/spire-ca-bundle \(from CAProviderClass shop\/spire-ca\) not found$/,
+          );
+          assert.notEqual(gone.lastTransitionTime < before!.lastTransitionTime, true);
+          assert.equal((await read("spire-ca")).status?.certificates, 0);
+
+          await apply(kube, secret("spire", "spire-ca-bundle", { "ca.crt": caOne.certPem }));
+          const back = await waitFor("spire-ca Ready again", async () => {
+            const c = await read("spire-ca");
+            return c.status?.conditions?.[0]?.status === "True" ? c.status : undefined;
+          }, { timeoutMs: WITHIN_MS, intervalMs: 50 });
+          assert.equal(back.certificates, 1);
+          assert.deepEqual(back.fingerprints, [sha256(caOne.certPem)]);
+        },
+      );
+
+      await t.step(
+        "a ref into a namespace without RoleBinding shows Forbidden, then True once bound",
+        async () => {
+          const denied = await waitFor("team Forbidden", async () => {
+            const c = await ready("team");
+            return c?.reason === "Forbidden" ? c : undefined;
+          }, { timeoutMs: 15_000, intervalMs: 100 });
+          assert.equal(denied.status, "False");
+          const command = /`(kubectl create rolebinding [^`]+)`/.exec(denied.message)?.[1];
+          assert.equal(
+            command,
+            "kubectl create rolebinding spire-cacerts-source-reader " +
+              "--clusterrole=spire-cacerts-source-reader " +
+              "--serviceaccount=spire-cacerts:spire-cacerts-webhook -n team",
+          );
+          assert.match(denied.message, /namespace "team"/);
+          // Run exactly what the message says.
+          await kube.kubectl(command!.split(" ").slice(1), { check: true });
+          const granted = await waitFor("team Ready", async () => {
+            const c = await ready("team");
+            return c?.status === "True" ? c : undefined;
+          }, { timeoutMs: 10_000, intervalMs: 100 });
+          assert.equal(granted.reason, "Resolved");
+          assert.match(granted.message, /ConfigMap team\/roots key ca\.crt/);
+        },
+      );
+
+      await t.step("both replicas settle: no further writes without a change", async () => {
+        await Promise.all(controllers.map((c) => c.idle()));
+        const before = await Promise.all(
+          ["spire-ca", "web", "team"].map(async (n) => (await read(n)).metadata.resourceVersion),
+        );
+        await new Promise((r) => setTimeout(r, 3_000));
+        const after = await Promise.all(
+          ["spire-ca", "web", "team"].map(async (n) => (await read(n)).metadata.resourceVersion),
+        );
+        assert.deepEqual(after, before);
+        const writes = metrics.value("spire_cacerts_webhook_class_status_writes_total", {
+          result: "ok",
+        });
+        assert.ok(writes >= 1, "replica a wrote");
+        assert.equal(
+          metrics.value("spire_cacerts_webhook_caproviderclasses", { ready: "true" }),
+          3,
+        );
+      });
+    } finally {
+      await Promise.all(controllers.map((c) => c.stop()));
+      await kube.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
