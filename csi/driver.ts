@@ -32,7 +32,12 @@ import { CsiError, SourceError } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { Registry } from "../prometheus/mod.ts";
 import { isMountPoint, mountTmpfs, unmount } from "./mount.ts";
-import { objectKey, ObjectWatcher, type WatchedObject } from "./object_watcher.ts";
+import {
+  describeApiError,
+  objectKey,
+  ObjectWatcher,
+  type WatchedObject,
+} from "./object_watcher.ts";
 import type {
   NodeGetVolumeStatsRequest,
   NodePublishVolumeRequest,
@@ -528,6 +533,7 @@ export class NodeDriver {
         );
       }
       const object = await this.#use(deps, { kind: "CAProviderClass", ...cls });
+      this.#unreadable({ kind: "CAProviderClass", ...cls }, object, label);
       if (!object) {
         throw new SourceError(`${label} not found`, status.NOT_FOUND, { reason: "ClassNotFound" });
       }
@@ -537,18 +543,30 @@ export class NodeDriver {
             `${label} refers to ${ref.kind} ${ref.namespace}/${ref.name} in another namespace and ` +
               `"${ref.namespace}" is not in --allowed-ref-namespaces`,
             status.PERMISSION_DENIED,
+            { reason: "NotAllowed" },
           );
         }
-        const source = await this.#use(deps, {
-          kind: ref.kind,
-          namespace: ref.namespace,
-          name: ref.name,
-        });
+        const watched = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+        const source = await this.#use(deps, watched);
+        this.#unreadable(watched, source, `${refObjectName(ref)} (from ${label})`);
         const { key, text } = readRefText(ref, source, label);
         sources.push({ name: this.#sourceName(ref, key), text });
       }
     }
     return sources;
+  }
+
+  /** An object never read because its list failed is unreadable, not missing: say so. */
+  #unreadable(o: WatchedObject, object: Record<string, unknown> | null, what: string): void {
+    const error = this.#watcher.error(o);
+    if (object !== null || error === undefined) return;
+    const forbidden = (error as { code?: unknown }).code === 403;
+    throw new SourceError(
+      `cannot read ${what}: ${describeApiError(error)}` +
+        (forbidden ? ` (grant the driver's ServiceAccount get, list and watch on it)` : ""),
+      forbidden ? status.PERMISSION_DENIED : status.UNAVAILABLE,
+      { reason: forbidden ? "Forbidden" : "SourceUnreadable", cause: error },
+    );
   }
 
   #sourceName(ref: SourceRef, key: string): string {

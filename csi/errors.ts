@@ -32,6 +32,7 @@ export type SourceReason =
   | "SourceNotFound"
   | "KeyNotFound"
   | "Forbidden"
+  | "SourceUnreadable"
   | "NotAllowed";
 
 /** Options of {@link SourceError}. */

@@ -55,6 +55,7 @@ export { type HealthServer, parseHostPort, startHealthServer } from "./http.ts";
 export { Registry } from "../prometheus/mod.ts";
 export { createLogger, type Logger, type LogLevel } from "./log.ts";
 export {
+  describeApiError,
   objectKey,
   ObjectWatcher,
   type ObjectWatcherOptions,

@@ -12,6 +12,9 @@
  *   values are refused with a message.
  * - {@link Controller}: CAProviderClass `spire-ca` in every namespace not excluded, and the Secret
  *   `spire/spire-ca-bundle` kept equal to SPIRE's `spire/spire-bundle` ConfigMap.
+ * - {@link ClassStatusController} ({@link startClassStatus}): the status of every CAProviderClass
+ *   (Ready with reason and message, resolved refs and keys, certificate count, fingerprints,
+ *   earliest NotAfter), from the Secrets and ConfigMaps it may read.
  * - {@link RegistrationSync}: the ClusterSPIFFEIDs of a directory (the registrations ConfigMap),
  *   server-side applied once their CRD is served and kept applied (file changes, periodic repair).
  * - {@link startWebhookServer}: HTTPS with the SPIRE SVID from spiffe-helper's files, swapped
@@ -60,6 +63,36 @@ export {
   MANAGED_LABEL,
   MANAGED_VALUE,
 } from "./controller.ts";
+export {
+  applyStatusWriter,
+  type ClassFeed,
+  classInformerFeed,
+  type ClassObject,
+  type ClassStatus,
+  ClassStatusController,
+  type ClassStatusControllerOptions,
+  computeClassStatus,
+  type ComputedStatus,
+  type ComputeStatusOptions,
+  DEFAULT_SERVICE_ACCOUNT,
+  forbiddenMessage,
+  nextReadyCondition,
+  READY,
+  type ReadyCondition,
+  type ReadyReason,
+  type ResolvedRef,
+  rfc3339,
+  SOURCE_READER_ROLE,
+  type SourceFeed,
+  type SourceLookup,
+  type SourceState,
+  startClassStatus,
+  type StartClassStatusOptions,
+  STATUS_FIELD_MANAGER,
+  statusDiffers,
+  type StatusWriter,
+  storedReadyCondition,
+} from "./class_status.ts";
 export { LATENCY_BUCKETS, WebhookMetrics } from "./metrics.ts";
 export {
   type AppliedObject,
