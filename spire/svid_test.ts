@@ -178,3 +178,27 @@ Deno.test("SvidWatcher.ready rejects when closed first and tolerates a missing d
   watcher.close();
   await assert.rejects(ready, { name: "SvidWatcherClosedError" });
 });
+
+Deno.test("SvidWatcher watches a directory that appeared with its files between two retries", async () => {
+  const { dir, ca, issue } = await fixture();
+  const certDir = join(dir, "certs");
+  // A long retry: the directory and all three files appear before the next read.
+  const watcher = new SvidWatcher(certDir, { retryMs: 400, resyncMs: 60_000 });
+  try {
+    await new Promise((r) => setTimeout(r, 50));
+    await Deno.mkdir(certDir);
+    const first = await issue();
+    await writeSvidFiles(certDir, { ...first, bundlePem: ca.certPem });
+    await watcher.ready(5_000);
+    const next = await issue(120_000);
+    await writeSvidFiles(certDir, { ...next, bundlePem: ca.certPem });
+    const deadline = Date.now() + 3_000;
+    while (watcher.current()?.notAfter.getTime() !== next.notAfter.getTime()) {
+      assert.ok(Date.now() < deadline, "the rotation is seen through the directory watch");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } finally {
+    watcher.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

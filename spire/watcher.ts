@@ -169,6 +169,9 @@ export class SvidWatcher {
         }
       } catch (error) {
         if (!this.#closed) this.#report(error as Error);
+      } finally {
+        // A watch that ended (its directory removed, an error) is started again by the next read.
+        if (this.#fsWatcher === watcher) this.#fsWatcher = undefined;
       }
     })();
   }
@@ -209,6 +212,9 @@ export class SvidWatcher {
     }
     this.#lastError = undefined;
     if (this.#closed) return;
+    // The directory may have appeared, files and all, between two retries: without this the set
+    // would be read once and later rotations only on the periodic re-read.
+    if (!this.#fsWatcher) this.#startFsWatch();
     const previous = this.#current;
     if (previous?.id === set.id) return;
     this.#current = set;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { loadAllYaml } from "@kubernetes/client-node";
+import { KubeConfig, loadAllYaml } from "@kubernetes/client-node";
 import {
   freePorts,
   needsTools,
@@ -17,7 +17,11 @@ import {
   parseImage,
   REGISTRATIONS_CONFIGMAP,
 } from "../scripts/manifest_rules.ts";
-import { parseRegistrations } from "../webhook/registrations.ts";
+import {
+  kubeRegistrationApi,
+  parseRegistrations,
+  RegistrationSync,
+} from "../webhook/registrations.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MANIFESTS = `${ROOT}manifests`;
@@ -468,6 +472,62 @@ Deno.test({
       assert.deepEqual(after, { bundle: "PEM", caBundle: "UEVN" });
     } finally {
       await kube.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "manifests: one kubectl apply -k on a fresh cluster succeeds, and the webhook's RBAC applies the registrations",
+  ...needsTools(["etcd", "kube-apiserver", "kubectl"]),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const objects = await render();
+    const kube = await startKubeApiServer();
+    const dir = await Deno.makeTempDir({ prefix: "registrations-" });
+    let sync: RegistrationSync | undefined;
+    try {
+      // Exactly what an operator types on a cluster that never saw the CRDs.
+      const applied = await kube.kubectl(["apply", "-k", MANIFESTS]);
+      assert.equal(applied.code, 0, `a single apply failed:\n${applied.stderr}`);
+      await kube.kubectl(
+        ["wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"],
+        { check: true },
+      );
+      // The webhook's files as its pod mounts them, applied with its service account's token.
+      for (const [name, text] of Object.entries(configMapData(objects, REGISTRATIONS_CONFIGMAP))) {
+        await Deno.writeTextFile(`${dir}/${name}`, text);
+      }
+      const token = (await kube.kubectl(
+        ["-n", "spire-cacerts", "create", "token", "spire-cacerts-webhook"],
+        { check: true },
+      )).stdout.trim();
+      const asWebhook = new KubeConfig();
+      asWebhook.loadFromOptions({
+        clusters: [{ name: "test", server: kube.url, caData: btoa(kube.caPem) }],
+        users: [{ name: "webhook", token }],
+        contexts: [{ name: "webhook", cluster: "test", user: "webhook" }],
+        currentContext: "webhook",
+      });
+      sync = new RegistrationSync({ dir, api: kubeRegistrationApi(asWebhook), retryMinMs: 100 });
+      await sync.start();
+      const result = await sync.syncOnce();
+      assert.deepEqual(result.failed, {});
+      const got = await kube.kubectl(["get", "clusterspiffeids", "-o", "name"], { check: true });
+      assert.deepEqual(got.stdout.trim().split("\n").sort(), [
+        "clusterspiffeid.spire.spiffe.io/spiffe-demo-client",
+        "clusterspiffeid.spire.spiffe.io/spiffe-demo-server",
+        "clusterspiffeid.spire.spiffe.io/spire-cacerts-webhook",
+      ]);
+      // A second apply of the manifests leaves them alone (kubectl does not own them).
+      await kube.kubectl(["apply", "-k", MANIFESTS], { check: true });
+      const again = await kube.kubectl(["get", "clusterspiffeids", "-o", "name"], { check: true });
+      assert.equal(again.stdout.trim().split("\n").length, 3);
+    } finally {
+      await sync?.stop();
+      await kube.stop();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
