@@ -52,7 +52,12 @@ import {
 } from "../csi/class_ref.ts";
 import { SourceError } from "../csi/errors.ts";
 import type { Logger } from "../csi/log.ts";
-import { objectKey, ObjectWatcher, type WatchedObject } from "../csi/object_watcher.ts";
+import {
+  describeApiError,
+  objectKey,
+  ObjectWatcher,
+  type WatchedObject,
+} from "../csi/object_watcher.ts";
 import {
   buildTrustSet,
   EmptyTrustSetError,
@@ -784,20 +789,31 @@ export interface StartClassStatusOptions {
   sourceRetryMs?: number;
 }
 
-/** Lists and watches every CAProviderClass in the cluster. */
+/**
+ * Lists and watches every CAProviderClass in the cluster. A failed list or watch (e.g. the CRD not
+ * served yet) is retried with a doubling delay up to 30 s, logged once until a list succeeds.
+ */
 export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFeed {
   const custom = kubeConfig.makeApiClient(CustomObjectsApi);
+  let delay = 1000;
+  let failing = false;
   const informer = makeInformer<KubernetesObject>(
     kubeConfig,
     `/apis/${CLASS_GROUP}/${CLASS_VERSION}/${CLASS_PLURAL}`,
-    () =>
-      custom.listClusterCustomObject({
+    async () => {
+      const list = await custom.listClusterCustomObject({
         group: CLASS_GROUP,
         version: CLASS_VERSION,
         plural: CLASS_PLURAL,
-      }) as Promise<KubernetesListObject<KubernetesObject>>,
+      }) as KubernetesListObject<KubernetesObject>;
+      if (failing) log.info("listing CAProviderClasses again");
+      failing = false;
+      delay = 1000;
+      return list;
+    },
   );
   let stopped = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   return {
     async start(handlers) {
       informer.on("add", (o) => handlers.upsert(o as ClassObject));
@@ -805,15 +821,20 @@ export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFee
       informer.on("delete", (o) => handlers.remove(o as ClassObject));
       informer.on("error", (error: unknown) => {
         if (stopped) return;
-        log.warn("watch on CAProviderClasses ended; restarting", { error: errorText(error) });
-        setTimeout(() => {
+        const fields = { error: describeApiError(error), retryInMs: delay };
+        if (!failing) log.warn("CAProviderClass list or watch failed; retrying", fields);
+        else log.debug("CAProviderClass list or watch failed again", fields);
+        failing = true;
+        timer = setTimeout(() => {
           if (!stopped) informer.start().catch(() => {});
-        }, 1000);
+        }, delay);
+        delay = Math.min(delay * 2, 30_000);
       });
       await informer.start();
     },
     async stop() {
       stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
       await informer.stop();
     },
   };
