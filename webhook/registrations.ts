@@ -597,15 +597,23 @@ export class RegistrationSync {
     this.#loop = this.#run();
   }
 
-  /** Stops the loop and the watch; resolves when the current pass has finished. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the loop and the watch; resolves when the current pass has finished, or after at most
+   * `graceMs` (a request to an unreachable apiserver is not waited for).
+   */
+  async stop(graceMs = 2_000): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#debounce);
     try {
       this.#watcher?.close();
     } catch { /* already closed */ }
     this.#wake?.();
-    await this.#loop;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.#loop,
+      new Promise<void>((resolve) => timer = setTimeout(resolve, graceMs)),
+    ]);
+    clearTimeout(timer);
   }
 
   /**
