@@ -21,8 +21,8 @@ import { parseArgs } from "node:util";
 import { AtomicWriter, buildTrustSet, renderTrustStore } from "../csi/trust_store/mod.ts";
 import { SvidWatcher } from "../spire/mod.ts";
 import { DEV_CA_LABEL, DevCa, writeSvidFiles } from "./dev_ca.ts";
-import { type ClientStats, runClient } from "./client.ts";
-import { type RunningServer, startServer } from "./server.ts";
+import { type ClientStats, runClient } from "./tls_client.ts";
+import { type RunningServer, startServer } from "./tls_server.ts";
 import { parseDuration } from "./log.ts";
 
 /** Options of a demo run. */

@@ -9,8 +9,8 @@
 import { join } from "node:path";
 import { TrustSource } from "../spire/mod.ts";
 import { DevCa, writeSvidFiles } from "./dev_ca.ts";
-import { requestOnce } from "./client.ts";
-import { startServer } from "./server.ts";
+import { requestOnce } from "./tls_client.ts";
+import { startServer } from "./tls_server.ts";
 
 /** Thrown when the self-test does not see the expected certificate. */
 export class SelfTestFailedError extends Error {
