@@ -1,5 +1,5 @@
 /**
- * The container images of the local cluster, built without a registry or an image builder.
+ * The container images of the local cluster, built without a registry.
  *
  * Every image the manifests (`kubectl kustomize manifests`) run, plus the pause (sandbox) image
  * and CoreDNS, is assembled from local parts as an OCI archive that `ctr images import` loads
@@ -10,7 +10,7 @@
  * | spire-server, spire-agent, spiffe-helper, spire-controller-manager, coredns | the binaries `tests/tools/build.sh` built from their Go modules, at the upstream images' paths |
  * | csi-node-driver-registrar, livenessprobe | Go stand-ins from `tests/tools/cluster/` (the proxy does not serve their modules) |
  * | pause | a tiny Go `pause` from `tests/tools/cluster/pause` |
- * | csi-driver, webhook, workloads | `scripts/build.ts` output: compiled binaries, or where `deno compile` cannot run (no denort), the pinned Deno + the bundles behind a launcher at the same `/usr/local/bin/<name>` |
+ * | csi-driver, webhook, workloads | built from `images/*.Containerfile` with buildah (`containerfile_images.ts`) |
  *
  * Dynamically linked programs (CGO spire-server/agent, Deno) get the loader and the libraries
  * `ldd` lists. Layers and archives are cached under `~/.cache/spire-cacerts/images` by content:

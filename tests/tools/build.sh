@@ -2,7 +2,7 @@
 # Builds the real components the test suite runs (kube-apiserver, kubectl, kubelet,
 # kube-controller-manager, kube-scheduler, kube-proxy, etcd, spire-server,
 # spire-agent, spiffe-helper, csi-sanity, csc, when present csi-churn, and the programs of the
-# local cluster's images: coredns, spire-controller-manager, pause, deno-launcher and stand-ins for
+# local cluster's images: coredns, spire-controller-manager, pause and stand-ins for
 # csi-node-driver-registrar and livenessprobe) from the Go modules beside this script, into
 # ${SPIRE_CACERTS_TOOLS_DIR:-$HOME/.cache/spire-cacerts/tools}/bin.
 #
@@ -80,7 +80,6 @@ csi|csc|github.com/dell/gocsi/csc|github.com/dell/gocsi|0|-s -w
 churn|csi-churn|.||0|-s -w
 cluster|coredns|./coredns|github.com/coredns/coredns|0|-s -w
 cluster|pause|./pause||0|-s -w
-cluster|deno-launcher|./deno-launcher||0|-s -w
 cluster|csi-node-driver-registrar|./csi-node-driver-registrar||0|-s -w
 cluster|livenessprobe|./livenessprobe||0|-s -w
 cluster/controller-manager|spire-controller-manager|github.com/spiffe/spire-controller-manager/cmd|github.com/spiffe/spire-controller-manager|0|-s -w
