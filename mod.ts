@@ -5,4 +5,4 @@
  * @module
  */
 
-export * from "./csi/trust_store/mod.ts";
+export * from "./trust_store/mod.ts";

@@ -24,7 +24,7 @@ import { request } from "node:https";
 import type { TLSSocket } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import { benchLine } from "./report.ts";
 import { bareDenoRssMB, readRss } from "./proc.ts";

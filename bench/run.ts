@@ -40,13 +40,13 @@ interface Step {
 const STEPS: Step[] = [
   {
     name: "render",
-    args: ["csi/trust_store/render_bench.ts", "--samples=40"],
-    quick: ["csi/trust_store/render_bench.ts", "--samples=5"],
+    args: ["trust_store/render_bench.ts", "--samples=40"],
+    quick: ["trust_store/render_bench.ts", "--samples=5"],
   },
   {
     name: "swap",
-    args: ["csi/trust_store/swap_bench.ts", "--volumes=1000"],
-    quick: ["csi/trust_store/swap_bench.ts", "--volumes=50"],
+    args: ["trust_store/swap_bench.ts", "--volumes=1000"],
+    quick: ["trust_store/swap_bench.ts", "--volumes=50"],
   },
   {
     name: "svid",
@@ -60,9 +60,9 @@ const STEPS: Step[] = [
   },
   {
     name: "csi",
-    args: ["csi/publish_bench.ts", "--rounds=3"],
+    args: ["bench/publish_bench.ts", "--rounds=3"],
     quick: [
-      "csi/publish_bench.ts",
+      "bench/publish_bench.ts",
       "--rounds=1",
       "--sizes=1,20",
       "--publishes=10",

@@ -20,24 +20,20 @@ import {
   type Payload,
   type PemSource,
   renderTrustStore,
-} from "./trust_store/mod.ts";
+} from "../trust_store/mod.ts";
 import {
   type ObjectName,
   parseClassRefs,
   readRefText,
   refObjectName,
   type SourceRef,
-} from "./class_ref.ts";
-import { CsiError, SourceError } from "./errors.ts";
-import type { Logger } from "./log.ts";
+} from "../api/mod.ts";
+import { SourceError } from "../api/mod.ts";
+import { CsiError, toCsiError } from "./errors.ts";
+import type { Logger } from "../cli/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
 import { isMountPoint, mountTmpfs, unmount } from "./mount.ts";
-import {
-  describeApiError,
-  objectKey,
-  ObjectWatcher,
-  type WatchedObject,
-} from "./object_watcher.ts";
+import { describeApiError, objectKey, ObjectWatcher, type WatchedObject } from "../kube/mod.ts";
 import type {
   NodeGetVolumeStatsRequest,
   NodePublishVolumeRequest,
@@ -324,12 +320,7 @@ export class NodeDriver {
     } catch (error) {
       this.#release(volume);
       await this.#cleanTarget(targetPath, mounted).catch(() => {});
-      if (error instanceof CsiError) throw error;
-      const code = (error as { code?: status }).code;
-      throw new CsiError(
-        typeof code === "number" ? code : status.FAILED_PRECONDITION,
-        `${errorText(error)} (${who})`,
-      );
+      throw toCsiError(error, ` (${who})`);
     }
     this.#volumes.set(volumeId, volume);
     this.#log.info("volume published", {
@@ -528,21 +519,19 @@ export class NodeDriver {
         throw new SourceError(
           `${label} is in another namespace than the pod and "${cls.namespace}" is not in ` +
             `--allowed-ref-namespaces`,
-          status.PERMISSION_DENIED,
           { reason: "NotAllowed" },
         );
       }
       const object = await this.#use(deps, { kind: "CAProviderClass", ...cls });
       this.#unreadable({ kind: "CAProviderClass", ...cls }, object, label);
       if (!object) {
-        throw new SourceError(`${label} not found`, status.NOT_FOUND, { reason: "ClassNotFound" });
+        throw new SourceError(`${label} not found`, { reason: "ClassNotFound" });
       }
       for (const ref of parseClassRefs(object, cls)) {
         if (!this.#allowed(ref.namespace, pod)) {
           throw new SourceError(
             `${label} refers to ${ref.kind} ${ref.namespace}/${ref.name} in another namespace and ` +
               `"${ref.namespace}" is not in --allowed-ref-namespaces`,
-            status.PERMISSION_DENIED,
             { reason: "NotAllowed" },
           );
         }
@@ -564,7 +553,6 @@ export class NodeDriver {
     throw new SourceError(
       `cannot read ${what}: ${describeApiError(error)}` +
         (forbidden ? ` (grant the driver's ServiceAccount get, list and watch on it)` : ""),
-      forbidden ? status.PERMISSION_DENIED : status.UNAVAILABLE,
       { reason: forbidden ? "Forbidden" : "SourceUnreadable", cause: error },
     );
   }

@@ -1,10 +1,13 @@
 /**
- * Typed errors that carry the gRPC status code the CSI spec names for them.
+ * The driver's errors and their gRPC status codes, in one place: {@link CsiError} carries the
+ * code the CSI spec names; {@link toCsiError} maps everything else (a {@link SourceError} by its
+ * reason) to one.
  *
  * @module
  */
 
 import { status } from "@grpc/grpc-js";
+import { SourceError, type SourceReason } from "../api/mod.ts";
 
 /** An error returned to the CSI caller with a specific gRPC status code. */
 export class CsiError extends Error {
@@ -12,82 +15,45 @@ export class CsiError extends Error {
   readonly code: status;
 
   /**
+   * Makes the error.
+   *
    * @param code gRPC status code the spec names for this failure
    * @param message what is wrong and which field of which pod to fix
+   * @param options the underlying error
    */
-  constructor(code: status, message: string) {
-    super(message);
+  constructor(code: status, message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "CsiError";
     this.code = code;
   }
 }
 
+/** The status a first publish fails with, per source problem. */
+export const SOURCE_STATUS: Readonly<Record<SourceReason, status>> = {
+  InvalidRef: status.FAILED_PRECONDITION,
+  ClassNotFound: status.NOT_FOUND,
+  SourceNotFound: status.NOT_FOUND,
+  KeyNotFound: status.FAILED_PRECONDITION,
+  Forbidden: status.PERMISSION_DENIED,
+  SourceUnreadable: status.UNAVAILABLE,
+  NotAllowed: status.PERMISSION_DENIED,
+};
+
 /**
- * Why a CAProviderClass or one of its refs is unusable, as a CamelCase constant (the same words
- * the class's `Ready` condition uses as its `reason`).
+ * The {@link CsiError} an error is answered with: itself, a {@link SourceError} by its reason,
+ * anything else with `fallback`.
+ *
+ * @param error what failed
+ * @param suffix appended to the message (e.g. which pod and volume)
+ * @param fallback code for errors that carry none
  */
-export type SourceReason =
-  | "InvalidRef"
-  | "ClassNotFound"
-  | "SourceNotFound"
-  | "KeyNotFound"
-  | "Forbidden"
-  | "SourceUnreadable"
-  | "NotAllowed";
-
-/** Options of {@link SourceError}. */
-export interface SourceErrorOptions {
-  /** Why it failed (default `InvalidRef`). */
-  reason?: SourceReason;
-  /** The underlying error, e.g. the API server's answer. */
-  cause?: unknown;
-}
-
-/** A CAProviderClass, a referenced object or a key in it is unusable. */
-export class SourceError extends Error {
-  /** gRPC status code to use when this fails a first publish. */
-  readonly code: status;
-  /** Why it failed. */
-  readonly reason: SourceReason;
-
-  /**
-   * @param message which object, which key, and what is wrong
-   * @param code gRPC status code (default `FAILED_PRECONDITION`)
-   * @param options reason and cause
-   */
-  constructor(
-    message: string,
-    code: status = status.FAILED_PRECONDITION,
-    options: SourceErrorOptions = {},
-  ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "SourceError";
-    this.code = code;
-    this.reason = options.reason ?? "InvalidRef";
-  }
-}
-
-/** A Secret or ConfigMap holds none of the keys a ref may read. */
-export class KeyNotFoundError extends SourceError {
-  /** The object, e.g. `Secret shop/web-tls`. */
-  readonly object: string;
-  /** The keys looked for, in order. */
-  readonly keys: readonly string[];
-  /** The keys the object has (names only, never values). */
-  readonly present: readonly string[];
-
-  /**
-   * @param message names the object, the keys looked for and the fix
-   * @param details the object, the keys looked for and the keys present
-   */
-  constructor(
-    message: string,
-    details: { object: string; keys: readonly string[]; present: readonly string[] },
-  ) {
-    super(message, status.FAILED_PRECONDITION, { reason: "KeyNotFound" });
-    this.name = "KeyNotFoundError";
-    this.object = details.object;
-    this.keys = details.keys;
-    this.present = details.present;
-  }
+export function toCsiError(
+  error: unknown,
+  suffix = "",
+  fallback: status = status.FAILED_PRECONDITION,
+): CsiError {
+  if (error instanceof CsiError) return error;
+  const message = `${error instanceof Error ? error.message : String(error)}${suffix}`;
+  const code = error instanceof SourceError ? SOURCE_STATUS[error.reason] : fallback;
+  return new CsiError(code, message, { cause: error });
 }

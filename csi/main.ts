@@ -9,9 +9,9 @@ import { KubeConfig } from "@kubernetes/client-node";
 import { hostname } from "node:os";
 import { parseArgs } from "node:util";
 import { NodeDriver } from "./driver.ts";
-import type { BaseRoots } from "./trust_store/mod.ts";
+import type { BaseRoots } from "../trust_store/mod.ts";
 import { startHealthServer } from "./http.ts";
-import { createLogger, type LogLevel } from "./log.ts";
+import { createLogger, type LogLevel } from "../cli/mod.ts";
 import { startCsiServer } from "./server.ts";
 import { runSelfTest } from "./self_check.ts";
 

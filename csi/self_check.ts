@@ -7,8 +7,8 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { join } from "node:path";
-import { buildTrustSet, parseOsFamily, renderTrustStore } from "./trust_store/mod.ts";
-import { createLogger } from "./log.ts";
+import { buildTrustSet, parseOsFamily, renderTrustStore } from "../trust_store/mod.ts";
+import { createLogger } from "../cli/mod.ts";
 import { identityService } from "./proto.ts";
 import { startCsiServer } from "./server.ts";
 
@@ -24,7 +24,7 @@ export class SelfTestError extends Error {
 /** Generates a self-signed CA certificate as PEM. */
 export async function generateCaPem(commonName: string): Promise<string> {
   // Loaded only here: @peculiar/x509 (and the Reflect shim it needs) adds ~135 ms to startup.
-  const { x509 } = await import("../workloads/x509.ts");
+  const { x509 } = await import("../x509/mod.ts");
   const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
   const keys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]) as CryptoKeyPair;
   const now = Date.now();

@@ -8,7 +8,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { dirname } from "node:path";
 import { CsiError } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "../cli/mod.ts";
 import { controllerService, identityService, nodeService } from "./proto.ts";
 import type {
   NodeGetVolumeStatsRequest,

@@ -7,7 +7,7 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import type { ObjectName } from "./class_ref.ts";
+import type { ObjectName } from "../api/mod.ts";
 import type { PodRef } from "./validation.ts";
 
 /** What the driver remembers about a published volume. */

@@ -9,7 +9,7 @@
 import { status } from "@grpc/grpc-js";
 import { isAbsolute } from "node:path";
 import { CsiError } from "./errors.ts";
-import { type ObjectName, parseClassList } from "./class_ref.ts";
+import { type ObjectName, parseClassList } from "../api/mod.ts";
 import type {
   NodeGetVolumeStatsRequest,
   NodePublishVolumeRequest,

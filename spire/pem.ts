@@ -6,8 +6,8 @@
  */
 
 import { X509Certificate } from "node:crypto";
-import { encodePem, parsePem } from "../csi/trust_store/pem.ts";
-import { PemError } from "../csi/trust_store/errors.ts";
+import { encodePem, parsePem } from "../trust_store/pem.ts";
+import { PemError } from "../trust_store/errors.ts";
 
 /**
  * Parses every `CERTIFICATE` block of PEM text.

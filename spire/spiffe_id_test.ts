@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { DevCa } from "../workloads/dev_ca.ts";
+import { DevCa } from "../x509/mod.ts";
 import {
   authorizePeer,
   InvalidSpiffeIdError,

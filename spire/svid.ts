@@ -17,7 +17,7 @@
 import { createHash, createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { parseCertificates } from "./pem.ts";
-import { PemError } from "../csi/trust_store/errors.ts";
+import { PemError } from "../trust_store/errors.ts";
 import { type SpiffeId, spiffeIdFromCertificate } from "./spiffe_id.ts";
 
 /** File names of an SVID set. */

@@ -13,8 +13,8 @@
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { benchLine } from "../bench/report.ts";
-import { x509 } from "../workloads/x509.ts";
-import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { x509 } from "../x509/mod.ts";
+import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { loadSvidSet } from "./mod.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "spire-svid-bench-" });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DevCa, type IssuedSvid, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { DevCa, type IssuedSvid, writeSvidFiles } from "../x509/mod.ts";
 import {
   loadSvidSet,
   SvidChainError,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DevCa } from "../workloads/dev_ca.ts";
+import { DevCa } from "../x509/mod.ts";
 import { TrustSource, TrustSourceError } from "./mod.ts";
 
 Deno.test("TrustSource re-reads a changed file, follows a swapped symlink, keeps the last good on a torn read", async () => {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
-import { DevCa } from "../workloads/dev_ca.ts";
+import { DevCa } from "../x509/mod.ts";
 import { DerSplitError, splitDer, svidSetFromWire } from "./mod.ts";
 
 Deno.test("splitDer splits concatenated certificates and rejects broken data", async () => {

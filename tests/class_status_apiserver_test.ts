@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
-import { createLogger } from "../csi/log.ts";
+import { createLogger } from "../cli/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
 import {
   type ClassStatus,

@@ -149,6 +149,35 @@ class E2e {
     });
   }
 
+  /**
+   * What a user would look at when something does not converge: every pod with its state, the
+   * Warning events, and the last log lines of every container in the project's namespaces.
+   */
+  async diagnose(): Promise<string> {
+    const out: string[] = [];
+    const k = async (args: string[]) => {
+      const r = await this.cluster.kubectl(args);
+      out.push(`$ kubectl ${args.join(" ")}\n${r.stdout}${r.stderr}`);
+      return r.stdout;
+    };
+    await k(["get", "pods", "-A", "-o", "wide"]);
+    await k(["get", "events", "-A", "--field-selector=type=Warning"]);
+    for (const namespace of ["spire", "spire-cacerts", "spiffe-demo"]) {
+      const pods = (await this.cluster.kubectl([
+        "get",
+        "pods",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+      ])).stdout.split(/\s+/).filter(Boolean);
+      for (const pod of pods) {
+        await k(["logs", "-n", namespace, pod, "--all-containers", "--tail=15", "--prefix"]);
+      }
+    }
+    return out.join("\n");
+  }
+
   /** Server certificate Not After values the client logged, in order. */
   async notAfters(pod: string): Promise<{ text: string; values: string[] }> {
     const text = await this.k(["logs", "-n", "spiffe-demo", pod, "-c", "client"]);
@@ -273,16 +302,17 @@ Deno.test({
               (await e.jsonpath(["csinode", NODE_NAME], "{.spec.drivers[*].name}")).includes(
                 DRIVER,
               ),
-            {
-              timeoutMs: 120_000,
-              intervalMs: 2_000,
-            },
-          );
+            { timeoutMs: 120_000, intervalMs: 2_000 },
+          ).catch(async (error) => {
+            throw new Error(`${error.message}\n${await e.diagnose()}`);
+          });
           await waitFor("webhook Deployment 2/2 ready", async () =>
             await e.jsonpath(
               ["deployment", "spire-cacerts-webhook", "-n", "spire-cacerts"],
               "{.status.readyReplicas}",
-            ) === "2", { timeoutMs: 240_000, intervalMs: 2_000 });
+            ) === "2", { timeoutMs: 240_000, intervalMs: 2_000 }).catch(async (error) => {
+              throw new Error(`${error.message}\n${await e.diagnose()}`);
+            });
           const roots = await e.spireRoots();
           const caBundle = await waitFor("caBundle from SPIRE's notifier", async () => {
             const value = await e.jsonpath(

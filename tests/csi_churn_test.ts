@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { needsTools, runCommand, toolPath } from "./harness/mod.ts";
-import { startDriverProcess, writeUnusedKubeconfig } from "../csi/testing.ts";
+import { startDriverProcess, writeUnusedKubeconfig } from "./harness/driver_process.ts";
 
 // kubelet opens a connection per CSI call and grpc-go sends GOAWAY on close; Deno 2.9's
 // node:http2 server crashed under exactly this pattern, which is what pins Deno 2.8.3.

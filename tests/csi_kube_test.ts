@@ -10,7 +10,7 @@ import {
   toolPath,
   waitFor,
 } from "./harness/mod.ts";
-import { type DriverProcess, startDriverProcess } from "../csi/testing.ts";
+import { type DriverProcess, startDriverProcess } from "./harness/driver_process.ts";
 
 const CRD = new URL("./harness/fixtures/caproviderclass_crd.yaml", import.meta.url);
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { needsTools, runCommand, toolPath } from "./harness/mod.ts";
-import { startDriverProcess, writeUnusedKubeconfig } from "../csi/testing.ts";
+import { startDriverProcess, writeUnusedKubeconfig } from "./harness/driver_process.ts";
 
 /**
  * Specs that do not apply to a node-only driver of ephemeral inline volumes:

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { AtomicWriter, buildTrustSet, renderTrustStore } from "../csi/trust_store/mod.ts";
+import { AtomicWriter, buildTrustSet, renderTrustStore } from "../trust_store/mod.ts";
 import { SvidWatcher } from "../spire/mod.ts";
 import { type ClientStats, runClient } from "../workloads/client.ts";
 import { startServer } from "../workloads/server.ts";

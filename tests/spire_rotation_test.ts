@@ -8,7 +8,7 @@ import https from "node:https";
 import type { TLSSocket } from "node:tls";
 import { join } from "node:path";
 import { TrustSource } from "../spire/mod.ts";
-import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { requestOnce } from "../workloads/client.ts";
 import { startServer } from "../workloads/server.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { request } from "node:https";
 import { join } from "node:path";
-import { createLogger } from "../csi/log.ts";
+import { createLogger } from "../cli/mod.ts";
 import { WebhookMetrics } from "../webhook/metrics.ts";
 import { startWebhookServer } from "../webhook/server.ts";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";

@@ -49,21 +49,11 @@ import {
   refObjectName,
   type SourceKind,
   type SourceRef,
-} from "../csi/class_ref.ts";
-import { SourceError } from "../csi/errors.ts";
-import type { Logger } from "../csi/log.ts";
-import {
-  describeApiError,
-  objectKey,
-  ObjectWatcher,
-  type WatchedObject,
-} from "../csi/object_watcher.ts";
-import {
-  buildTrustSet,
-  EmptyTrustSetError,
-  PemError,
-  type PemSource,
-} from "../csi/trust_store/mod.ts";
+} from "../api/mod.ts";
+import { SourceError } from "../api/mod.ts";
+import type { Logger } from "../cli/mod.ts";
+import { describeApiError, objectKey, ObjectWatcher, type WatchedObject } from "../kube/mod.ts";
+import { buildTrustSet, EmptyTrustSetError, PemError, type PemSource } from "../trust_store/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
 
 /** Type of the condition this module writes. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash, X509Certificate } from "node:crypto";
-import { makeCert, type TestCert } from "../csi/trust_store/testdata/pki.ts";
-import { objectKey, type WatchedObject } from "../csi/object_watcher.ts";
+import { makeCert, type TestCert } from "../trust_store/testdata/pki.ts";
+import { objectKey, type WatchedObject } from "../kube/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
 import {
   type ClassFeed,

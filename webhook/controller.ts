@@ -24,9 +24,9 @@ import {
   type V1Namespace,
 } from "@kubernetes/client-node";
 import * as k8s from "@kubernetes/client-node";
-import { buildTrustSet } from "../csi/trust_store/mod.ts";
+import { buildTrustSet } from "../trust_store/mod.ts";
 import { toPem } from "../spire/mod.ts";
-import type { Logger } from "../csi/log.ts";
+import type { Logger } from "../cli/mod.ts";
 
 /** Field manager of every write. */
 export const FIELD_MANAGER = "spire-cacerts-webhook";

@@ -13,7 +13,7 @@
 import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
 import denoJson from "../deno.json" with { type: "json" };
-import { createLogger, type LogLevel } from "../csi/log.ts";
+import { createLogger, type LogLevel } from "../cli/mod.ts";
 import { createApp } from "./app.ts";
 import { type ClassStatusController, startClassStatus } from "./class_status.ts";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES } from "./controller.ts";

@@ -23,7 +23,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createApp } from "./app.ts";
 import { toNodeListener } from "./node_adapter.ts";
-import { DevCa, writeSvidFiles } from "../workloads/dev_ca.ts";
+import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { podCreateReview } from "./testdata/admission_review.ts";
 import { benchLine } from "../bench/report.ts";
 import { bareDenoRssMB, readRss } from "../bench/proc.ts";

@@ -36,7 +36,7 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { join } from "node:path";
-import type { Logger } from "../csi/log.ts";
+import type { Logger } from "../cli/mod.ts";
 import { FIELD_MANAGER, MANAGED_LABEL, MANAGED_VALUE } from "./controller.ts";
 
 /** API group of ClusterSPIFFEID. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { createLogger } from "../csi/log.ts";
+import { createLogger } from "../cli/mod.ts";
 import { waitFor } from "../tests/harness/process.ts";
 import {
   type AppliedObject,

@@ -9,7 +9,7 @@
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import type { Logger } from "../csi/log.ts";
+import type { Logger } from "../cli/mod.ts";
 import { ServerCertificateSource } from "../spire/mod.ts";
 import { type AppConfig, createApp, DEFAULT_MAX_BODY_BYTES } from "./app.ts";
 import type { WebhookMetrics } from "./metrics.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { defaultMountPath, type OsFamily, parseOsFamily } from "../csi/trust_store/mod.ts";
+import { defaultMountPath, type OsFamily, parseOsFamily } from "../trust_store/mod.ts";
 
 export { defaultMountPath, type OsFamily, parseOsFamily };
 

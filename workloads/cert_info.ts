@@ -29,7 +29,7 @@
  * @module
  */
 
-import { x509 } from "./x509.ts";
+import { x509 } from "../x509/mod.ts";
 
 /** OIDs of the `pkix.Name` fields the original printed, in the order it printed them. */
 const PRINTED_FIELDS = [

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { DevCa } from "./dev_ca.ts";
+import { DevCa } from "../x509/mod.ts";
 import {
   certificateInfo,
   certificateInfoLines,
@@ -11,7 +11,7 @@ import {
   goSubject,
   rfc3339,
 } from "./cert_info.ts";
-import { x509 } from "./x509.ts";
+import { x509 } from "../x509/mod.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { DevCa, writeSvidFiles } from "./dev_ca.ts";
+import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { runClient } from "./client.ts";
 import { goLogPrefix, rfc3339 } from "./cert_info.ts";
-import { x509 } from "./x509.ts";
+import { x509 } from "../x509/mod.ts";
 import { type RunningServer, startServer } from "./server.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));

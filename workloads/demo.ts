@@ -18,9 +18,9 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { AtomicWriter, buildTrustSet, renderTrustStore } from "../csi/trust_store/mod.ts";
+import { AtomicWriter, buildTrustSet, renderTrustStore } from "../trust_store/mod.ts";
 import { SvidWatcher } from "../spire/mod.ts";
-import { DEV_CA_LABEL, DevCa, writeSvidFiles } from "./dev_ca.ts";
+import { DEV_CA_LABEL, DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { type ClientStats, runClient } from "./tls_client.ts";
 import { type RunningServer, startServer } from "./tls_server.ts";
 import { parseDuration } from "./log.ts";

@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import { TrustSource } from "../spire/mod.ts";
-import { DevCa, writeSvidFiles } from "./dev_ca.ts";
+import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { requestOnce } from "./tls_client.ts";
 import { startServer } from "./tls_server.ts";
 

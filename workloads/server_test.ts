@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TrustSource } from "../spire/mod.ts";
-import { DevCa, writeSvidFiles } from "./dev_ca.ts";
+import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { main as clientMain, parseServerAddress, requestOnce } from "./client.ts";
 import { main as serverMain, startServer } from "./server.ts";
 

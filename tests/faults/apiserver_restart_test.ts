@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { CoreV1Api } from "@kubernetes/client-node";
-import { type DriverProcess, startDriverProcess } from "../../csi/testing.ts";
+import { type DriverProcess, startDriverProcess } from "../harness/driver_process.ts";
 import { needsTools, waitFor } from "../harness/mod.ts";
 import { ApiProxy, compactEtcd, etcdUrlOf } from "./api_proxy.ts";
 import {

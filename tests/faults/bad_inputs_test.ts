@@ -17,11 +17,11 @@ import {
   parseOsFamily,
   PemError,
   renderTrustStore,
-} from "../../csi/trust_store/mod.ts";
-import { type DriverProcess, startDriverProcess } from "../../csi/testing.ts";
+} from "../../trust_store/mod.ts";
+import { type DriverProcess, startDriverProcess } from "../harness/driver_process.ts";
 import { type AdmissionEvent, createApp } from "../../webhook/app.ts";
-import { DevCa } from "../../workloads/dev_ca.ts";
-import { x509 } from "../../workloads/x509.ts";
+import { DevCa } from "../../x509/mod.ts";
+import { x509 } from "../../x509/mod.ts";
 import { needsTools, waitFor } from "../harness/mod.ts";
 import {
   apply,

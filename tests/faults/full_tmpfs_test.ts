@@ -16,8 +16,8 @@ import {
   parseOsFamily,
   type Payload,
   renderTrustStore,
-} from "../../csi/trust_store/mod.ts";
-import { type DriverProcess, startDriverProcess } from "../../csi/testing.ts";
+} from "../../trust_store/mod.ts";
+import { type DriverProcess, startDriverProcess } from "../harness/driver_process.ts";
 import { needsTools, runCommand, waitFor } from "../harness/mod.ts";
 import {
   apply,

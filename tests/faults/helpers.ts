@@ -11,7 +11,7 @@ import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { nodeService } from "../../csi/proto.ts";
-import { DevCa } from "../../workloads/dev_ca.ts";
+import { DevCa } from "../../x509/mod.ts";
 import { type KubeApiServer, runCommand, startKubeApiServer } from "../harness/mod.ts";
 
 /** The CAProviderClass CRD the harness ships. */
@@ -218,7 +218,7 @@ export function readView(target: string, generations: Generation[]): number | un
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
-  // The snapshot protocol of csi/trust_store/atomic_writer.ts: a generation removed while it
+  // The snapshot protocol of trust_store/atomic_writer.ts: a generation removed while it
   // was listed can read short without an error, so a view counts only if `..data` did not move.
   try {
     if (Deno.readLinkSync(join(target, "..data")) !== link) return undefined;

@@ -17,12 +17,8 @@
  * @module
  */
 
-import { relative, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { TARGETS } from "../../scripts/build.ts";
-import { runCommand } from "./process.ts";
-
-const ROOT = resolve(new URL("../..", import.meta.url).pathname);
+import { moduleGraph } from "./module_graph.ts";
 
 /** Thrown for an ignore file or Containerfile this reader does not understand. */
 export class BuildContextError extends Error {
@@ -143,18 +139,8 @@ export function stageHas(
  * @returns paths relative to the root, sorted
  */
 export async function entryPointFiles(entry: string): Promise<string[]> {
-  const out = await runCommand([Deno.execPath(), "info", "--json", entry], { cwd: ROOT });
-  if (out.code !== 0) {
-    throw new BuildContextError(`deno info --json ${entry} exited ${out.code}: ${out.stderr}`);
-  }
-  const graph = JSON.parse(out.stdout) as { modules: { specifier: string }[] };
-  const files = new Set(["deno.json", "deno.lock"]);
-  for (const module of graph.modules) {
-    if (!module.specifier.startsWith("file://")) continue;
-    const path = relative(ROOT, fileURLToPath(module.specifier));
-    if (!path.startsWith("..")) files.add(path);
-  }
-  return [...files].sort();
+  const graph = await moduleGraph([entry]);
+  return [...new Set(["deno.json", "deno.lock", ...graph.keys()])].sort();
 }
 
 /** A file an entry point needs that its build stage would not have. */

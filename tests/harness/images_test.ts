@@ -21,7 +21,7 @@ import {
   PAUSE_IMAGE,
   sha256File,
 } from "./images.ts";
-import { startDriverProcess, writeUnusedKubeconfig } from "../../csi/testing.ts";
+import { startDriverProcess, writeUnusedKubeconfig } from "./driver_process.ts";
 
 const MANIFESTS = fileURLToPath(new URL("../../manifests", import.meta.url));
 

@@ -4,7 +4,7 @@
  * modules by `tests/tools/build.sh` (`./scripts/deno task tools`).
  *
  * ```ts
- * import { needsTools, startKubeApiServer } from "../harness/mod.ts";
+ * import { needsTools, startKubeApiServer } from "./mod.ts";
  *
  * Deno.test({ name: "x", ...needsTools(["etcd", "kube-apiserver", "kubectl"]), fn: async () => {
  *   const kube = await startKubeApiServer();

@@ -11,8 +11,8 @@
  */
 
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
-import { CLASS_GROUP, CLASS_PLURAL, CLASS_VERSION } from "./class_ref.ts";
-import type { Logger } from "./log.ts";
+import { CLASS_GROUP, CLASS_PLURAL, CLASS_VERSION } from "../api/mod.ts";
+import type { Logger } from "../cli/mod.ts";
 
 /** Kinds the driver watches. */
 export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass";

@@ -5,6 +5,7 @@
  *
  * ```ts
  * import { AtomicWriter, buildTrustSet, parseOsFamily, renderTrustStore } from "./mod.ts";
+ * const text = await Deno.readTextFile("/run/spire/bundle/bundle.crt");
  * const set = await buildTrustSet([{ name: "Secret spire/spire-ca-bundle key ca.crt", text }]);
  * const payload = renderTrustStore(parseOsFamily("debian"), set);
  * const { changed } = await new AtomicWriter("/var/lib/target").write(payload);
@@ -33,7 +34,7 @@ export {
   PemError,
   UnknownOsFamilyError,
 } from "./errors.ts";
-export { parsePem, type PemBlock } from "./pem.ts";
+export { encodePem, parsePem, type PemBlock } from "./pem.ts";
 export { parseCertificate, type TrustedCertificate } from "./certificate.ts";
 export {
   type BaseInfo,

@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePorts, ManagedProcess, startProcess, waitFor } from "../tests/harness/mod.ts";
+import { freePorts, ManagedProcess, startProcess, waitFor } from "./mod.ts";
 
 /** Options for {@link startDriverProcess}. */
 export interface DriverProcessOptions {
@@ -36,7 +36,7 @@ export interface DriverProcess {
   metric(name: string): Promise<number>;
 }
 
-const MAIN = fileURLToPath(new URL("./main.ts", import.meta.url));
+const MAIN = fileURLToPath(new URL("../../csi/main.ts", import.meta.url));
 
 /** Starts `csi/main.ts` with the current Deno and waits until /healthz answers 200. */
 export async function startDriverProcess(options: DriverProcessOptions): Promise<DriverProcess> {

@@ -6,18 +6,18 @@
  * samples.
  * Target: ≤ 25 ms per render.
  *
- *   ./scripts/deno bench -A csi/trust_store/render_bench.ts
+ *   ./scripts/deno bench -A trust_store/render_bench.ts
  *
  * Run as a program it renders every OS family's layout instead and prints `BENCH {json}` lines
  * (median of `--samples` renders each, against the median of reading the inputs):
  *
- *   ./scripts/deno run -A csi/trust_store/render_bench.ts [--samples=40]
+ *   ./scripts/deno run -A trust_store/render_bench.ts [--samples=40]
  *
  * @module
  */
 
 import { X509Certificate as NodeX509 } from "node:crypto";
-import { x509 } from "../../workloads/x509.ts";
+import { x509 } from "../x509/mod.ts";
 import { parseArgs } from "node:util";
 import {
   AtomicWriter,
@@ -27,7 +27,7 @@ import {
   parsePem,
   renderTrustStore,
 } from "./mod.ts";
-import { benchLine } from "../../bench/report.ts";
+import { benchLine } from "../bench/report.ts";
 import { makeCert } from "./testdata/pki.ts";
 
 const SYSTEM = "/etc/ssl/certs/ca-certificates.crt";

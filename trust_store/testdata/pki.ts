@@ -5,7 +5,7 @@
  * @module
  */
 
-import { x509 } from "../../../workloads/x509.ts";
+import { x509 } from "../../x509/mod.ts";
 
 x509.cryptoProvider.set(crypto);
 

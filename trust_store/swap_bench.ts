@@ -5,7 +5,7 @@
  * Two stores: the debian layout of one CA (4 files), and of the system bundle plus one CA
  * (~280 files, with `--bundle-volumes`).
  *
- *   ./scripts/deno run -A csi/trust_store/swap_bench.ts [--volumes=1000] [--bundle-volumes=100]
+ *   ./scripts/deno run -A trust_store/swap_bench.ts [--volumes=1000] [--bundle-volumes=100]
  *
  * Prints one `BENCH {json}` line per figure (see bench/report.ts).
  *
@@ -23,7 +23,7 @@ import {
 } from "./mod.ts";
 import { makeCert } from "./testdata/pki.ts";
 import { scratchDir } from "./testdata/tmpfs.ts";
-import { benchLine } from "../../bench/report.ts";
+import { benchLine } from "../bench/report.ts";
 
 const SECTION = "AtomicWriter swap alone (sequential, one tmpfs, no fsync)";
 

@@ -17,7 +17,7 @@
  * Targets: publish p99 ≤ 50 ms; swap p99 ≤ 1 s at 1,000 volumes. Printed, never asserted.
  * Every figure is also printed as a `BENCH {json}` line (see bench/report.ts).
  *
- * Run: `./scripts/deno run -A csi/publish_bench.ts [--sizes=1,100,1000] [--rounds=3]
+ * Run: `./scripts/deno run -A bench/publish_bench.ts [--sizes=1,100,1000] [--rounds=3]
  * [--publishes=100] [--families=debian,alpine,...] [--bundled-sizes=1,100]`
  *
  * @module
@@ -28,11 +28,11 @@ import { CoreV1Api, Watch } from "@kubernetes/client-node";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createCa, runCommand, startKubeApiServer, toolPath } from "../tests/harness/mod.ts";
-import { type DriverProcess, startDriverProcess } from "./testing.ts";
-import { nodeService } from "./proto.ts";
-import { OS_FAMILIES } from "./trust_store/mod.ts";
-import { benchLine } from "../bench/report.ts";
-import { bareDenoRssMB, readRss } from "../bench/proc.ts";
+import { type DriverProcess, startDriverProcess } from "../tests/harness/driver_process.ts";
+import { nodeService } from "../csi/proto.ts";
+import { OS_FAMILIES } from "../trust_store/mod.ts";
+import { benchLine } from "./report.ts";
+import { bareDenoRssMB, readRss } from "./proc.ts";
 
 const MEMORY = "resident memory (VmRSS; peak = VmHWM)";
 

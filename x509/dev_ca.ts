@@ -12,7 +12,7 @@
 
 import { x509 } from "./x509.ts";
 type X509 = InstanceType<typeof x509.X509Certificate>;
-import { toPem } from "../spire/pem.ts";
+import { encodePem } from "../trust_store/mod.ts";
 
 /** Plain name used in output so nobody mistakes it for SPIRE. */
 export const DEV_CA_LABEL = "dev CA (stand-in for SPIRE)";
@@ -28,7 +28,7 @@ function serial(): string {
 }
 
 async function keyPem(key: CryptoKey): Promise<string> {
-  return toPem("PRIVATE KEY", new Uint8Array(await crypto.subtle.exportKey("pkcs8", key)));
+  return encodePem("PRIVATE KEY", new Uint8Array(await crypto.subtle.exportKey("pkcs8", key)));
 }
 
 /** An issued SVID as PEM text. */

@@ -6,7 +6,6 @@
  * @module
  */
 
-import { status } from "@grpc/grpc-js";
 import { KeyNotFoundError, SourceError } from "./errors.ts";
 
 /** API group of CAProviderClass. */
@@ -121,7 +120,7 @@ export function parseClassRefs(object: unknown, where: ObjectName): SourceRef[] 
   const spec = (object as { spec?: { refs?: unknown } } | null)?.spec;
   const refs = spec?.refs;
   if (!Array.isArray(refs) || refs.length === 0) {
-    throw new SourceError(`${label} has no spec.refs`, status.FAILED_PRECONDITION);
+    throw new SourceError(`${label} has no spec.refs`);
   }
   return refs.map((raw, i) => {
     const ref = (raw ?? {}) as Record<string, unknown>;
@@ -241,7 +240,7 @@ export function readRefText(
 ): RefText {
   const what = `${refObjectName(ref)}${from ? ` (from ${from})` : ""}`;
   if (!object) {
-    throw new SourceError(`${what} not found`, status.NOT_FOUND, { reason: "SourceNotFound" });
+    throw new SourceError(`${what} not found`, { reason: "SourceNotFound" });
   }
   const chosen = refKey(ref, object, from);
   const found = valueOf(ref.kind, object, chosen.key)!;
@@ -249,7 +248,7 @@ export function readRefText(
   try {
     return { ...chosen, text: decodeBase64(found.value) };
   } catch (error) {
-    throw new SourceError(`${what} key "${chosen.key}" is not valid base64`, undefined, {
+    throw new SourceError(`${what} key "${chosen.key}" is not valid base64`, {
       cause: error,
     });
   }

@@ -1,0 +1,16 @@
+/**
+ * Kubernetes API helpers shared by the programs: shared, reference-counted list+watch of single
+ * objects (Secrets, ConfigMaps, CAProviderClasses), each re-listed after a failure.
+ *
+ * ```ts
+ * import { KubeConfig } from "@kubernetes/client-node";
+ * import { describeApiError, ObjectWatcher } from "./mod.ts";
+ * const kc = new KubeConfig();
+ * kc.loadFromDefault();
+ * console.log(typeof ObjectWatcher, describeApiError(new Error("x")), kc.currentContext);
+ * ```
+ *
+ * @module
+ */
+
+export * from "./object_watcher.ts";
