@@ -86,6 +86,77 @@ export function defaultMountPath(family: OsFamily): string {
   }
 }
 
+/**
+ * Where one family's store puts its files, relative to the volume root. {@link renderTrustStore}
+ * places its files from this table, and the webhook points environment variables at the same
+ * entries, so the two cannot disagree about a path.
+ */
+export interface StoreFiles {
+  /**
+   * PEM bundle of every trusted CA: the file `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS` and
+   * `REQUESTS_CA_BUNDLE` name.
+   */
+  readonly bundle: string;
+  /** Further byte-for-byte copies of {@link StoreFiles.bundle} the family's tools read. */
+  readonly bundleCopies: readonly string[];
+  /**
+   * Directory (`SSL_CERT_DIR`) holding `<label>_<sha256:8>.pem` per certificate and the OpenSSL
+   * hashed names `<subject_hash>.N`; `""` is the volume root.
+   */
+  readonly hashDir: string;
+  /** Bundles of OpenSSL `TRUSTED CERTIFICATE` blocks (rhel family). */
+  readonly trustBundles: readonly string[];
+  /**
+   * Directory of one `TRUSTED CERTIFICATE` file per certificate plus hashed names (suse
+   * `openssl/`); absent when the family has none.
+   */
+  readonly trustHashDir?: string;
+  /** JKS keystore of every trusted CA (password `changeit`, `JKS_PASSWORD`). */
+  readonly java: string;
+}
+
+const STORE_FILES: Readonly<Record<Kind, StoreFiles>> = {
+  debian: {
+    bundle: "ca-certificates.crt",
+    bundleCopies: [],
+    hashDir: "",
+    trustBundles: [],
+    java: "java/cacerts",
+  },
+  alpine: {
+    bundle: "ca-certificates.crt",
+    bundleCopies: ["cert.pem"],
+    hashDir: "",
+    trustBundles: [],
+    java: "java/cacerts",
+  },
+  rhel: {
+    bundle: "pem/tls-ca-bundle.pem",
+    bundleCopies: ["pem/email-ca-bundle.pem", "pem/objsign-ca-bundle.pem", "ca-bundle.crt"],
+    hashDir: "pem/directory-hash",
+    trustBundles: ["openssl/ca-bundle.trust.crt", "ca-bundle.trust.crt"],
+    java: "java/cacerts",
+  },
+  suse: {
+    bundle: "ca-bundle.pem",
+    bundleCopies: [],
+    hashDir: "pem",
+    trustBundles: [],
+    trustHashDir: "openssl",
+    java: "java-cacerts",
+  },
+};
+
+/**
+ * The files of a family's store inside the volume, exactly where {@link renderTrustStore} writes
+ * them (debian/alpine: `ca-certificates.crt`, hashed names at the root, `java/cacerts`; rhel:
+ * `pem/tls-ca-bundle.pem`, `pem/directory-hash/`, `java/cacerts`; suse: `ca-bundle.pem`, `pem/`,
+ * `java-cacerts`).
+ */
+export function storeFiles(family: OsFamily): StoreFiles {
+  return STORE_FILES[kindOf(family)];
+}
+
 const enc = new TextEncoder();
 
 /** A stable, readable file stem: sanitized label plus the first 8 hex digits of the SHA-256. */
@@ -179,38 +250,25 @@ function addHashedDir(payload: Payload, dir: string, r: Rendered, pems = r.pems)
  *   also works mounted at `/etc/pki/tls/certs`;
  * - opensuse, sles (`/var/lib/ca-certificates`): `ca-bundle.pem`, `pem/` (per-cert PEM + hashed
  *   names), `openssl/` (TRUSTED CERTIFICATE per cert + hashed names), `java-cacerts`.
+ *
+ * Every path comes from {@link storeFiles}.
  */
 export function renderTrustStore(family: OsFamily, set: TrustSet): Payload {
   const r = prepare(set);
+  const files = storeFiles(family);
   const payload: Payload = new Map();
-  switch (kindOf(family)) {
-    case "alpine":
-    case "debian":
-      if (kindOf(family) === "alpine") payload.set("cert.pem", r.bundle);
-      payload.set("ca-certificates.crt", r.bundle);
-      addHashedDir(payload, "", r);
-      payload.set("java/cacerts", r.jks);
-      break;
-    case "rhel": {
-      const trustBundle = enc.encode(
-        set.certificates.map((c) => `# ${c.subject}\n${trustedCertificatePem(c)}`).join("\n"),
-      );
-      payload.set("pem/tls-ca-bundle.pem", r.bundle);
-      payload.set("pem/email-ca-bundle.pem", r.bundle);
-      payload.set("pem/objsign-ca-bundle.pem", r.bundle);
-      addHashedDir(payload, "pem/directory-hash", r);
-      payload.set("openssl/ca-bundle.trust.crt", trustBundle);
-      payload.set("java/cacerts", r.jks);
-      payload.set("ca-bundle.crt", r.bundle);
-      payload.set("ca-bundle.trust.crt", trustBundle);
-      break;
-    }
-    case "suse":
-      payload.set("ca-bundle.pem", r.bundle);
-      addHashedDir(payload, "pem", r);
-      addHashedDir(payload, "openssl", r, set.certificates.map(trustedCertificatePem));
-      payload.set("java-cacerts", r.jks);
-      break;
+  payload.set(files.bundle, r.bundle);
+  for (const path of files.bundleCopies) payload.set(path, r.bundle);
+  addHashedDir(payload, files.hashDir, r);
+  if (files.trustBundles.length > 0) {
+    const trustBundle = enc.encode(
+      set.certificates.map((c) => `# ${c.subject}\n${trustedCertificatePem(c)}`).join("\n"),
+    );
+    for (const path of files.trustBundles) payload.set(path, trustBundle);
   }
+  if (files.trustHashDir !== undefined) {
+    addHashedDir(payload, files.trustHashDir, r, set.certificates.map(trustedCertificatePem));
+  }
+  payload.set(files.java, r.jks);
   return payload;
 }

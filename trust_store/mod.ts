@@ -55,5 +55,7 @@ export {
   parseOsFamily,
   type Payload,
   renderTrustStore,
+  type StoreFiles,
+  storeFiles,
 } from "./layouts.ts";
 export { AtomicWriter, type AtomicWriterOptions, type WriteResult } from "./atomic_writer.ts";

@@ -9,6 +9,7 @@ import {
   type OsFamily,
   parseOsFamily,
   renderTrustStore,
+  storeFiles,
   subjectHash,
   type TrustSet,
   UnknownOsFamilyError,
@@ -120,6 +121,45 @@ Deno.test("hashed names are copies with .0/.1 on collisions; per-cert names are 
     [...payload.keys()],
     "rendering is deterministic",
   );
+});
+
+Deno.test("every path storeFiles names is in the rendered payload, and nothing else is", async () => {
+  const set = await buildTrustSet([{ name: "two", text: ca.pem + otherCa.pem }]);
+  const hashes = set.certificates.map((c) => `${subjectHash(c.subjectDer)}.0`);
+  const stems = set.certificates.map((c) => `${certificateStem(c)}.pem`);
+  for (const family of OS_FAMILIES) {
+    const files = storeFiles(family);
+    const payload = renderTrustStore(family, set);
+    const named = new Set<string>();
+    const has = (path: string) => {
+      assert.ok(payload.has(path), `${family}: ${path} named by storeFiles but not rendered`);
+      named.add(path);
+    };
+    for (const path of [files.bundle, ...files.bundleCopies]) {
+      has(path);
+      assert.deepEqual(payload.get(path), payload.get(files.bundle), `${family}: ${path}`);
+    }
+    for (const dir of [files.hashDir, files.trustHashDir].filter((d) => d !== undefined)) {
+      for (const name of [...hashes, ...stems]) has(dir === "" ? name : `${dir}/${name}`);
+    }
+    for (const path of files.trustBundles) {
+      has(path);
+      assert.match(new TextDecoder().decode(payload.get(path)), /BEGIN TRUSTED CERTIFICATE/);
+    }
+    has(files.java);
+    assert.deepEqual([...payload.keys()].filter((p) => !named.has(p)), [], family);
+    const expected = FILES[kind(family)];
+    assert.deepEqual(
+      [files.bundle, ...files.bundleCopies, ...files.trustBundles].sort(),
+      [...expected.bundles].sort(),
+      `${family}: bundles`,
+    );
+    assert.deepEqual(
+      [files.hashDir, ...(files.trustHashDir === undefined ? [] : [files.trustHashDir])],
+      expected.dirs,
+    );
+    assert.equal(files.java, expected.keystore);
+  }
 });
 
 Deno.test("every layout works with openssl verify, keytool and a TLS client", async (t) => {
