@@ -1,19 +1,15 @@
 /**
- * Parsing of the `caProviderClasses` volume attribute and of CAProviderClass objects
+ * Parsing of the `caProviderClasses` volume attribute, and CAProviderClass objects
  * (`cacerts.csi.cert-manager.io/v1alpha1`, the kubeops/csi-driver-cacerts schema:
- * `spec.refs[]` of `{apiGroup, kind, namespace, name, key}`).
+ * `spec.refs[]` of `{apiGroup, kind, namespace, name, key}`): {@link buildClass}, which the
+ * webhook applies, and {@link parseClassRefs}, which the driver and the status controller read
+ * them with, side by side so the shape is written down once.
  *
  * @module
  */
 
+import { CLASS_API_VERSION, CLASS_KIND } from "./contract.ts";
 import { KeyNotFoundError, SourceError } from "./errors.ts";
-
-/** API group of CAProviderClass. */
-export const CLASS_GROUP = "cacerts.csi.cert-manager.io";
-/** API version of CAProviderClass. */
-export const CLASS_VERSION = "v1alpha1";
-/** Plural resource name of CAProviderClass. */
-export const CLASS_PLURAL = "caproviderclasses";
 /**
  * First key a ref without `key` reads (cert-manager's CA key, `kube-root-ca.crt`, service-account
  * token Secrets); see {@link refKey}.
@@ -100,6 +96,66 @@ export function parseClassList(value: string, defaultNamespace: string): ObjectN
   }
   if (out.length === 0) throw new Error("no class named");
   return out;
+}
+
+/** One entry of `spec.refs` as the CAProviderClass schema stores it. */
+export interface ClassRefSpec {
+  /** `""`: the core API group, the only one supported. */
+  apiGroup: "";
+  /** Secret or ConfigMap. */
+  kind: SourceKind;
+  /** Namespace of the object; absent means the class's own. */
+  namespace?: string;
+  /** Object name. */
+  name: string;
+  /** Key holding the PEM; absent means `ca.crt`, else `tls.crt` (see {@link refKey}). */
+  key?: string;
+}
+
+/** A CAProviderClass object as {@link buildClass} makes it. */
+export interface CAProviderClassObject {
+  /** `cacerts.csi.cert-manager.io/v1alpha1`. */
+  apiVersion: typeof CLASS_API_VERSION;
+  /** `CAProviderClass`. */
+  kind: typeof CLASS_KIND;
+  /** Name, namespace and labels. */
+  metadata: { name: string; namespace: string; labels?: Record<string, string> };
+  /** The refs, in order. */
+  spec: { refs: ClassRefSpec[] };
+}
+
+/** What {@link buildClass} needs. */
+export interface ClassOptions extends ObjectName {
+  /** Labels of the object. */
+  labels?: Record<string, string>;
+  /** The sources, in order; a ref without namespace or key leaves the field out. */
+  refs: readonly { kind: SourceKind; namespace?: string; name: string; key?: string }[];
+}
+
+/**
+ * Builds a CAProviderClass object (the shape {@link parseClassRefs} reads back): `apiVersion`,
+ * `kind`, metadata, and `spec.refs` with `apiGroup: ""` and only the fields given.
+ */
+export function buildClass(options: ClassOptions): CAProviderClassObject {
+  const metadata: CAProviderClassObject["metadata"] = {
+    name: options.name,
+    namespace: options.namespace,
+  };
+  if (options.labels !== undefined) metadata.labels = { ...options.labels };
+  return {
+    apiVersion: CLASS_API_VERSION,
+    kind: CLASS_KIND,
+    metadata,
+    spec: {
+      refs: options.refs.map((ref) => ({
+        apiGroup: "" as const,
+        kind: ref.kind,
+        ...(ref.namespace === undefined ? {} : { namespace: ref.namespace }),
+        name: ref.name,
+        ...(ref.key === undefined ? {} : { key: ref.key }),
+      })),
+    },
+  };
 }
 
 function str(value: unknown): string | undefined {

@@ -1,6 +1,25 @@
 import assert from "node:assert/strict";
 import { parseClassList, parseClassRefs, readRefText, refKey, type SourceRef } from "./mod.ts";
 import { KeyNotFoundError, SourceError } from "./mod.ts";
+import {
+  ANNOTATION_PREFIX,
+  ANNOTATIONS,
+  buildClass,
+  CLASS_GROUP,
+  CLASS_KIND,
+  CLASS_PLURAL,
+  CLASS_VERSION,
+  CLASSES_ATTRIBUTE,
+  DEFAULT_MOUNT_PATH,
+  DEFAULT_OS_FAMILY,
+  defaultMountPath,
+  DRIVER_NAME,
+  INJECT_LABEL,
+  JKS_PASSWORD,
+  OS_ATTRIBUTE,
+  storeFiles,
+  volumeAttributes,
+} from "./mod.ts";
 
 Deno.test("class lists split on commas and whitespace, default to the pod namespace, dedupe", () => {
   assert.deepEqual(parseClassList("a,b  other/c\n a", "ns"), [
@@ -145,4 +164,60 @@ Deno.test("a ref to a missing object fails with SourceNotFound", () => {
     assert.equal(e.message, "Secret shop/web-tls (from CAProviderClass shop/web) not found");
     return true;
   });
+});
+
+Deno.test("buildClass writes the shape parseClassRefs reads back, ref for ref", () => {
+  const where = { namespace: "shop", name: "spire-ca" };
+  const object = buildClass({
+    ...where,
+    labels: { "app.kubernetes.io/managed-by": "spire-cacerts" },
+    refs: [
+      { kind: "Secret", namespace: "spire", name: "spire-ca-bundle", key: "ca.crt" },
+      { kind: "ConfigMap", name: "local-roots", key: "bundle.crt" },
+      { kind: "Secret", name: "keyless" },
+    ],
+  });
+  assert.deepEqual(object, {
+    apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
+    kind: "CAProviderClass",
+    metadata: { ...where, labels: { "app.kubernetes.io/managed-by": "spire-cacerts" } },
+    spec: {
+      refs: [
+        {
+          apiGroup: "",
+          kind: "Secret",
+          namespace: "spire",
+          name: "spire-ca-bundle",
+          key: "ca.crt",
+        },
+        { apiGroup: "", kind: "ConfigMap", name: "local-roots", key: "bundle.crt" },
+        { apiGroup: "", kind: "Secret", name: "keyless" },
+      ],
+    },
+  });
+  assert.equal(object.apiVersion, `${CLASS_GROUP}/${CLASS_VERSION}`);
+  assert.equal(object.kind, CLASS_KIND);
+  assert.deepEqual(parseClassRefs(object, where), [
+    { kind: "Secret", namespace: "spire", name: "spire-ca-bundle", key: "ca.crt", index: 0 },
+    { kind: "ConfigMap", namespace: "shop", name: "local-roots", key: "bundle.crt", index: 1 },
+    { kind: "Secret", namespace: "shop", name: "keyless", key: undefined, index: 2 },
+  ]);
+});
+
+Deno.test("the contract's names: driver, API, volume attributes, defaults, label, annotations", () => {
+  assert.equal(DRIVER_NAME, "cacerts.csi.cert-manager.io");
+  assert.equal(CLASS_PLURAL, "caproviderclasses");
+  assert.deepEqual(volumeAttributes("rhel", "spire-ca"), {
+    os: "rhel",
+    caProviderClasses: "spire-ca",
+  });
+  assert.deepEqual([OS_ATTRIBUTE, CLASSES_ATTRIBUTE], ["os", "caProviderClasses"]);
+  assert.equal(DEFAULT_OS_FAMILY, "debian");
+  assert.equal(DEFAULT_MOUNT_PATH, "/etc/ssl/certs");
+  assert.equal(defaultMountPath("fedora"), "/etc/pki/ca-trust/extracted");
+  assert.equal(INJECT_LABEL, "spiffe.io/spire-managed-identity");
+  assert.equal(ANNOTATION_PREFIX, "cacerts.spiffe.io/");
+  assert.deepEqual(Object.values(ANNOTATIONS), ["inject", "os", "containers", "mount-path", "env"]);
+  assert.equal(JKS_PASSWORD, "changeit");
+  assert.equal(storeFiles("sles").java, "java-cacerts");
 });

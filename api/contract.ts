@@ -1,0 +1,80 @@
+/**
+ * The names the webhook writes and the CSI driver reads, defined once: the driver name, the
+ * `CAProviderClass` API (group, version, plural, kind), the inline volume's attributes, the OS
+ * family assumed when a pod names none and where each family's store is mounted, the pod label
+ * and annotations the webhook reads, and the Java keystore password of every rendered store.
+ * The class object itself is built by `buildClass` next to `parseClassRefs`, the parser that
+ * reads it (`class_ref.ts`); the files inside a store come from the renderer's own table
+ * ({@link storeFiles}).
+ *
+ * @module
+ */
+
+import {
+  defaultMountPath,
+  JKS_PASSWORD,
+  type OsFamily,
+  type StoreFiles,
+  storeFiles,
+} from "../trust_store/mod.ts";
+
+export { defaultMountPath, JKS_PASSWORD, type OsFamily, type StoreFiles, storeFiles };
+
+/** Name of the CSI driver: the CSIDriver object, the volume's `csi.driver`, the plugin's socket. */
+export const DRIVER_NAME = "cacerts.csi.cert-manager.io";
+
+/** API group of CAProviderClass (the kubeops/csi-driver-cacerts API). */
+export const CLASS_GROUP = "cacerts.csi.cert-manager.io";
+/** API version of CAProviderClass. */
+export const CLASS_VERSION = "v1alpha1";
+/** Plural resource name of CAProviderClass. */
+export const CLASS_PLURAL = "caproviderclasses";
+/** Kind of CAProviderClass. */
+export const CLASS_KIND = "CAProviderClass";
+/** `apiVersion` of a CAProviderClass object: `cacerts.csi.cert-manager.io/v1alpha1`. */
+export const CLASS_API_VERSION = `${CLASS_GROUP}/${CLASS_VERSION}` as const;
+
+/** Keys of the inline CSI volume's `volumeAttributes` (the driver's `volume_context`). */
+export const VOLUME_ATTRIBUTES = {
+  /** OS family whose store layout is rendered; {@link DEFAULT_OS_FAMILY} when absent. */
+  os: "os",
+  /** CAProviderClasses: names or `namespace/name`, separated by commas and/or whitespace. */
+  classes: "caProviderClasses",
+} as const;
+/** Volume attribute naming the OS family ({@link VOLUME_ATTRIBUTES}`.os`). */
+export const OS_ATTRIBUTE = VOLUME_ATTRIBUTES.os;
+/** Volume attribute naming the CAProviderClasses ({@link VOLUME_ATTRIBUTES}`.classes`). */
+export const CLASSES_ATTRIBUTE = VOLUME_ATTRIBUTES.classes;
+
+/** The OS family assumed when a pod or volume names none. */
+export const DEFAULT_OS_FAMILY: OsFamily = "debian";
+/** Where {@link DEFAULT_OS_FAMILY}'s store is mounted: `/etc/ssl/certs`. */
+export const DEFAULT_MOUNT_PATH: string = defaultMountPath(DEFAULT_OS_FAMILY);
+
+/**
+ * The inline volume's attributes as the webhook writes them and the driver reads them.
+ *
+ * @param os the OS family of the pod's images
+ * @param classes the `caProviderClasses` value (e.g. `spire-ca`)
+ */
+export function volumeAttributes(os: OsFamily, classes: string): Record<string, string> {
+  return { [OS_ATTRIBUTE]: os, [CLASSES_ATTRIBUTE]: classes };
+}
+
+/** The pod label (value `"true"`) that asks for the trust-store volume. */
+export const INJECT_LABEL = "spiffe.io/spire-managed-identity";
+/** Prefix of every pod annotation the webhook reads. */
+export const ANNOTATION_PREFIX = "cacerts.spiffe.io/";
+/** Annotation keys (after {@link ANNOTATION_PREFIX}) and what they take. */
+export const ANNOTATIONS = {
+  /** `"false"` opts a labelled pod out; `"true"` is the default. */
+  inject: "inject",
+  /** OS family of the images (see `parseOsFamily`); picks the store layout and mount path. */
+  os: "os",
+  /** Comma-separated container names (containers or init containers) to mount into. */
+  containers: "containers",
+  /** Absolute mount path overriding the family's default. */
+  mountPath: "mount-path",
+  /** `"true"` sets SSL_CERT_FILE, SSL_CERT_DIR, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, JAVA_TOOL_OPTIONS. */
+  env: "env",
+} as const;
