@@ -13,12 +13,13 @@
 import {
   defaultMountPath,
   JKS_PASSWORD,
+  OS_FAMILIES,
   type OsFamily,
   type StoreFiles,
   storeFiles,
 } from "../trust_store/mod.ts";
 
-export { defaultMountPath, JKS_PASSWORD, type OsFamily, type StoreFiles, storeFiles };
+export { defaultMountPath, JKS_PASSWORD, OS_FAMILIES, type OsFamily, type StoreFiles, storeFiles };
 
 /** Name of the CSI driver: the CSIDriver object, the volume's `csi.driver`, the plugin's socket. */
 export const DRIVER_NAME = "cacerts.csi.cert-manager.io";
@@ -34,17 +35,17 @@ export const CLASS_KIND = "CAProviderClass";
 /** `apiVersion` of a CAProviderClass object: `cacerts.csi.cert-manager.io/v1alpha1`. */
 export const CLASS_API_VERSION = `${CLASS_GROUP}/${CLASS_VERSION}` as const;
 
+/** Volume attribute naming the OS family whose layout is rendered ({@link DEFAULT_OS_FAMILY} when absent). */
+export const OS_ATTRIBUTE = "os";
+/** Volume attribute naming the CAProviderClasses: names or `namespace/name`, comma/space separated. */
+export const CLASSES_ATTRIBUTE = "caProviderClasses";
 /** Keys of the inline CSI volume's `volumeAttributes` (the driver's `volume_context`). */
-export const VOLUME_ATTRIBUTES = {
-  /** OS family whose store layout is rendered; {@link DEFAULT_OS_FAMILY} when absent. */
-  os: "os",
-  /** CAProviderClasses: names or `namespace/name`, separated by commas and/or whitespace. */
-  classes: "caProviderClasses",
-} as const;
-/** Volume attribute naming the OS family ({@link VOLUME_ATTRIBUTES}`.os`). */
-export const OS_ATTRIBUTE = VOLUME_ATTRIBUTES.os;
-/** Volume attribute naming the CAProviderClasses ({@link VOLUME_ATTRIBUTES}`.classes`). */
-export const CLASSES_ATTRIBUTE = VOLUME_ATTRIBUTES.classes;
+export const VOLUME_ATTRIBUTES: {
+  /** {@link OS_ATTRIBUTE}. */
+  readonly os: typeof OS_ATTRIBUTE;
+  /** {@link CLASSES_ATTRIBUTE}. */
+  readonly classes: typeof CLASSES_ATTRIBUTE;
+} = { os: OS_ATTRIBUTE, classes: CLASSES_ATTRIBUTE };
 
 /** The OS family assumed when a pod or volume names none. */
 export const DEFAULT_OS_FAMILY: OsFamily = "debian";
