@@ -1,13 +1,24 @@
 /**
- * What every program's command line shares: the structured logger.
+ * What every program's command line shares: the flag table that parses, checks and documents its
+ * flags, and the structured logger.
  *
  * ```ts
- * import { createLogger } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ * import { createLogger, type FlagTable, parseFlagTable, renderFlags } from "./mod.ts";
+ *
  * const log = createLogger("info");
  * log.info("started", { port: 8443 });
+ *
+ * const table = {
+ *   port: { type: "number", min: 0, max: 65535, arg: "N", default: "8443", help: "(default {default})" },
+ *   verbose: { type: "boolean", help: "more logs" },
+ * } as const satisfies FlagTable;
+ * assert.deepEqual(parseFlagTable(table, ["--port=9443", "--verbose"]), { port: 9443, verbose: true });
+ * assert.equal(renderFlags(table).split("\n")[0], "  --port N                    (default 8443)");
  * ```
  *
  * @module
  */
 
+export * from "./flags.ts";
 export * from "./log.ts";

@@ -7,11 +7,18 @@
 
 import { KubeConfig } from "@kubernetes/client-node";
 import { hostname } from "node:os";
-import { parseArgs } from "node:util";
-import { NodeDriver } from "./driver.ts";
+import { createNodeDriver } from "./driver.ts";
 import type { BaseRoots } from "../trust_store/mod.ts";
 import { startHealthServer } from "./http.ts";
-import { createLogger, type LogLevel } from "../cli/mod.ts";
+import {
+  createLogger,
+  type FlagTable,
+  LOG_LEVELS,
+  type LogLevel,
+  parseFlagTable,
+  renderFlags,
+  UsageError,
+} from "../cli/mod.ts";
 import { startCsiServer } from "./server.ts";
 import { runSelfTest } from "./self_check.ts";
 
@@ -22,36 +29,100 @@ export const VERSION = "0.1.0";
 /** Default CSI driver name. */
 export const DEFAULT_DRIVER_NAME = "cacerts.csi.cert-manager.io";
 
+/** The command line: name, kind, default, check and help line of every flag. */
+export const CSI_FLAGS = {
+  endpoint: {
+    type: "string",
+    arg: "URL",
+    default: "unix:///csi/csi.sock",
+    help: "CSI socket (default {default})",
+  },
+  "node-id": {
+    type: "string",
+    arg: "ID",
+    help: "node id for NodeGetInfo (default: $NODE_NAME or the hostname)",
+  },
+  "driver-name": {
+    type: "string",
+    arg: "NAME",
+    default: DEFAULT_DRIVER_NAME,
+    help: "CSI driver name (default {default})",
+  },
+  "state-dir": {
+    type: "string",
+    arg: "DIR",
+    default: "/var/lib/spire-cacerts",
+    help: "volume records (default {default})",
+  },
+  "health-addr": {
+    type: "string",
+    arg: "HOST:PORT",
+    default: ":9809",
+    help: "/healthz and /metrics (default {default})",
+  },
+  kubeconfig: {
+    type: "string",
+    arg: "PATH",
+    help: "kubeconfig (default: in-cluster service account)",
+  },
+  "allowed-ref-namespaces": {
+    type: "list",
+    arg: "NS",
+    help: "comma list of namespaces classes may reference besides the pod's",
+  },
+  "plain-dir": {
+    type: "boolean",
+    help: "write into the target directory instead of mounting a tmpfs",
+  },
+  "tmpfs-size": {
+    type: "string",
+    arg: "SIZE",
+    default: "8Mi",
+    expect: "a size such as 8Mi, 512Ki or 1048576",
+    parse: (text: string) => /^[1-9][0-9]*([kmg]i?)?$/i.test(text) ? text : undefined,
+    help: "size of each volume's tmpfs (default {default})",
+  },
+  "base-roots": {
+    type: "string",
+    arg: "KIND",
+    default: "bundled",
+    expect: "none, bundled or file:/absolute/path",
+    parse: (text: string): BaseRoots | undefined =>
+      text === "none" || text === "bundled"
+        ? { kind: text }
+        : text.startsWith("file:/")
+        ? { kind: "file", path: text.slice(5) }
+        : undefined,
+    help: "public roots under the CAs: none, bundled (this image's\n" +
+      "ca-certificates) or file:/path (default {default})",
+  },
+  "render-concurrency": {
+    type: "number",
+    arg: "N",
+    min: 1,
+    default: "32",
+    help: "volumes re-rendered at once after a change (default {default})",
+  },
+  "log-level": {
+    type: "enum",
+    arg: "LEVEL",
+    values: LOG_LEVELS,
+    default: "info",
+    help: "debug, info, warn or error (default {default})",
+  },
+  "self-test": { type: "boolean", help: "run the in-memory self-test and exit" },
+  version: { type: "boolean", help: "print the version" },
+  help: { type: "boolean", help: "this text" },
+} as const satisfies FlagTable;
+
 const HELP = `${PROGRAM} ${VERSION}: CSI node plugin serving live system trust stores.
 
 Usage: ${PROGRAM} [flags]
 
-  --endpoint URL              CSI socket (default unix:///csi/csi.sock)
-  --node-id ID                node id for NodeGetInfo (default: $NODE_NAME or the hostname)
-  --driver-name NAME          CSI driver name (default ${DEFAULT_DRIVER_NAME})
-  --state-dir DIR             volume records (default /var/lib/spire-cacerts)
-  --health-addr HOST:PORT     /healthz and /metrics (default :9809)
-  --kubeconfig PATH           kubeconfig (default: in-cluster service account)
-  --allowed-ref-namespaces NS comma list of namespaces classes may reference besides the pod's
-  --plain-dir                 write into the target directory instead of mounting a tmpfs
-  --tmpfs-size SIZE           size of each volume's tmpfs (default 8Mi)
-  --base-roots KIND           public roots under the CAs: none, bundled (this image's
-                              ca-certificates) or file:/path (default bundled)
-  --render-concurrency N      volumes re-rendered at once after a change (default 32)
-  --log-level LEVEL           debug, info, warn or error (default info)
-  --self-test                 run the in-memory self-test and exit
-  --version                   print the version
-  --help                      this text
+${renderFlags(CSI_FLAGS)}
 `;
 
-/** Thrown for bad command-line flags. */
-export class UsageError extends Error {
-  /** @param message what is wrong */
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
+export { UsageError };
 
 /** Parsed flags. */
 export interface CsiFlags {
@@ -83,68 +154,26 @@ export interface CsiFlags {
   mode: "run" | "help" | "version" | "self-test";
 }
 
-/** Parses the command line. */
+/**
+ * Parses the command line.
+ *
+ * @throws {UsageError} for an unknown flag or a bad value
+ */
 export function parseFlags(args: string[]): CsiFlags {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      options: {
-        endpoint: { type: "string", default: "unix:///csi/csi.sock" },
-        "node-id": { type: "string" },
-        "driver-name": { type: "string", default: DEFAULT_DRIVER_NAME },
-        "state-dir": { type: "string", default: "/var/lib/spire-cacerts" },
-        "health-addr": { type: "string", default: ":9809" },
-        kubeconfig: { type: "string" },
-        "allowed-ref-namespaces": { type: "string", default: "" },
-        "plain-dir": { type: "boolean", default: false },
-        "tmpfs-size": { type: "string", default: "8Mi" },
-        "log-level": { type: "string", default: "info" },
-        "base-roots": { type: "string", default: "bundled" },
-        "render-concurrency": { type: "string", default: "32" },
-        "self-test": { type: "boolean", default: false },
-        version: { type: "boolean", default: false },
-        help: { type: "boolean", default: false },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const level = values["log-level"] as string;
-  if (!["debug", "info", "warn", "error"].includes(level)) {
-    throw new UsageError(`--log-level "${level}": use debug, info, warn or error`);
-  }
-  if (!/^[1-9][0-9]*([kmg]i?)?$/i.test(values["tmpfs-size"] as string)) {
-    throw new UsageError(`--tmpfs-size "${values["tmpfs-size"]}": use e.g. 8Mi, 512Ki or 1048576`);
-  }
-  const base = values["base-roots"] as string;
-  let baseRoots: BaseRoots;
-  if (base === "none") baseRoots = { kind: "none" };
-  else if (base === "bundled") baseRoots = { kind: "bundled" };
-  else if (base.startsWith("file:/")) baseRoots = { kind: "file", path: base.slice(5) };
-  else throw new UsageError(`--base-roots "${base}": use none, bundled or file:/absolute/path`);
-  const renderConcurrency = Number(values["render-concurrency"]);
-  if (!Number.isInteger(renderConcurrency) || renderConcurrency < 1) {
-    throw new UsageError(
-      `--render-concurrency "${values["render-concurrency"]}": a positive integer`,
-    );
-  }
+  const values = parseFlagTable(CSI_FLAGS, args);
   return {
-    renderConcurrency,
-    baseRoots,
-    endpoint: values.endpoint as string,
-    nodeId: (values["node-id"] as string | undefined) || Deno.env.get("NODE_NAME") || hostname(),
-    driverName: values["driver-name"] as string,
-    stateDir: values["state-dir"] as string,
-    healthAddr: values["health-addr"] as string,
-    kubeconfig: values.kubeconfig as string | undefined,
-    allowedRefNamespaces: (values["allowed-ref-namespaces"] as string).split(/[\s,]+/).filter(
-      Boolean,
-    ),
-    plainDir: values["plain-dir"] as boolean,
-    tmpfsSize: values["tmpfs-size"] as string,
-    logLevel: level as LogLevel,
+    renderConcurrency: values["render-concurrency"],
+    baseRoots: values["base-roots"],
+    endpoint: values.endpoint,
+    nodeId: values["node-id"] || Deno.env.get("NODE_NAME") || hostname(),
+    driverName: values["driver-name"],
+    stateDir: values["state-dir"],
+    healthAddr: values["health-addr"],
+    kubeconfig: values.kubeconfig,
+    allowedRefNamespaces: values["allowed-ref-namespaces"],
+    plainDir: values["plain-dir"],
+    tmpfsSize: values["tmpfs-size"],
+    logLevel: values["log-level"],
     mode: values.help
       ? "help"
       : values.version
@@ -181,7 +210,7 @@ export async function main(args: string[]): Promise<number> {
   const kubeConfig = new KubeConfig();
   if (flags.kubeconfig) kubeConfig.loadFromFile(flags.kubeconfig);
   else kubeConfig.loadFromCluster();
-  const driver = new NodeDriver({
+  const driver = createNodeDriver({
     driverName: flags.driverName,
     nodeId: flags.nodeId,
     stateDir: flags.stateDir,

@@ -10,10 +10,17 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { KubeConfig } from "@kubernetes/client-node";
 import denoJson from "../deno.json" with { type: "json" };
-import { createLogger, type LogLevel } from "../cli/mod.ts";
+import {
+  createLogger,
+  type FlagTable,
+  LOG_LEVELS,
+  type LogLevel,
+  parseFlagTable,
+  renderFlags,
+  UsageError,
+} from "../cli/mod.ts";
 import { createApp } from "./app.ts";
 import { type ClassStatusController, startClassStatus } from "./class_status.ts";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES } from "./controller.ts";
@@ -29,44 +36,119 @@ import { startWebhookServer } from "./server.ts";
 /** Program name as it appears in `--version` and `--self-test`. */
 export const PROGRAM = "spire-cacerts-webhook";
 
+/** The command line: name, kind, default, check and help line of every flag. */
+export const WEBHOOK_FLAGS = {
+  port: {
+    type: "number",
+    arg: "N",
+    min: 0,
+    max: 65535,
+    expect: "a port number",
+    default: "8443",
+    help: "HTTPS port of /mutate (default {default})",
+  },
+  "cert-dir": {
+    type: "string",
+    arg: "DIR",
+    nonEmpty: true,
+    default: "/run/spiffe/certs",
+    help: "spiffe-helper's directory: svid.pem, svid_key.pem, svid_bundle.pem\n(default {default})",
+  },
+  "health-port": {
+    type: "number",
+    arg: "N",
+    min: 0,
+    max: 65535,
+    expect: "a port number",
+    default: "9440",
+    help: "plain HTTP /healthz, /readyz, /metrics (default {default})",
+  },
+  "bind-address": {
+    type: "string",
+    arg: "ADDR",
+    default: "0.0.0.0",
+    help: "address both ports bind to (default {default})",
+  },
+  "driver-name": {
+    type: "string",
+    arg: "NAME",
+    nonEmpty: true,
+    default: "cacerts.csi.cert-manager.io",
+    help: "CSI driver of the added volume (default {default})",
+  },
+  "class-name": {
+    type: "string",
+    arg: "NAME",
+    nonEmpty: true,
+    default: "spire-ca",
+    help: "per-namespace CAProviderClass (default {default})",
+  },
+  "excluded-namespaces": {
+    type: "list",
+    arg: "LIST",
+    default: DEFAULT_EXCLUDED_NAMESPACES.join(","),
+    help: "namespaces without a class (default {default})",
+  },
+  kubeconfig: {
+    type: "string",
+    arg: "PATH",
+    help: "cluster access (default: in-cluster service account)",
+  },
+  controller: {
+    type: "boolean",
+    label: "--controller=false",
+    default: "true",
+    help: "serve admissions only; no namespace or bundle controller",
+  },
+  "registrations-dir": {
+    type: "string",
+    arg: "DIR",
+    default: "",
+    parse: (text: string) => text.trim(),
+    help: "keep the ClusterSPIFFEIDs of DIR/*.yaml applied (server-side apply,\n" +
+      "waits for their CRD; needs the controller; default empty: off)",
+  },
+  "registrations-resync": {
+    type: "duration",
+    arg: "D",
+    default: `${DEFAULT_REGISTRATION_RESYNC_MS / 60_000}m`,
+    help: "re-apply them this often to repair drift (default {default}; ms, s, m, h)",
+  },
+  "failure-policy": {
+    type: "enum",
+    arg: "P",
+    values: ["Fail", "Ignore"],
+    default: "Fail",
+    help: "answer when the mutation itself fails: Fail (reject) or Ignore\n" +
+      "(default {default}, matching the MutatingWebhookConfiguration)",
+  },
+  "log-level": {
+    type: "enum",
+    arg: "L",
+    values: LOG_LEVELS,
+    default: "info",
+    help: "debug, info, warn, error (default {default})",
+  },
+  "self-test": {
+    type: "boolean",
+    help: `run the mutation in memory, print "${PROGRAM} self-test ok"`,
+  },
+  version: { type: "boolean", hidden: true, help: "print the version" },
+  help: { type: "boolean", label: "--version, --help", help: "" },
+} as const satisfies FlagTable;
+
 const HELP = `${PROGRAM} ${denoJson.version}
 Admission webhook adding the SPIRE trust-store CSI volume to pods labelled
 spiffe.io/spire-managed-identity=true, plus a controller keeping a CAProviderClass in every
 namespace and the Secret spire/spire-ca-bundle equal to SPIRE's bundle.
 
 Flags:
-  --port N                    HTTPS port of /mutate (default 8443)
-  --cert-dir DIR              spiffe-helper's directory: svid.pem, svid_key.pem, svid_bundle.pem
-                              (default /run/spiffe/certs)
-  --health-port N             plain HTTP /healthz, /readyz, /metrics (default 9440)
-  --bind-address ADDR         address both ports bind to (default 0.0.0.0)
-  --driver-name NAME          CSI driver of the added volume (default cacerts.csi.cert-manager.io)
-  --class-name NAME           per-namespace CAProviderClass (default spire-ca)
-  --excluded-namespaces LIST  namespaces without a class (default ${
-  DEFAULT_EXCLUDED_NAMESPACES.join(",")
-})
-  --kubeconfig PATH           cluster access (default: in-cluster service account)
-  --controller=false          serve admissions only; no namespace or bundle controller
-  --registrations-dir DIR     keep the ClusterSPIFFEIDs of DIR/*.yaml applied (server-side apply,
-                              waits for their CRD; needs the controller; default empty: off)
-  --registrations-resync D    re-apply them this often to repair drift (default 5m; ms, s, m, h)
-  --failure-policy P          answer when the mutation itself fails: Fail (reject) or Ignore
-                              (default Fail, matching the MutatingWebhookConfiguration)
-  --log-level L               debug, info, warn, error (default info)
-  --self-test                 run the mutation in memory, print "${PROGRAM} self-test ok"
-  --version, --help
+${renderFlags(WEBHOOK_FLAGS)}
 
 Pod annotations (prefix cacerts.spiffe.io/): inject=false, os=<family>, containers=a,b,
 mount-path=/path, env=true.`;
 
-/** Thrown for a bad command line. */
-export class UsageError extends Error {
-  /** Creates the error with the message shown before the hint to run --help. */
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
+export { UsageError };
 
 /** Parsed command line. */
 export interface WebhookFlags {
@@ -100,102 +182,30 @@ export interface WebhookFlags {
   mode: "run" | "help" | "version" | "self-test";
 }
 
-function port(name: string, value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) {
-    throw new UsageError(`--${name}: ${JSON.stringify(value)} is not a port number`);
-  }
-  return n;
-}
-
-/** Parses a duration such as `500ms`, `2s`, `5m` or `1h` into milliseconds. */
-function duration(name: string, value: string): number {
-  const match = /^(\d+)(ms|s|m|h)$/.exec(value.trim());
-  const ms = match ? Number(match[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[2]]! : 0;
-  if (!match || ms <= 0) {
-    throw new UsageError(
-      `--${name}: ${JSON.stringify(value)} is not a positive duration such as 2s or 5m`,
-    );
-  }
-  return ms;
-}
-
 /**
  * Parses the command line.
  *
  * @throws {UsageError} for unknown flags or bad values
  */
 export function parseFlags(args: string[]): WebhookFlags {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        port: { type: "string", default: "8443" },
-        "cert-dir": { type: "string", default: "/run/spiffe/certs" },
-        "health-port": { type: "string", default: "9440" },
-        "bind-address": { type: "string", default: "0.0.0.0" },
-        "driver-name": { type: "string", default: "cacerts.csi.cert-manager.io" },
-        "class-name": { type: "string", default: "spire-ca" },
-        "excluded-namespaces": { type: "string", default: DEFAULT_EXCLUDED_NAMESPACES.join(",") },
-        kubeconfig: { type: "string" },
-        controller: { type: "string", default: "true" },
-        "registrations-dir": { type: "string", default: "" },
-        "registrations-resync": {
-          type: "string",
-          default: `${DEFAULT_REGISTRATION_RESYNC_MS / 60_000}m`,
-        },
-        "failure-policy": { type: "string", default: "Fail" },
-        "log-level": { type: "string", default: "info" },
-        "self-test": { type: "boolean", default: false },
-        version: { type: "boolean", default: false },
-        help: { type: "boolean", default: false },
-      },
-    }));
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  const controller = values.controller;
-  if (controller !== "true" && controller !== "false") {
-    throw new UsageError(`--controller: ${JSON.stringify(controller)} is not true or false`);
-  }
-  const registrationsDir = values["registrations-dir"].trim();
-  if (registrationsDir !== "" && controller === "false") {
+  const values = parseFlagTable(WEBHOOK_FLAGS, args);
+  if (values["registrations-dir"] !== "" && !values.controller) {
     throw new UsageError("--registrations-dir needs the controller; drop --controller=false");
   }
-  const failurePolicy = values["failure-policy"];
-  if (failurePolicy !== "Fail" && failurePolicy !== "Ignore") {
-    throw new UsageError(
-      `--failure-policy: ${JSON.stringify(failurePolicy)} is not Fail or Ignore`,
-    );
-  }
-  const logLevel = values["log-level"];
-  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
-    throw new UsageError(
-      `--log-level: ${JSON.stringify(logLevel)} is not debug, info, warn or error`,
-    );
-  }
-  for (const name of ["driver-name", "class-name", "cert-dir"] as const) {
-    if (values[name].trim() === "") throw new UsageError(`--${name} is empty`);
-  }
   return {
-    port: port("port", values.port),
+    port: values.port,
     certDir: values["cert-dir"],
-    healthPort: port("health-port", values["health-port"]),
+    healthPort: values["health-port"],
     bindAddress: values["bind-address"],
     driverName: values["driver-name"],
     className: values["class-name"],
-    excludedNamespaces: values["excluded-namespaces"].split(",").map((s) => s.trim()).filter(
-      Boolean,
-    ),
+    excludedNamespaces: values["excluded-namespaces"],
     kubeconfig: values.kubeconfig,
-    controller: controller === "true",
-    registrationsDir,
-    registrationsResyncMs: duration("registrations-resync", values["registrations-resync"]),
-    failurePolicy,
-    logLevel: logLevel as LogLevel,
+    controller: values.controller,
+    registrationsDir: values["registrations-dir"],
+    registrationsResyncMs: values["registrations-resync"],
+    failurePolicy: values["failure-policy"],
+    logLevel: values["log-level"],
     mode: values.help
       ? "help"
       : values.version
