@@ -24,6 +24,13 @@ import {
   type V1Namespace,
 } from "@kubernetes/client-node";
 import * as k8s from "@kubernetes/client-node";
+import {
+  buildClass,
+  type CAProviderClassObject,
+  CLASS_GROUP,
+  CLASS_PLURAL,
+  CLASS_VERSION,
+} from "../api/mod.ts";
 import { buildTrustSet } from "../trust_store/mod.ts";
 import { toPem } from "../spire/mod.ts";
 import type { Logger } from "../cli/mod.ts";
@@ -42,10 +49,6 @@ export const DEFAULT_EXCLUDED_NAMESPACES = [
   "spire",
   "spire-cacerts",
 ];
-
-const GROUP = "cacerts.csi.cert-manager.io";
-const VERSION = "v1alpha1";
-const PLURAL = "caproviderclasses";
 
 /** One key of a namespaced object. */
 export interface KeyRef {
@@ -87,22 +90,18 @@ export interface ControllerOptions {
   onWrite?: (what: "class" | "secret") => void;
 }
 
-/** The CAProviderClass the controller wants in a namespace. */
-export function desiredClass(namespace: string, className: string, secret: KeyRef) {
-  return {
-    apiVersion: `${GROUP}/${VERSION}`,
-    kind: "CAProviderClass",
-    metadata: { name: className, namespace, labels: { [MANAGED_LABEL]: MANAGED_VALUE } },
-    spec: {
-      refs: [{
-        apiGroup: "",
-        kind: "Secret",
-        namespace: secret.namespace,
-        name: secret.name,
-        key: secret.key,
-      }],
-    },
-  };
+/** The CAProviderClass the controller wants in a namespace (built by `buildClass`). */
+export function desiredClass(
+  namespace: string,
+  className: string,
+  secret: KeyRef,
+): CAProviderClassObject {
+  return buildClass({
+    namespace,
+    name: className,
+    labels: { [MANAGED_LABEL]: MANAGED_VALUE },
+    refs: [{ kind: "Secret", namespace: secret.namespace, name: secret.name, key: secret.key }],
+  });
 }
 
 /**
@@ -181,10 +180,10 @@ export class Controller {
     let existing: { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined;
     try {
       existing = await this.#custom.getNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
+        group: CLASS_GROUP,
+        version: CLASS_VERSION,
         namespace,
-        plural: PLURAL,
+        plural: CLASS_PLURAL,
         name,
       });
     } catch (error) {

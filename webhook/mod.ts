@@ -122,8 +122,9 @@ export { startWebhookServer, type WebhookServer, type WebhookServerOptions } fro
 export {
   DEFAULT_OS_FAMILY,
   defaultMountPath,
+  DRIVER_NAME,
   type OsFamily,
-  parseOsFamily,
   type StoreFiles,
   storeFiles,
-} from "./trust_paths.ts";
+} from "../api/mod.ts";
+export { parseOsFamily } from "../trust_store/mod.ts";

@@ -8,38 +8,27 @@
 
 import type { V1Container, V1EnvVar, V1Pod } from "@kubernetes/client-node";
 import {
+  ANNOTATION_PREFIX,
+  ANNOTATIONS,
+  DEFAULT_MOUNT_PATH,
   DEFAULT_OS_FAMILY,
   defaultMountPath,
+  INJECT_LABEL,
+  JKS_PASSWORD,
   type OsFamily,
-  parseOsFamily,
   storeFiles,
-} from "./trust_paths.ts";
+  volumeAttributes,
+} from "../api/mod.ts";
+import { parseOsFamily } from "../trust_store/mod.ts";
 
-/** The pod label that asks for injection (value `"true"`). */
-export const INJECT_LABEL = "spiffe.io/spire-managed-identity";
-/** Prefix of every annotation this webhook reads. */
-export const ANNOTATION_PREFIX = "cacerts.spiffe.io/";
-/** Annotation keys (after {@link ANNOTATION_PREFIX}) and what they take. */
-export const ANNOTATIONS = {
-  /** `"false"` opts a labelled pod out; `"true"` is the default. */
-  inject: "inject",
-  /** OS family of the images (see `parseOsFamily`); picks the store layout and mount path. */
-  os: "os",
-  /** Comma-separated container names (containers or init containers) to mount into. */
-  containers: "containers",
-  /** Absolute mount path overriding the family's default. */
-  mountPath: "mount-path",
-  /** `"true"` sets SSL_CERT_FILE, SSL_CERT_DIR, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, JAVA_TOOL_OPTIONS. */
-  env: "env",
-} as const;
+export { ANNOTATION_PREFIX, ANNOTATIONS, DEFAULT_MOUNT_PATH, INJECT_LABEL };
+
 /** Name of the volume the webhook adds. */
 export const VOLUME_NAME = "spire-cacerts";
-/** The default mount path when a pod names neither an OS family nor a path. */
-export const DEFAULT_MOUNT_PATH = "/etc/ssl/certs";
 
 /** What the mutation needs to know about its deployment. */
 export interface MutationConfig {
-  /** CSI driver name, e.g. `cacerts.csi.cert-manager.io`. */
+  /** CSI driver name, normally `DRIVER_NAME` (`cacerts.csi.cert-manager.io`). */
   driverName: string;
   /** Per-namespace CAProviderClass the volume refers to, e.g. `spire-ca`. */
   className: string;
@@ -202,7 +191,7 @@ function envVars(mountPath: string, family: OsFamily): V1EnvVar[] {
 }
 
 function javaOptions(keyStore: string): string {
-  return `-Djavax.net.ssl.trustStore=${keyStore} -Djavax.net.ssl.trustStorePassword=changeit`;
+  return `-Djavax.net.ssl.trustStore=${keyStore} -Djavax.net.ssl.trustStorePassword=${JKS_PASSWORD}`;
 }
 
 function envPatch(
@@ -304,7 +293,7 @@ export function planMutation(pod: V1Pod, config: MutationConfig): MutationPlan {
     csi: {
       driver: config.driverName,
       readOnly: true,
-      volumeAttributes: { os: family, caProviderClasses: config.className },
+      volumeAttributes: volumeAttributes(family, config.className),
     },
   };
   const patch: JsonPatchOperation[] = !Array.isArray(spec.volumes)
