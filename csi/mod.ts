@@ -1,11 +1,37 @@
 /**
- * The CSI node plugin: gRPC server, request validation, CAProviderClass resolution, watches,
- * volume records, and the driver that ties them together.
+ * The CSI node plugin: gRPC server, request validation, the node server (publish, unpublish,
+ * stats, restore, re-render on change) with its collaborators as interfaces (object source,
+ * Event recorder, mounter, state store), and {@link createNodeDriver}, which wires the real ones.
  *
  * @module
  */
 
-export { DATA_LINK, NodeDriver, type NodeDriverOptions, RenderError } from "./driver.ts";
+export { createNodeDriver, type NodeDriverOptions } from "./driver.ts";
+export { DATA_LINK, NodeServer, type NodeServerOptions, type VolumeStats } from "./node_server.ts";
+export {
+  type ObjectSource,
+  type ResolveRequest,
+  SourceResolver,
+  type SourceResolverOptions,
+} from "./resolver.ts";
+export { PayloadCache, type PayloadCacheOptions, RenderError, storeHash } from "./payload_cache.ts";
+export {
+  type EventRecorder,
+  KubeEventRecorder,
+  type KubeEventRecorderOptions,
+  type PodEvent,
+  UPDATE_FAILED_REASON,
+} from "./events.ts";
+export { KeyedLock, Semaphore } from "./concurrency.ts";
+export { DependencyIndex } from "./dependency_index.ts";
+export {
+  hostMounter,
+  isMountPoint,
+  type Mounter,
+  MountError,
+  mountTmpfs,
+  unmount,
+} from "./mount.ts";
 export { CsiError, SOURCE_STATUS, toCsiError } from "./errors.ts";
 export {
   checkPath,
@@ -28,7 +54,7 @@ export {
   startCsiServer,
 } from "./server.ts";
 export { type HealthServer, parseHostPort, startHealthServer } from "./http.ts";
-export { StateFileError, StateStore, type VolumeRecord } from "./state.ts";
+export { StateFileError, StateStore, type VolumeRecord, type VolumeStateStore } from "./state.ts";
 export { controllerService, CSI_PROTO, identityService, nodeService } from "./proto.ts";
 export {
   type CsiFlags,

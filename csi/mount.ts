@@ -1,8 +1,20 @@
 /**
- * tmpfs mounts at target paths, with `mount`/`umount` and `/proc/self/mountinfo`.
+ * tmpfs mounts at target paths, with `mount`/`umount` and `/proc/self/mountinfo`, behind the
+ * {@link Mounter} interface the node server takes (tests pass a fake, as spiffe-csi's `pkg/mount`
+ * is swapped in its tests).
  *
  * @module
  */
+
+/** The mount calls the node server makes. */
+export interface Mounter {
+  /** Whether `path` is a mount point. */
+  isMounted(path: string): Promise<boolean>;
+  /** Mounts a tmpfs of `size` (e.g. `"8Mi"`) at `path`. */
+  mount(path: string, size: string): Promise<void>;
+  /** Unmounts everything mounted at `path`. */
+  unmount(path: string): Promise<void>;
+}
 
 /** A mount or unmount command failed. */
 export class MountError extends Error {
@@ -58,3 +70,10 @@ export async function mountTmpfs(path: string, size: string): Promise<void> {
 export async function unmount(path: string): Promise<void> {
   while (await isMountPoint(path)) await run(["umount", path]);
 }
+
+/** The host's mounts: {@link isMountPoint}, {@link mountTmpfs} and {@link unmount}. */
+export const hostMounter: Mounter = {
+  isMounted: isMountPoint,
+  mount: mountTmpfs,
+  unmount,
+};

@@ -37,8 +37,18 @@ export class StateFileError extends Error {
   }
 }
 
+/** Where the node server keeps volume records (tests pass an in-memory one). */
+export interface VolumeStateStore {
+  /** Writes a record, replacing the volume's previous one. */
+  save(record: VolumeRecord): Promise<void>;
+  /** Removes a volume's record (no error when absent). */
+  remove(volumeId: string): Promise<void>;
+  /** Reads every record; unreadable ones are returned as errors. */
+  loadAll(): Promise<{ records: VolumeRecord[]; errors: StateFileError[] }>;
+}
+
 /** The state directory's volume records. */
-export class StateStore {
+export class StateStore implements VolumeStateStore {
   readonly #dir: string;
 
   /** @param stateDir the `--state-dir`; records live in `<stateDir>/volumes/` */

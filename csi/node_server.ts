@@ -1,0 +1,474 @@
+/**
+ * The node server's orchestration: NodePublishVolume (first publish renders or fails; a republish
+ * never fails, kubernetes#121271), NodeUnpublishVolume, NodeGetVolumeStats, restore after a
+ * restart, and the re-render of every volume that read an object when that object changes. A bad
+ * update keeps the last good store, counts in `cacerts_csi_update_failures_total` and records one
+ * Warning Event per distinct failure.
+ *
+ * Every collaborator is passed in ({@link NodeServerOptions}): the object source (API reads and
+ * watches), the Event recorder, the mounter and the state store; `driver.ts` wires the real ones.
+ * The store files themselves are written to the real file system (AtomicWriter), which a test
+ * points at a temporary directory.
+ *
+ * @module
+ */
+
+import { status } from "@grpc/grpc-js";
+import { join } from "node:path";
+import { statfs } from "node:fs/promises";
+import {
+  AtomicWriter,
+  type BaseRoots,
+  type OsFamily,
+  parseOsFamily,
+  type PemSource,
+} from "../trust_store/mod.ts";
+import { type ObjectName, SourceError } from "../api/mod.ts";
+import type { WatchedObject } from "../kube/mod.ts";
+import type { Logger } from "../cli/mod.ts";
+import { Registry } from "../prometheus/mod.ts";
+import { CsiError, toCsiError } from "./errors.ts";
+import { KeyedLock, Semaphore } from "./concurrency.ts";
+import { DependencyIndex } from "./dependency_index.ts";
+import { type EventRecorder, UPDATE_FAILED_REASON } from "./events.ts";
+import {
+  defineNodeMetrics,
+  PUBLISH_TOTAL,
+  REPUBLISH_ERRORS,
+  STORE_WRITES,
+  UNPUBLISH_TOTAL,
+  UPDATE_FAILURES,
+} from "./metrics.ts";
+import type { Mounter } from "./mount.ts";
+import { PayloadCache, RenderError, storeHash } from "./payload_cache.ts";
+import type {
+  NodeGetVolumeStatsRequest,
+  NodePublishVolumeRequest,
+  NodeUnpublishVolumeRequest,
+} from "./proto.ts";
+import { type ObjectSource, SourceResolver } from "./resolver.ts";
+import type { VolumeRecord, VolumeStateStore } from "./state.ts";
+import { type PodRef, validatePublish, validateStats, validateUnpublish } from "./validation.ts";
+
+/** Name of the AtomicWriter's current-data link inside a volume. */
+export const DATA_LINK = "..data";
+
+/** Options for {@link NodeServer}: settings and collaborators. */
+export interface NodeServerOptions {
+  /** API reads and watches; its changes are fed to {@link NodeServer.objectChanged}. */
+  objects: ObjectSource;
+  /** Where Warning Events go. */
+  events: EventRecorder;
+  /** tmpfs mounts. */
+  mounter: Mounter;
+  /** Volume records. */
+  state: VolumeStateStore;
+  /** Structured logger. */
+  logger: Logger;
+  /** Write into the target directory instead of mounting a tmpfs there. */
+  plainDir: boolean;
+  /** tmpfs size, e.g. `"8Mi"`. */
+  tmpfsSize: string;
+  /** Namespaces (besides the pod's own) that classes and refs may point into. */
+  allowedRefNamespaces: readonly string[];
+  /** Metrics registry (one is created when omitted). */
+  metrics?: Registry;
+  /** Public roots added under the referenced CAs (default: none). */
+  baseRoots?: BaseRoots;
+  /** How many volumes are re-rendered at once after a change (default 32). */
+  renderConcurrency?: number;
+}
+
+/** Result of {@link NodeServer.stats}. */
+export interface VolumeStats {
+  /** Bytes and inodes of the file system at the target (empty when statfs failed). */
+  usage: { available: number; total: number; used: number; unit: string }[];
+  /** Abnormal when the store is missing or the latest update failed. */
+  volumeCondition: { abnormal: boolean; message: string };
+}
+
+interface Volume {
+  record: VolumeRecord;
+  family: OsFamily;
+  writer: AtomicWriter;
+  /** Hash of the sources of the store currently on disk. */
+  storeHash?: string;
+  lastError?: string;
+  queue: Promise<void>;
+  pending: boolean;
+  closed: boolean;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** The CSI Node service's core; see the module documentation. */
+export class NodeServer {
+  /** Metrics registry. */
+  readonly metrics: Registry;
+  readonly #opts: NodeServerOptions;
+  readonly #log: Logger;
+  readonly #objects: ObjectSource;
+  readonly #resolver: SourceResolver;
+  readonly #payloads: PayloadCache;
+  readonly #volumes = new Map<string, Volume>();
+  readonly #deps = new DependencyIndex<Volume>();
+  readonly #locks = new KeyedLock();
+  readonly #renders: Semaphore;
+
+  /** @param options see {@link NodeServerOptions} */
+  constructor(options: NodeServerOptions) {
+    this.#opts = options;
+    this.#log = options.logger;
+    this.#objects = options.objects;
+    this.#resolver = new SourceResolver({
+      objects: options.objects,
+      allowedRefNamespaces: options.allowedRefNamespaces,
+    });
+    this.#payloads = new PayloadCache({ baseRoots: options.baseRoots });
+    this.#renders = new Semaphore(options.renderConcurrency ?? 32);
+    this.metrics = options.metrics ?? new Registry();
+    defineNodeMetrics(this.metrics, {
+      volumes: () => this.#volumes.size,
+      watchedObjects: () => this.#objects.size,
+    });
+  }
+
+  /** Number of published volumes. */
+  get volumeCount(): number {
+    return this.#volumes.size;
+  }
+
+  /** Loads the volume records and resumes every volume whose target still holds our store. */
+  async restore(): Promise<{ resumed: number; forgotten: number }> {
+    const { records, errors } = await this.#opts.state.loadAll();
+    for (const e of errors) {
+      this.#log.warn("ignoring unreadable volume record", { error: e.message });
+    }
+    let resumed = 0;
+    let forgotten = 0;
+    for (const record of records) {
+      if (!(await exists(join(record.targetPath, DATA_LINK)))) {
+        this.#log.info("forgetting volume whose target is gone", {
+          volumeId: record.volumeId,
+          targetPath: record.targetPath,
+        });
+        await this.#opts.state.remove(record.volumeId);
+        forgotten++;
+        continue;
+      }
+      let family: OsFamily;
+      try {
+        family = parseOsFamily(record.os);
+      } catch {
+        await this.#opts.state.remove(record.volumeId);
+        forgotten++;
+        continue;
+      }
+      const volume = this.#newVolume(record, family);
+      volume.storeHash = "restored";
+      this.#volumes.set(record.volumeId, volume);
+      this.#schedule(volume, "restart");
+      resumed++;
+    }
+    this.#log.info("volume records restored", { resumed, forgotten });
+    return { resumed, forgotten };
+  }
+
+  /** Waits until every queued re-render has finished (for tests and shutdown). */
+  async idle(): Promise<void> {
+    while (true) {
+      const queues = [...this.#volumes.values()].map((v) => v.queue);
+      await Promise.all(queues);
+      if ([...this.#volumes.values()].every((v) => !v.pending)) return;
+    }
+  }
+
+  /** Stops every watch (volumes and their stores stay as they are). */
+  async stop(): Promise<void> {
+    this.#objects.stop();
+    for (const v of this.#volumes.values()) v.closed = true;
+    await Promise.allSettled([...this.#volumes.values()].map((v) => v.queue));
+  }
+
+  /**
+   * Re-renders every volume that read the object with this key (`Kind/namespace/name`); the
+   * object source's change callback.
+   */
+  objectChanged(key: string): void {
+    for (const volume of this.#deps.dependents(key)) this.#schedule(volume, `changed ${key}`);
+  }
+
+  #newVolume(record: VolumeRecord, family: OsFamily): Volume {
+    return {
+      record,
+      family,
+      // No fsync: the store is rebuilt from the cluster on every publish and restart, so surviving
+      // a power loss buys nothing, while fsync costs milliseconds per file on a plain directory.
+      writer: new AtomicWriter(record.targetPath, { fsync: false }),
+      queue: Promise.resolve(),
+      pending: false,
+      closed: false,
+    };
+  }
+
+  /** NodePublishVolume: first publish renders or fails; a republish never fails. */
+  publish(req: NodePublishVolumeRequest): Promise<void> {
+    const spec = validatePublish(req, { parseOs: parseOsFamily });
+    return this.#locks.run(spec.volumeId, async () => {
+      const existing = this.#volumes.get(spec.volumeId);
+      if (existing) {
+        if (existing.record.targetPath !== spec.targetPath) {
+          throw new CsiError(
+            status.ALREADY_EXISTS,
+            `volume ${spec.volumeId} is already published at ${existing.record.targetPath}, not ` +
+              `${spec.targetPath} (pod ${spec.pod.namespace}/${spec.pod.name})`,
+          );
+        }
+        await this.#republish(existing);
+        this.metrics.inc(PUBLISH_TOTAL, { result: "republish" });
+        return;
+      }
+      try {
+        await this.#firstPublish(spec.volumeId, spec.targetPath, spec.pod, spec.os, spec.classes);
+        this.metrics.inc(PUBLISH_TOTAL, { result: "ok" });
+      } catch (error) {
+        this.metrics.inc(PUBLISH_TOTAL, { result: "error" });
+        throw error;
+      }
+    });
+  }
+
+  async #republish(volume: Volume): Promise<void> {
+    // Never an error: kubelet deletes the mount dir on a failed republish (kubernetes#121271).
+    try {
+      if (!(await exists(join(volume.record.targetPath, DATA_LINK)))) {
+        volume.storeHash = undefined;
+        this.#schedule(volume, "republish found no store");
+        await volume.queue;
+      } else if (volume.lastError !== undefined) {
+        // The last update failed (e.g. ENOSPC on a full tmpfs) and no watch event will come
+        // again for content already in the cluster: kubelet's periodic republish retries it.
+        this.#schedule(volume, "republish retries a failed update");
+        await volume.queue;
+      }
+    } catch (error) {
+      this.metrics.inc(REPUBLISH_ERRORS);
+      this.#log.warn("republish problem masked", {
+        volumeId: volume.record.volumeId,
+        error: errorText(error),
+      });
+    }
+  }
+
+  async #firstPublish(
+    volumeId: string,
+    targetPath: string,
+    pod: PodRef,
+    family: OsFamily,
+    classes: ObjectName[],
+  ): Promise<void> {
+    const who = `pod ${pod.namespace}/${pod.name}`;
+    const { mounter, plainDir } = this.#opts;
+    await Deno.mkdir(targetPath, { recursive: true, mode: 0o750 });
+    let mounted = false;
+    if (!plainDir && !(await mounter.isMounted(targetPath))) {
+      try {
+        await mounter.mount(targetPath, this.#opts.tmpfsSize);
+      } catch (error) {
+        throw new CsiError(status.INTERNAL, `${errorText(error)} (${who})`);
+      }
+      mounted = true;
+    }
+    const record: VolumeRecord = {
+      version: 1,
+      volumeId,
+      targetPath,
+      pod,
+      os: family,
+      classes,
+      mounted: mounted || (!plainDir),
+    };
+    const volume = this.#newVolume(record, family);
+    try {
+      await this.#render(volume);
+      await this.#opts.state.save(record);
+    } catch (error) {
+      this.#release(volume);
+      await this.#cleanTarget(targetPath, mounted).catch(() => {});
+      throw toCsiError(error, ` (${who})`);
+    }
+    this.#volumes.set(volumeId, volume);
+    this.#log.info("volume published", {
+      volumeId,
+      targetPath,
+      pod: `${pod.namespace}/${pod.name}`,
+      os: family,
+      classes: classes.map((c) => `${c.namespace}/${c.name}`),
+    });
+  }
+
+  /** NodeUnpublishVolume: forget, unmount and empty the target (idempotent). */
+  unpublish(req: NodeUnpublishVolumeRequest): Promise<void> {
+    const { volumeId, targetPath } = validateUnpublish(req);
+    return this.#locks.run(volumeId, async () => {
+      const volume = this.#volumes.get(volumeId);
+      if (volume) {
+        volume.closed = true;
+        this.#volumes.delete(volumeId);
+        // A re-render in flight takes new watch references; release after it settles.
+        await volume.queue.catch(() => {});
+        this.#release(volume);
+      }
+      const ours = volume !== undefined || (await exists(join(targetPath, DATA_LINK)));
+      if (ours && (await exists(targetPath))) await this.#cleanTarget(targetPath, true);
+      await this.#opts.state.remove(volumeId);
+      this.metrics.inc(UNPUBLISH_TOTAL, { result: "ok" });
+      this.#log.info("volume unpublished", { volumeId, targetPath, known: volume !== undefined });
+    });
+  }
+
+  async #cleanTarget(targetPath: string, mayBeMounted: boolean): Promise<void> {
+    const { mounter } = this.#opts;
+    if (mayBeMounted && (await mounter.isMounted(targetPath))) await mounter.unmount(targetPath);
+    // Leave the directory itself: kubelet removes it, non-recursively.
+    for await (const entry of Deno.readDir(targetPath)) {
+      await Deno.remove(join(targetPath, entry.name), { recursive: true });
+    }
+  }
+
+  /** NodeGetVolumeStats with a volume condition. */
+  async stats(req: NodeGetVolumeStatsRequest): Promise<VolumeStats> {
+    const { volumeId, volumePath } = validateStats(req);
+    const volume = this.#volumes.get(volumeId);
+    if (!volume) {
+      throw new CsiError(status.NOT_FOUND, `volume ${volumeId} is not published on this node`);
+    }
+    if (volume.record.targetPath !== volumePath) {
+      throw new CsiError(
+        status.NOT_FOUND,
+        `volume ${volumeId} is published at ${volume.record.targetPath}, not ${volumePath}`,
+      );
+    }
+    if (!(await exists(volumePath))) {
+      throw new CsiError(status.NOT_FOUND, `volume path ${volumePath} does not exist`);
+    }
+    const usage = [];
+    try {
+      const fs = await statfs(volumePath);
+      const total = Number(fs.blocks) * Number(fs.bsize);
+      const available = Number(fs.bavail) * Number(fs.bsize);
+      usage.push({
+        total,
+        available,
+        used: total - Number(fs.bfree) * Number(fs.bsize),
+        unit: "BYTES",
+      });
+      const files = Number(fs.files);
+      usage.push({
+        total: files,
+        available: Number(fs.ffree),
+        used: files - Number(fs.ffree),
+        unit: "INODES",
+      });
+    } catch (error) {
+      this.#log.debug("statfs failed", { volumePath, error: errorText(error) });
+    }
+    const hasStore = await exists(join(volumePath, DATA_LINK));
+    const abnormal = !hasStore || volume.lastError !== undefined;
+    const message = !hasStore
+      ? `trust store missing at ${volumePath}`
+      : volume.lastError
+      ? `serving the last good trust store; latest update failed: ${volume.lastError}`
+      : "trust store current";
+    return { usage, volumeCondition: { abnormal, message } };
+  }
+
+  #schedule(volume: Volume, reason: string): void {
+    if (volume.pending || volume.closed) return;
+    volume.pending = true;
+    volume.queue = volume.queue.then(async () => {
+      await this.#renders.acquire();
+      try {
+        volume.pending = false;
+        if (volume.closed) return;
+        await this.#render(volume);
+        if (volume.lastError !== undefined) {
+          this.#log.info("trust store recovered", { volumeId: volume.record.volumeId });
+          volume.lastError = undefined;
+        }
+      } catch (error) {
+        this.#updateFailed(volume, reason, error);
+      } finally {
+        this.#renders.release();
+      }
+    });
+  }
+
+  #updateFailed(volume: Volume, reason: string, error: unknown): void {
+    const message = errorText(error);
+    const { pod, volumeId } = volume.record;
+    const kind = error instanceof SourceError || error instanceof RenderError ? "source" : "render";
+    this.metrics.inc(UPDATE_FAILURES, { reason: kind });
+    this.#log.warn("update rejected, keeping the last good trust store", {
+      volumeId,
+      pod: `${pod.namespace}/${pod.name}`,
+      trigger: reason,
+      error: message,
+    });
+    const repeated = volume.lastError === message;
+    volume.lastError = message;
+    if (repeated) return;
+    this.#opts.events.record({
+      pod,
+      type: "Warning",
+      reason: UPDATE_FAILED_REASON,
+      message: `Keeping the last good trust store: ${message}`,
+    }).catch((error) => {
+      this.#log.warn("event not recorded", {
+        pod: `${pod.namespace}/${pod.name}`,
+        error: errorText(error),
+      });
+    });
+  }
+
+  /** Gives back every watch reference the volume holds. */
+  #release(volume: Volume): void {
+    for (const dep of this.#deps.remove(volume)) this.#objects.release(dep);
+  }
+
+  async #render(volume: Volume): Promise<void> {
+    const deps: WatchedObject[] = [];
+    let sources: PemSource[];
+    try {
+      sources = await this.#resolver.resolve(volume.record, deps);
+    } finally {
+      // Keep following whatever was read, even when it was unusable, so a fix is picked up.
+      for (const dep of this.#deps.replace(volume, deps)) this.#objects.release(dep);
+    }
+    const hash = storeHash(volume.family, sources);
+    if (hash === volume.storeHash) return;
+    const payload = await this.#payloads.get(hash, volume.family, sources);
+    if (volume.closed) return;
+    const { changed } = await volume.writer.write(payload);
+    volume.storeHash = hash;
+    if (changed) {
+      this.metrics.inc(STORE_WRITES);
+      this.#log.debug("trust store written", {
+        volumeId: volume.record.volumeId,
+        targetPath: volume.record.targetPath,
+      });
+    }
+  }
+}
