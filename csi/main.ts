@@ -7,6 +7,7 @@
 
 import { KubeConfig } from "@kubernetes/client-node";
 import { hostname } from "node:os";
+import { DRIVER_NAME } from "../api/mod.ts";
 import { createNodeDriver } from "./driver.ts";
 import type { BaseRoots } from "../trust_store/mod.ts";
 import { startHealthServer } from "./http.ts";
@@ -26,8 +27,8 @@ import { runSelfTest } from "./self_check.ts";
 export const PROGRAM = "spire-cacerts-csi";
 /** Program version. */
 export const VERSION = "0.1.0";
-/** Default CSI driver name. */
-export const DEFAULT_DRIVER_NAME = "cacerts.csi.cert-manager.io";
+/** Default CSI driver name: the contract's `DRIVER_NAME`. */
+export const DEFAULT_DRIVER_NAME: typeof DRIVER_NAME = DRIVER_NAME;
 
 /** The command line: name, kind, default, check and help line of every flag. */
 export const CSI_FLAGS = {

@@ -21,6 +21,7 @@ import {
   renderFlags,
   UsageError,
 } from "../cli/mod.ts";
+import { ANNOTATION_PREFIX, DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { createApp } from "./app.ts";
 import { type ClassStatusController, startClassStatus } from "./class_status.ts";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES } from "./controller.ts";
@@ -73,7 +74,7 @@ export const WEBHOOK_FLAGS = {
     type: "string",
     arg: "NAME",
     nonEmpty: true,
-    default: "cacerts.csi.cert-manager.io",
+    default: DRIVER_NAME,
     help: "CSI driver of the added volume (default {default})",
   },
   "class-name": {
@@ -139,13 +140,13 @@ export const WEBHOOK_FLAGS = {
 
 const HELP = `${PROGRAM} ${denoJson.version}
 Admission webhook adding the SPIRE trust-store CSI volume to pods labelled
-spiffe.io/spire-managed-identity=true, plus a controller keeping a CAProviderClass in every
+${INJECT_LABEL}=true, plus a controller keeping a CAProviderClass in every
 namespace and the Secret spire/spire-ca-bundle equal to SPIRE's bundle.
 
 Flags:
 ${renderFlags(WEBHOOK_FLAGS)}
 
-Pod annotations (prefix cacerts.spiffe.io/): inject=false, os=<family>, containers=a,b,
+Pod annotations (prefix ${ANNOTATION_PREFIX}): inject=false, os=<family>, containers=a,b,
 mount-path=/path, env=true.`;
 
 export { UsageError };
@@ -222,7 +223,7 @@ export function parseFlags(args: string[]): WebhookFlags {
  * @throws {Error} when the mutation does not behave
  */
 export async function selfTest(): Promise<void> {
-  const app = createApp({ driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" });
+  const app = createApp({ driverName: DRIVER_NAME, className: "spire-ca" });
   const review = {
     apiVersion: "admission.k8s.io/v1",
     kind: "AdmissionReview",
@@ -232,7 +233,7 @@ export async function selfTest(): Promise<void> {
       operation: "CREATE",
       namespace: "default",
       object: {
-        metadata: { name: "p", labels: { "spiffe.io/spire-managed-identity": "true" } },
+        metadata: { name: "p", labels: { [INJECT_LABEL]: "true" } },
         spec: { containers: [{ name: "c", image: "i" }] },
       },
     },
@@ -332,18 +333,32 @@ async function run(flags: WebhookFlags): Promise<void> {
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
 }
 
-if (import.meta.main) {
+/**
+ * Command-line entry point: parses the flags, then prints help, the version or the self-test
+ * result, or runs the webhook until SIGTERM/SIGINT (which exit the process).
+ *
+ * @param args command-line arguments
+ * @returns exit code (2 for bad flags)
+ */
+export async function main(args: string[]): Promise<number> {
   let flags: WebhookFlags;
   try {
-    flags = parseFlags(Deno.args);
+    flags = parseFlags(args);
   } catch (error) {
     console.error(`${PROGRAM}: ${(error as Error).message}\nRun with --help for usage.`);
-    Deno.exit(2);
+    return 2;
   }
   if (flags.mode === "help") console.log(HELP);
   else if (flags.mode === "version") console.log(`${PROGRAM} ${denoJson.version}`);
   else if (flags.mode === "self-test") {
     await selfTest();
     console.log(`${PROGRAM} self-test ok`);
-  } else await run(flags);
+  } else {
+    await run(flags);
+    // Serving until a signal handler exits the process.
+    return await new Promise<number>(() => {});
+  }
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
