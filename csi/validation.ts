@@ -9,7 +9,14 @@
 import { status } from "@grpc/grpc-js";
 import { isAbsolute } from "node:path";
 import { CsiError } from "./errors.ts";
-import { type ObjectName, parseClassList } from "../api/mod.ts";
+import {
+  CLASSES_ATTRIBUTE,
+  DEFAULT_OS_FAMILY,
+  type ObjectName,
+  OS_ATTRIBUTE,
+  type OsFamily,
+  parseClassList,
+} from "../api/mod.ts";
 import type {
   NodeGetVolumeStatsRequest,
   NodePublishVolumeRequest,
@@ -25,12 +32,9 @@ export const POD_KEYS = {
   ephemeral: "csi.storage.k8s.io/ephemeral",
 } as const;
 
-/** Volume attribute naming the OS family. */
-export const OS_ATTRIBUTE = "os";
-/** Volume attribute naming the CAProviderClasses. */
-export const CLASSES_ATTRIBUTE = "caProviderClasses";
-/** OS family used when the `os` attribute is absent. */
-export const DEFAULT_OS = "debian";
+export { CLASSES_ATTRIBUTE, OS_ATTRIBUTE };
+/** OS family used when the `os` attribute is absent: the contract's `DEFAULT_OS_FAMILY`. */
+export const DEFAULT_OS: OsFamily = DEFAULT_OS_FAMILY;
 
 /** A pod as named by kubelet. */
 export interface PodRef {
