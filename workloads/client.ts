@@ -14,14 +14,67 @@
  */
 
 import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { parseDuration } from "./log.ts";
+import { type FlagTable, parseFlagTable, renderFlags } from "../cli/mod.ts";
 import { type ClientOptions, parseServerAddress, runClient } from "./tls_client.ts";
 
 export * from "./tls_client.ts";
 
 /** Version printed by `--version`. */
 export const VERSION = "0.1.0";
+
+/** The command line: name, kind, default, check and help line of every flag. */
+export const CLIENT_FLAGS = {
+  "cert-dir": {
+    type: "string",
+    arg: "DIR",
+    default: "/run/spiffe/certs",
+    help: "spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem);\n" +
+      "default {default}. Its SVID is presented as client certificate.",
+  },
+  "system-certs": {
+    type: "boolean",
+    arg: "BOOL",
+    default: "false",
+    help: "true: trust ONLY the OS trust store file (the CSI volume);\n" +
+      "false (default): trust svid_bundle.pem from --cert-dir",
+  },
+  "system-ca-file": {
+    type: "string",
+    arg: "FILE",
+    default: "/etc/ssl/certs/ca-certificates.crt",
+    help: "OS trust store file; default {default}",
+  },
+  "server-address": {
+    type: "string",
+    arg: "URL",
+    default: "https://server-service:8443",
+    parse: parseServerAddress,
+    help: "default {default} (host:port also accepted)",
+  },
+  "server-name": {
+    type: "string",
+    arg: "NAME",
+    help: "name verified against the certificate (default: the address's host)",
+  },
+  interval: {
+    type: "duration",
+    arg: "DURATION",
+    bareSeconds: true,
+    allowZero: true,
+    default: "1s",
+    help: "default {default} (e.g. 100ms, 2s)",
+  },
+  count: {
+    type: "number",
+    arg: "N",
+    min: 0,
+    default: "0",
+    help: "requests to make; 0 (default) = until stopped",
+  },
+  help: { type: "boolean", label: "--help, --version, --self-test", help: "" },
+  version: { type: "boolean", hidden: true, help: "print the version" },
+  "self-test": { type: "boolean", hidden: true, help: "check the TLS client in memory" },
+} as const satisfies FlagTable;
 
 const HELP = `usage: client [--cert-dir DIR] [--system-certs=true|false] [--system-ca-file FILE]
               [--server-address https://server-service:8443] [--server-name NAME]
@@ -32,22 +85,7 @@ certificate (Subject, Not Before, Not After, Time until expiration) on stderr, e
 prefixed with the local date and time as Go's log package writes it. A failed request logs one
 line with the cause and the client keeps going.
 
-  --cert-dir DIR          spiffe-helper directory (svid.pem, svid_key.pem, svid_bundle.pem);
-                          default /run/spiffe/certs. Its SVID is presented as client certificate.
-  --system-certs BOOL     true: trust ONLY the OS trust store file (the CSI volume);
-                          false (default): trust svid_bundle.pem from --cert-dir
-  --system-ca-file FILE   OS trust store file; default /etc/ssl/certs/ca-certificates.crt
-  --server-address URL    default https://server-service:8443 (host:port also accepted)
-  --server-name NAME      name verified against the certificate (default: the address's host)
-  --interval DURATION     default 1s (e.g. 100ms, 2s)
-  --count N               requests to make; 0 (default) = until stopped
-  --help, --version, --self-test`;
-
-function parseBool(value: string, flag: string): boolean {
-  if (/^(true|1|yes)$/i.test(value)) return true;
-  if (/^(false|0|no)$/i.test(value)) return false;
-  throw new RangeError(`--${flag}: expected true or false, got ${JSON.stringify(value)}`);
-}
+${renderFlags(CLIENT_FLAGS, 24)}`;
 
 /**
  * Command-line entry point.
@@ -56,27 +94,9 @@ function parseBool(value: string, flag: string): boolean {
  * @returns exit code
  */
 export async function main(args: string[]): Promise<number> {
-  // `--system-certs` alone means true, as Go's flag package treats booleans.
-  args = args.map((arg) => (arg === "--system-certs" ? "--system-certs=true" : arg));
   let options: ClientOptions;
   try {
-    const { values } = parseArgs({
-      args,
-      options: {
-        "cert-dir": { type: "string", default: "/run/spiffe/certs" },
-        "system-certs": { type: "string", default: "false" },
-        "system-ca-file": { type: "string", default: "/etc/ssl/certs/ca-certificates.crt" },
-        "server-address": { type: "string", default: "https://server-service:8443" },
-        "server-name": { type: "string" },
-        interval: { type: "string", default: "1s" },
-        count: { type: "string", default: "0" },
-        help: { type: "boolean" },
-        version: { type: "boolean" },
-        "self-test": { type: "boolean" },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
+    const values = parseFlagTable(CLIENT_FLAGS, args);
     if (values.help) {
       console.log(HELP);
       return 0;
@@ -91,20 +111,16 @@ export async function main(args: string[]): Promise<number> {
       console.log("spire-cacerts-client self-test ok");
       return 0;
     }
-    const count = Number(values.count);
-    if (!Number.isInteger(count) || count < 0) {
-      throw new RangeError(`--count must be a non-negative integer, got ${values.count}`);
-    }
-    const systemCerts = parseBool(values["system-certs"]!, "system-certs");
-    const certDir = values["cert-dir"]!;
+    const systemCerts = values["system-certs"];
+    const certDir = values["cert-dir"];
     options = {
-      url: parseServerAddress(values["server-address"]!),
+      url: values["server-address"],
       serverName: values["server-name"],
-      trustFile: systemCerts ? values["system-ca-file"]! : join(certDir, "svid_bundle.pem"),
+      trustFile: systemCerts ? values["system-ca-file"] : join(certDir, "svid_bundle.pem"),
       certDir,
       systemCerts,
-      intervalMs: parseDuration(values.interval!, "interval"),
-      count,
+      intervalMs: values.interval,
+      count: values.count,
     };
   } catch (error) {
     console.error(`client: ${(error as Error).message}\n\n${HELP}`);

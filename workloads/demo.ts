@@ -17,13 +17,12 @@
  */
 
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { AtomicWriter, buildTrustSet, renderTrustStore } from "../trust_store/mod.ts";
 import { SvidWatcher } from "../spire/mod.ts";
 import { DEV_CA_LABEL, DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { type ClientStats, runClient } from "./tls_client.ts";
 import { type RunningServer, startServer } from "./tls_server.ts";
-import { parseDuration } from "./log.ts";
+import { type FlagTable, parseFlagTable, renderFlags } from "../cli/mod.ts";
 
 /** Options of a demo run. */
 export interface DemoOptions {
@@ -312,6 +311,33 @@ export async function runDemo(options: DemoOptions, signal: AbortSignal): Promis
   }
 }
 
+const DURATION = { type: "duration", arg: "D", bareSeconds: true, allowZero: true } as const;
+
+/** The command line: name, kind, default, check and help line of every flag. */
+export const DEMO_FLAGS = {
+  duration: {
+    ...DURATION,
+    default: "0",
+    help: "stop after D (e.g. 30s); default: run until Ctrl-C",
+  },
+  ttl: {
+    ...DURATION,
+    default: "10s",
+    help: "SVID lifetime, renewed at half-life (default {default})",
+  },
+  interval: { ...DURATION, default: "1s", help: "client request interval (default {default})" },
+  "ca-rotation-at": {
+    ...DURATION,
+    default: "12s",
+    help: "start the CA rotation after D (default {default})",
+  },
+  spire: {
+    type: "boolean",
+    help: "use real SPIRE + spiffe-helper (built by ./scripts/deno task tools)",
+  },
+  help: { type: "boolean", help: "" },
+} as const satisfies FlagTable;
+
 const HELP =
   `usage: deno task demo [--duration 0] [--ttl 10s] [--interval 1s] [--ca-rotation-at 25s]
                       [--spire]
@@ -321,12 +347,7 @@ short-lived SVIDs as spiffe-helper writes them; the trust-store engine renders a
 store from the CA bundle; the client trusts only that store and prints the server certificate
 for every request; the CA rotates part-way through. Ctrl-C stops and removes everything.
 
-  --duration D        stop after D (e.g. 30s); default: run until Ctrl-C
-  --ttl D             SVID lifetime, renewed at half-life (default 10s)
-  --interval D        client request interval (default 1s)
-  --ca-rotation-at D  start the CA rotation after D (default 12s)
-  --spire             use real SPIRE + spiffe-helper (built by ./scripts/deno task tools)
-  --help`;
+${renderFlags(DEMO_FLAGS, 20)}`;
 
 /**
  * Command-line entry point.
@@ -337,29 +358,17 @@ for every request; the CA rotates part-way through. Ctrl-C stops and removes eve
 export async function main(args: string[]): Promise<number> {
   let options: DemoOptions;
   try {
-    const { values } = parseArgs({
-      args,
-      options: {
-        duration: { type: "string", default: "0" },
-        ttl: { type: "string", default: "10s" },
-        interval: { type: "string", default: "1s" },
-        "ca-rotation-at": { type: "string", default: "12s" },
-        spire: { type: "boolean", default: false },
-        help: { type: "boolean" },
-      },
-      strict: true,
-      allowPositionals: false,
-    });
+    const values = parseFlagTable(DEMO_FLAGS, args);
     if (values.help) {
       console.log(HELP);
       return 0;
     }
     options = {
-      durationMs: parseDuration(values.duration!, "duration"),
-      ttlMs: parseDuration(values.ttl!, "ttl"),
-      intervalMs: parseDuration(values.interval!, "interval"),
-      caRotationAtMs: parseDuration(values["ca-rotation-at"]!, "ca-rotation-at"),
-      spire: values.spire!,
+      durationMs: values.duration,
+      ttlMs: values.ttl,
+      intervalMs: values.interval,
+      caRotationAtMs: values["ca-rotation-at"],
+      spire: values.spire,
       print: (line) => console.log(line),
     };
     if (options.ttlMs < 2_000) throw new RangeError("--ttl must be at least 2s");

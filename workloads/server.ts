@@ -11,7 +11,7 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
+import { type FlagTable, parseFlagTable, renderFlags } from "../cli/mod.ts";
 import { parseSpiffeId, type PeerPolicy } from "../spire/mod.ts";
 import { log } from "./log.ts";
 import { type RunningServer, startServer } from "./tls_server.ts";
@@ -21,6 +21,40 @@ export * from "./tls_server.ts";
 /** Version printed by `--version`. */
 export const VERSION = "0.1.0";
 
+/** The command line: name, kind, default, check and help line of every flag. */
+export const SERVER_FLAGS = {
+  "cert-dir": {
+    type: "string",
+    arg: "DIR",
+    default: "/run/spiffe/certs",
+    help: "default {default}",
+  },
+  port: {
+    type: "number",
+    arg: "N",
+    min: 0,
+    max: 65535,
+    default: "8443",
+    help: "default {default}",
+  },
+  host: { type: "string", arg: "ADDR", default: "0.0.0.0", help: "default {default}" },
+  "require-client-id": {
+    type: "string",
+    arg: "ID",
+    parse: (text: string) => parseSpiffeId(text).toString(),
+    help: "mTLS: accept only this client SPIFFE ID",
+  },
+  "require-trust-domain": {
+    type: "string",
+    arg: "TD",
+    parse: (text: string) => (parseSpiffeId(`spiffe://${text}`), text),
+    help: "mTLS: accept any client SPIFFE ID in this trust domain",
+  },
+  help: { type: "boolean", label: "--help, --version, --self-test", help: "" },
+  version: { type: "boolean", hidden: true, help: "print the version" },
+  "self-test": { type: "boolean", hidden: true, help: "check the TLS server in memory" },
+} as const satisfies FlagTable;
+
 const HELP = `usage: server [--cert-dir DIR] [--port 8443] [--host 0.0.0.0]
               [--require-client-id spiffe://td/path | --require-trust-domain td]
 
@@ -29,12 +63,7 @@ svid_key.pem, svid_bundle.pem) and swaps to each rotated certificate without dro
 connections. With --require-client-id / --require-trust-domain it asks for a client certificate
 (verified against svid_bundle.pem) and answers 403 to any other SPIFFE ID.
 
-  --cert-dir DIR              default /run/spiffe/certs
-  --port N                    default 8443
-  --host ADDR                 default 0.0.0.0
-  --require-client-id ID      mTLS: accept only this client SPIFFE ID
-  --require-trust-domain TD   mTLS: accept any client SPIFFE ID in this trust domain
-  --help, --version, --self-test`;
+${renderFlags(SERVER_FLAGS)}`;
 
 /**
  * Command-line entry point.
@@ -45,21 +74,7 @@ connections. With --require-client-id / --require-trust-domain it asks for a cli
 export async function main(args: string[]): Promise<number> {
   let values;
   try {
-    values = parseArgs({
-      args,
-      options: {
-        "cert-dir": { type: "string", default: "/run/spiffe/certs" },
-        port: { type: "string", default: "8443" },
-        host: { type: "string", default: "0.0.0.0" },
-        "require-client-id": { type: "string" },
-        "require-trust-domain": { type: "string" },
-        help: { type: "boolean" },
-        version: { type: "boolean" },
-        "self-test": { type: "boolean" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }).values;
+    values = parseFlagTable(SERVER_FLAGS, args);
   } catch (error) {
     console.error(`server: ${(error as Error).message}\n\n${HELP}`);
     return 2;
@@ -78,28 +93,17 @@ export async function main(args: string[]): Promise<number> {
     console.log("spire-cacerts-server self-test ok");
     return 0;
   }
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    console.error(`server: --port must be an integer from 0 to 65535, got ${values.port}`);
-    return 2;
-  }
-  let requireClient: PeerPolicy | undefined;
-  try {
-    if (values["require-client-id"]) {
-      requireClient = { id: parseSpiffeId(values["require-client-id"]).toString() };
-    } else if (values["require-trust-domain"]) {
-      requireClient = { trustDomain: values["require-trust-domain"] };
-      parseSpiffeId(`spiffe://${values["require-trust-domain"]}`);
-    }
-  } catch (error) {
-    console.error(`server: ${(error as Error).message}`);
-    return 2;
-  }
+  const port = values.port;
+  const requireClient: PeerPolicy | undefined = values["require-client-id"]
+    ? { id: values["require-client-id"] }
+    : values["require-trust-domain"]
+    ? { trustDomain: values["require-trust-domain"] }
+    : undefined;
   log("info", "waiting for SVID", { certDir: values["cert-dir"] });
   let running: RunningServer;
   try {
     running = await startServer({
-      certDir: values["cert-dir"]!,
+      certDir: values["cert-dir"],
       port,
       hostname: values.host,
       requireClient,
