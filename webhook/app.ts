@@ -1,12 +1,25 @@
 /**
  * The admission endpoint as a Hono app: a pure `fetch(Request) -> Response` built from its
  * configuration, with no module state, so it runs the same under `app.request()`, `Deno.serve` or
- * the `node:https` shell.
+ * the `node:https` shell (`@hono/node-server`'s `getRequestListener`).
+ *
+ * `POST /mutate` reads as parse → filter → plan → respond. Every request that cannot be answered
+ * with an AdmissionReview (wrong content type, a body over the limit, not UTF-8, not JSON, not an
+ * `admission.k8s.io/v1` AdmissionReview with a request uid) throws an `HTTPException` with the
+ * reason as its message (and the underlying error as its `cause`); one `app.onError` turns it into
+ * `{"error": reason}` with its 4xx status and reports it as `bad_request`. The body limit is
+ * `hono/body-limit`, the only one on the request path: a declared `Content-Length` over the limit
+ * is refused before any byte is read, a streamed body once it passes the limit; a declared length
+ * within it takes the whole-body read, about 70 µs cheaper per review than reading the stream chunk
+ * by chunk.
  *
  * @module
  */
 
-import { Hono } from "hono";
+import { type Context, Hono, type MiddlewareHandler } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { V1Pod } from "@kubernetes/client-node";
 import {
   InvalidAnnotationError,
@@ -53,6 +66,15 @@ export interface AppConfig extends MutationConfig {
   plan?: typeof planMutation;
 }
 
+/** The Hono environment of {@link createApp}: `started` is set when a `/mutate` call begins. */
+export interface AdmissionEnv {
+  /** Per-request values. */
+  Variables: {
+    /** `performance.now()` when the `/mutate` call began. */
+    started: number;
+  };
+}
+
 /** The `request` part of an `admission.k8s.io/v1` AdmissionReview, as far as it is read. */
 interface AdmissionRequest {
   uid: string;
@@ -64,95 +86,105 @@ interface AdmissionRequest {
   object?: V1Pod;
 }
 
-/** Thrown for a review that cannot be answered; becomes a 4xx with the message. */
-export class BadAdmissionRequestError extends Error {
-  /** HTTP status to answer with. */
-  readonly status: 400 | 413 | 415;
-  /** Creates the error with its HTTP status. */
-  constructor(status: 400 | 413 | 415, message: string) {
-    super(message);
-    this.name = "BadAdmissionRequestError";
-    this.status = status;
-  }
+/** A pod CREATE that asks for injection: the only request {@link planAnswer} sees. */
+interface PodCreate extends AdmissionRequest {
+  object: V1Pod;
 }
 
-function parseReview(body: unknown): AdmissionRequest {
-  const bad = (message: string) => new BadAdmissionRequestError(400, message);
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw bad("body is not a JSON object");
-  }
-  const review = body as Record<string, unknown>;
-  if (review.apiVersion !== "admission.k8s.io/v1") {
-    throw bad(
-      `apiVersion must be admission.k8s.io/v1, got ${JSON.stringify(review.apiVersion ?? null)}`,
-    );
-  }
-  if (review.kind !== "AdmissionReview") {
-    throw bad(`kind must be AdmissionReview, got ${JSON.stringify(review.kind ?? null)}`);
-  }
-  const request = review.request;
-  if (typeof request !== "object" || request === null || Array.isArray(request)) {
-    throw bad("AdmissionReview has no request");
-  }
-  const uid = (request as Record<string, unknown>).uid;
-  if (typeof uid !== "string" || uid === "") throw bad("AdmissionReview request has no uid");
-  return request as AdmissionRequest;
+/** What one review is answered with (the `response` minus its uid) and how it is reported. */
+interface Answer {
+  result: AdmissionResult;
+  response: Record<string, unknown>;
+  message?: string;
 }
 
-async function readBody(request: Request, limit: number): Promise<string> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) {
-    throw new BadAdmissionRequestError(413, `body of ${declared} bytes exceeds ${limit} bytes`);
+type AppContext = Context<AdmissionEnv>;
+
+function badRequest(message: string, cause?: unknown): HTTPException {
+  return new HTTPException(400, { message, cause });
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+// ---- parse ----
+
+/** Refuses anything but JSON before the body is read (415). */
+const requireJson: MiddlewareHandler<AdmissionEnv> = async (c, next) => {
+  const type = c.req.header("content-type") ?? "";
+  if (type.split(";")[0].trim().toLowerCase() !== "application/json") {
+    throw new HTTPException(415, {
+      message: `content type must be application/json, got ${JSON.stringify(type)}`,
+    });
   }
-  if (request.body === null) throw new BadAdmissionRequestError(400, "empty body");
-  let bytes: Uint8Array;
-  if (declared !== null) {
-    // A declared length within the limit bounds the read (servers enforce it): take the fast
-    // whole-body path, about 70 µs cheaper per review than reading the stream chunk by chunk.
-    bytes = new Uint8Array(await request.arrayBuffer());
-  } else {
-    bytes = await readLimited(request.body, limit);
-  }
-  if (bytes.byteLength > limit) {
-    throw new BadAdmissionRequestError(413, `body exceeds ${limit} bytes`);
-  }
-  if (bytes.byteLength === 0) throw new BadAdmissionRequestError(400, "empty body");
+  await next();
+};
+
+/** The one body limit (413): by the declared length when there is one, else while streaming. */
+function limitBody(limit: number): MiddlewareHandler<AdmissionEnv> {
+  return bodyLimit({
+    maxSize: limit,
+    onError: (c) => {
+      const declared = c.req.raw.headers.has("transfer-encoding")
+        ? null
+        : c.req.header("content-length");
+      const message = declared !== undefined && declared !== null
+        ? `body of ${declared} bytes exceeds ${limit} bytes`
+        : `body exceeds ${limit} bytes`;
+      throw new HTTPException(413, { message, cause: { limit, declared: declared ?? undefined } });
+    },
+  });
+}
+
+/** The body as text: present, not empty, valid UTF-8 (400 otherwise). */
+async function readText(request: Request): Promise<string> {
+  if (request.body === null) throw badRequest("empty body");
+  const bytes = new Uint8Array(await request.arrayBuffer());
+  if (bytes.byteLength === 0) throw badRequest("empty body");
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new BadAdmissionRequestError(400, "body is not valid UTF-8");
+  } catch (error) {
+    throw badRequest("body is not valid UTF-8", error);
   }
 }
 
-async function readLimited(body: ReadableStream<Uint8Array>, limit: number): Promise<Uint8Array> {
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      throw new BadAdmissionRequestError(413, `body exceeds ${limit} bytes`);
-    }
-    chunks.push(value);
+/** The review's `request`, once the body is an `admission.k8s.io/v1` AdmissionReview. */
+function parseReview(text: string): AdmissionRequest {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch (error) {
+    throw badRequest(`body is not JSON: ${(error as Error).message}`, error);
   }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
+  if (!isObject(body)) throw badRequest("body is not a JSON object");
+  if (body.apiVersion !== "admission.k8s.io/v1") {
+    throw badRequest(
+      `apiVersion must be admission.k8s.io/v1, got ${JSON.stringify(body.apiVersion ?? null)}`,
+    );
   }
-  return bytes;
+  if (body.kind !== "AdmissionReview") {
+    throw badRequest(`kind must be AdmissionReview, got ${JSON.stringify(body.kind ?? null)}`);
+  }
+  const request = body.request;
+  if (!isObject(request)) throw badRequest("AdmissionReview has no request");
+  if (typeof request.uid !== "string" || request.uid === "") {
+    throw badRequest("AdmissionReview request has no uid");
+  }
+  return request as unknown as AdmissionRequest;
 }
 
-function podName(request: AdmissionRequest): string | undefined {
-  const meta = request.object?.metadata;
-  const name = request.name || meta?.name || (meta?.generateName ? `${meta.generateName}*` : "");
-  if (!name) return undefined;
-  return `${request.namespace ?? meta?.namespace ?? ""}/${name}`;
+// ---- filter ----
+
+/** A v1 Pod CREATE, not a dry run, labelled for injection; everything else is admitted as is. */
+function isPodToInject(request: AdmissionRequest): request is PodCreate {
+  const kind = request.kind;
+  const isPod = kind?.kind === "Pod" && (kind.group ?? "") === "" && kind.version === "v1";
+  return isPod && request.operation === "CREATE" && request.dryRun !== true &&
+    isObject(request.object) && wantsInjection(request.object);
 }
+
+// ---- plan ----
 
 function base64(text: string): string {
   const bytes = new TextEncoder().encode(text);
@@ -164,102 +196,120 @@ function base64(text: string): string {
 }
 
 /**
- * Builds the admission app. Routes: `POST /mutate`.
+ * The answer for a pod to inject: the patch, the pod unchanged (with warnings), a refusal of its
+ * annotations, or what the failure policy says when the mutation throws.
+ */
+function planAnswer(request: PodCreate, config: AppConfig): Answer {
+  const failurePolicy = config.failurePolicy ?? "Fail";
+  try {
+    const { patch, warnings } = (config.plan ?? planMutation)(request.object, config);
+    const extra = warnings.length > 0 ? { warnings } : {};
+    if (patch.length === 0) {
+      return {
+        result: "unchanged",
+        response: { allowed: true, ...extra },
+        message: warnings.join("; ") || undefined,
+      };
+    }
+    return {
+      result: "mutated",
+      response: {
+        allowed: true,
+        patchType: "JSONPatch",
+        patch: base64(JSON.stringify(patch)),
+        ...extra,
+      },
+    };
+  } catch (error) {
+    if (error instanceof InvalidAnnotationError) {
+      return {
+        result: "rejected",
+        response: {
+          allowed: false,
+          status: { code: 400, reason: "BadRequest", message: error.message },
+        },
+        message: error.message,
+      };
+    }
+    const message = `spire-cacerts webhook failed: ${
+      error instanceof Error ? error.message : String(error)
+    }`;
+    return {
+      result: "error",
+      response: failurePolicy === "Ignore"
+        ? { allowed: true, warnings: [`${message}; pod admitted unchanged`] }
+        : { allowed: false, status: { code: 500, reason: "InternalError", message } },
+      message,
+    };
+  }
+}
+
+const SKIPPED: Answer = { result: "skipped", response: { allowed: true } };
+
+// ---- respond ----
+
+function podName(request: AdmissionRequest): string | undefined {
+  const meta = request.object?.metadata;
+  const name = request.name || meta?.name || (meta?.generateName ? `${meta.generateName}*` : "");
+  if (!name) return undefined;
+  return `${request.namespace ?? meta?.namespace ?? ""}/${name}`;
+}
+
+/**
+ * Builds the admission app. Routes: `POST /mutate`; anything else is 404 `{"error": …}`.
  *
  * ```ts
  * const app = createApp({ driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" });
  * const response = await app.request("/mutate", { method: "POST", body: "{}" });
  * ```
  */
-export function createApp(config: AppConfig): Hono {
-  const limit = config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const failurePolicy = config.failurePolicy ?? "Fail";
-  const plan = config.plan ?? planMutation;
+export function createApp(config: AppConfig): Hono<AdmissionEnv> {
   const report = config.onAdmission ?? (() => {});
-  const app = new Hono();
+  const done = (c: AppContext, event: Omit<AdmissionEvent, "seconds">) =>
+    report({ ...event, seconds: (performance.now() - c.get("started")) / 1000 });
+  const startTimer: MiddlewareHandler<AdmissionEnv> = async (c, next) => {
+    c.set("started", performance.now());
+    await next();
+  };
+  const app = new Hono<AdmissionEnv>();
 
-  app.post("/mutate", async (c) => {
-    const started = performance.now();
-    const done = (event: Omit<AdmissionEvent, "seconds">) =>
-      report({ ...event, seconds: (performance.now() - started) / 1000 });
-    const review = (uid: string, response: Record<string, unknown>) =>
-      c.json({
+  app.post(
+    "/mutate",
+    startTimer,
+    requireJson,
+    limitBody(config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES),
+    async (c) => {
+      const request = parseReview(await readText(c.req.raw));
+      const answer = isPodToInject(request) ? planAnswer(request, config) : SKIPPED;
+      const { uid } = request;
+      done(c, { result: answer.result, uid, pod: podName(request), message: answer.message });
+      return c.json({
         apiVersion: "admission.k8s.io/v1",
         kind: "AdmissionReview",
-        response: { uid, ...response },
+        response: { uid, ...answer.response },
       });
+    },
+  );
 
-    let request: AdmissionRequest;
-    try {
-      const type = c.req.header("content-type") ?? "";
-      if (type.split(";")[0].trim().toLowerCase() !== "application/json") {
-        throw new BadAdmissionRequestError(
-          415,
-          `content type must be application/json, got ${JSON.stringify(type)}`,
-        );
-      }
-      const text = await readBody(c.req.raw, limit);
-      let body: unknown;
-      try {
-        body = JSON.parse(text);
-      } catch (error) {
-        throw new BadAdmissionRequestError(400, `body is not JSON: ${(error as Error).message}`);
-      }
-      request = parseReview(body);
-    } catch (error) {
-      const status = error instanceof BadAdmissionRequestError ? error.status : 400;
-      const message = error instanceof Error ? error.message : String(error);
-      done({ result: "bad_request", message });
-      return c.json({ error: message }, status);
+  // The one error path. A 4xx is a request that is not an AdmissionReview we can answer: no
+  // review is built, the reason goes back as `{"error": …}`. Anything else is a bug (500).
+  app.onError((error, c) => {
+    const http = error instanceof HTTPException && error.status < 500;
+    const status: ContentfulStatusCode = http ? error.status : 500;
+    const message = http ? error.message : `internal error: ${error.message}`;
+    if (c.get("started") !== undefined) {
+      done(c, { result: http ? "bad_request" : "error", message });
     }
-
-    const uid = request.uid;
-    const pod = podName(request);
-    try {
-      const kind = request.kind;
-      const isPod = kind?.kind === "Pod" && (kind.group ?? "") === "" && kind.version === "v1";
-      if (
-        !isPod || request.operation !== "CREATE" || request.dryRun === true ||
-        typeof request.object !== "object" || request.object === null ||
-        !wantsInjection(request.object)
-      ) {
-        done({ result: "skipped", uid, pod });
-        return review(uid, { allowed: true });
-      }
-      const { patch, warnings } = plan(request.object, config);
-      const extra = warnings.length > 0 ? { warnings } : {};
-      if (patch.length === 0) {
-        done({ result: "unchanged", uid, pod, message: warnings.join("; ") || undefined });
-        return review(uid, { allowed: true, ...extra });
-      }
-      done({ result: "mutated", uid, pod });
-      return review(uid, {
-        allowed: true,
-        patchType: "JSONPatch",
-        patch: base64(JSON.stringify(patch)),
-        ...extra,
-      });
-    } catch (error) {
-      if (error instanceof InvalidAnnotationError) {
-        done({ result: "rejected", uid, pod, message: error.message });
-        return review(uid, {
-          allowed: false,
-          status: { code: 400, reason: "BadRequest", message: error.message },
-        });
-      }
-      const message = `spire-cacerts webhook failed: ${
-        error instanceof Error ? error.message : String(error)
-      }`;
-      done({ result: "error", uid, pod, message });
-      return failurePolicy === "Ignore"
-        ? review(uid, { allowed: true, warnings: [`${message}; pod admitted unchanged`] })
-        : review(uid, {
-          allowed: false,
-          status: { code: 500, reason: "InternalError", message },
-        });
-    }
+    // A body over the limit was not read: close the connection rather than read it.
+    if (status === 413) c.header("connection", "close");
+    return c.json({ error: message }, status);
   });
-
-  app.onError((error, c) => c.json({ error: `internal error: ${error.message}` }, 500));
+  app.notFound((c) =>
+    c.json({
+      error: `no route ${c.req.method} ${
+        new URL(c.req.url).pathname
+      }; the endpoint is POST /mutate`,
+    }, 404)
+  );
   return app;
 }

@@ -29,10 +29,10 @@
  */
 
 export {
+  type AdmissionEnv,
   type AdmissionEvent,
   type AdmissionResult,
   type AppConfig,
-  BadAdmissionRequestError,
   createApp,
   DEFAULT_MAX_BODY_BYTES,
 } from "./app.ts";
@@ -117,7 +117,6 @@ export {
   ResourceNotServedError,
   type SyncResult,
 } from "./registrations.ts";
-export { type FetchHandler, type NodeListenerOptions, toNodeListener } from "./node_adapter.ts";
 export { startWebhookServer, type WebhookServer, type WebhookServerOptions } from "./server.ts";
 export {
   DEFAULT_OS_FAMILY,

@@ -1,6 +1,7 @@
 /**
  * Latency and throughput of `/mutate` over TLS, against a bare TLS echo on the same stack
- * (`node:https` + the same request adapter) measured in the same run.
+ * (`node:https` + the same request adapter, `@hono/node-server`'s `getRequestListener`) measured in
+ * the same run.
  *
  * ```sh
  * ./scripts/deno run -A webhook/mutate_bench.ts [--seconds 5] [--rates 50,200,1000] [--rounds 3]
@@ -19,10 +20,10 @@
  */
 
 import { Agent, createServer, request } from "node:https";
+import { getRequestListener } from "@hono/node-server";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createApp } from "./app.ts";
-import { toNodeListener } from "./node_adapter.ts";
 import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { podCreateReview } from "./testdata/admission_review.ts";
 import { benchLine } from "../bench/report.ts";
@@ -75,8 +76,10 @@ function serveEcho(certDir: string, port: number): void {
   const key = Deno.readTextFileSync(join(certDir, "svid_key.pem"));
   const server = createServer(
     { cert, key },
-    toNodeListener(async (req) =>
-      new Response(await req.arrayBuffer(), { headers: { "content-type": "application/json" } })
+    getRequestListener(
+      async (req) =>
+        new Response(await req.arrayBuffer(), { headers: { "content-type": "application/json" } }),
+      { overrideGlobalObjects: false },
     ),
   );
   server.listen(port, "127.0.0.1", () => console.log("listening"));

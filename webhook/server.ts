@@ -3,17 +3,22 @@
  * swapped live with `setSecureContext`, and a plain-HTTP health port with `/healthz`, `/readyz`
  * and `/metrics`.
  *
+ * The app runs under `node:https` (not `Deno.serve`) for one reason: `server.setSecureContext()`
+ * swaps the SVID for new handshakes without dropping connections. `@hono/node-server`'s
+ * `getRequestListener` adapts it; its global `Request`/`Response` override is left off, so the
+ * rest of the process (the Kubernetes client's `fetch`) keeps the runtime's own classes.
+ *
  * @module
  */
 
 import { createServer as createHttpServer, type Server as HttpServer } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import { getRequestListener } from "@hono/node-server";
 import type { Logger } from "../cli/mod.ts";
 import { ServerCertificateSource } from "../spire/mod.ts";
-import { type AppConfig, createApp, DEFAULT_MAX_BODY_BYTES } from "./app.ts";
+import { type AppConfig, createApp } from "./app.ts";
 import type { WebhookMetrics } from "./metrics.ts";
-import { toNodeListener } from "./node_adapter.ts";
 
 /** Options of {@link startWebhookServer}. */
 export interface WebhookServerOptions {
@@ -62,7 +67,6 @@ function listen(server: HttpServer | HttpsServer, port: number, host: string): P
 export async function startWebhookServer(options: WebhookServerOptions): Promise<WebhookServer> {
   const { log, metrics } = options;
   const host = options.host ?? "0.0.0.0";
-  const maxBodyBytes = options.app.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   let https: HttpsServer | undefined;
   let httpsPort: number | undefined;
   let closed = false;
@@ -129,9 +133,16 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
     if (closed) return;
     https = createHttpsServer(
       initial,
-      toNodeListener(app.fetch, {
-        maxBodyBytes,
-        onError: (error) => log.error("request failed", { error: String(error) }),
+      getRequestListener(app.fetch, {
+        // HTTP/1.1 clients send Host; one that does not still reaches the app.
+        hostname: "localhost",
+        overrideGlobalObjects: false,
+        // Only a bug gets here (the app's onError answers every error it sees).
+        errorHandler: (error) => {
+          log.error("request failed", { error: String(error) });
+          const message = `internal error: ${error instanceof Error ? error.message : error}`;
+          return Response.json({ error: message }, { status: 500 });
+        },
       }),
     );
     https.on(

@@ -1,0 +1,165 @@
+import assert from "node:assert/strict";
+import { type AdmissionEvent, createApp } from "./app.ts";
+import { podCreateReview } from "./testdata/admission_review.ts";
+
+const LIMIT = 1024;
+const JSON_TYPE = { "content-type": "application/json" };
+const POD = {
+  apiVersion: "v1",
+  kind: "Pod",
+  metadata: { name: "p", labels: { "spiffe.io/spire-managed-identity": "true" } },
+  spec: { containers: [{ name: "app", image: "x" }] },
+};
+
+function setup() {
+  const events: AdmissionEvent[] = [];
+  const app = createApp({
+    driverName: "cacerts.csi.cert-manager.io",
+    className: "spire-ca",
+    maxBodyBytes: LIMIT,
+    onAdmission: (event) => events.push(event),
+  });
+  return { app, events };
+}
+
+/** Posts `init` to /mutate; returns the status, headers and the `{error}` body. */
+async function refused(init: RequestInit) {
+  const { app, events } = setup();
+  const response = await app.request("/mutate", { method: "POST", ...init });
+  const body = await response.json();
+  assert.deepEqual(Object.keys(body), ["error"], "no AdmissionReview is built for a 4xx");
+  assert.match(response.headers.get("content-type") ?? "", /^application\/json/);
+  assert.equal(events.length, 1, "one event per call");
+  assert.equal(events[0].result, "bad_request");
+  assert.equal(events[0].message, body.error, "the event carries the reason the client got");
+  assert.ok(events[0].seconds >= 0);
+  return { status: response.status, headers: response.headers, error: body.error as string };
+}
+
+Deno.test("a declared body over the limit is 413 before it is read, and the connection closes", async () => {
+  const body = "x".repeat(LIMIT + 1);
+  const res = await refused({
+    headers: { ...JSON_TYPE, "content-length": String(body.length) },
+    body,
+  });
+  assert.equal(res.status, 413);
+  assert.equal(res.error, `body of ${LIMIT + 1} bytes exceeds ${LIMIT} bytes`);
+  assert.equal(res.headers.get("connection"), "close");
+});
+
+Deno.test("a streamed body is 413 once it passes the limit", async () => {
+  const chunk = new TextEncoder().encode("y".repeat(512));
+  const res = await refused({
+    headers: JSON_TYPE,
+    body: new ReadableStream({
+      start(c) {
+        for (let i = 0; i < 4; i++) c.enqueue(chunk);
+        c.close();
+      },
+    }),
+  });
+  assert.equal(res.status, 413);
+  assert.equal(res.error, `body exceeds ${LIMIT} bytes`);
+});
+
+Deno.test("a body at the limit is read (the limit is inclusive)", async () => {
+  const { app, events } = setup();
+  const text = JSON.stringify(podCreateReview(POD));
+  const padded = text + " ".repeat(LIMIT - text.length);
+  const response = await app.request("/mutate", {
+    method: "POST",
+    headers: JSON_TYPE,
+    body: padded,
+  });
+  assert.equal(response.status, 200);
+  assert.equal((await response.json()).response.patchType, "JSONPatch");
+  assert.deepEqual(events.map((e) => e.result), ["mutated"]);
+});
+
+Deno.test("a wrong or missing content type is 415 with the type it got", async () => {
+  const body = JSON.stringify(podCreateReview(POD));
+  const wrong = await refused({ headers: { "content-type": "text/plain" }, body });
+  assert.equal(wrong.status, 415);
+  assert.equal(wrong.error, 'content type must be application/json, got "text/plain"');
+  const missing = await refused({ body: new TextEncoder().encode(body) });
+  assert.equal(missing.status, 415);
+  assert.equal(missing.error, 'content type must be application/json, got ""');
+});
+
+Deno.test("a charset parameter on application/json is accepted", async () => {
+  const { app } = setup();
+  const response = await app.request("/mutate", {
+    method: "POST",
+    headers: { "content-type": "Application/JSON; charset=utf-8" },
+    body: JSON.stringify(podCreateReview(POD)),
+  });
+  assert.equal(response.status, 200);
+});
+
+Deno.test("bad JSON, empty and non-UTF-8 bodies are 400 with the reason", async () => {
+  const json = await refused({ headers: JSON_TYPE, body: '{"apiVersion": ' });
+  assert.equal(json.status, 400);
+  assert.match(json.error, /^body is not JSON: /);
+  const empty = await refused({ headers: JSON_TYPE, body: "" });
+  assert.equal(empty.status, 400);
+  assert.equal(empty.error, "empty body");
+  const none = await refused({ headers: JSON_TYPE });
+  assert.equal(none.status, 400);
+  assert.equal(none.error, "empty body");
+  const bytes = await refused({ headers: JSON_TYPE, body: new Uint8Array([0x7b, 0xff, 0x7d]) });
+  assert.equal(bytes.status, 400);
+  assert.equal(bytes.error, "body is not valid UTF-8");
+});
+
+Deno.test("a JSON document that is not an admission.k8s.io/v1 AdmissionReview is 400 with the reason", async () => {
+  const cases: [unknown, string][] = [
+    [[], "body is not a JSON object"],
+    [null, "body is not a JSON object"],
+    [
+      { ...podCreateReview(POD), apiVersion: "admission.k8s.io/v1beta1" },
+      'apiVersion must be admission.k8s.io/v1, got "admission.k8s.io/v1beta1"',
+    ],
+    [
+      { ...podCreateReview(POD), apiVersion: undefined },
+      "apiVersion must be admission.k8s.io/v1, got null",
+    ],
+    [{ ...podCreateReview(POD), kind: "Pod" }, 'kind must be AdmissionReview, got "Pod"'],
+    [
+      { apiVersion: "admission.k8s.io/v1", kind: "AdmissionReview" },
+      "AdmissionReview has no request",
+    ],
+    [podCreateReview(POD, { uid: "" }), "AdmissionReview request has no uid"],
+  ];
+  for (const [document, reason] of cases) {
+    const res = await refused({ headers: JSON_TYPE, body: JSON.stringify(document) });
+    assert.equal(res.status, 400, reason);
+    assert.equal(res.error, reason);
+  }
+});
+
+Deno.test("an unexpected error is a 500 with the message; only /mutate calls are admissions", async () => {
+  const events: AdmissionEvent[] = [];
+  const app = createApp({
+    driverName: "cacerts.csi.cert-manager.io",
+    className: "spire-ca",
+    onAdmission: (event) => events.push(event),
+  });
+  app.post("/boom", () => {
+    throw new Error("kaput");
+  });
+  const response = await app.request("/boom", { method: "POST" });
+  assert.equal(response.status, 500);
+  assert.deepEqual(await response.json(), { error: "internal error: kaput" });
+  assert.deepEqual(events, [], "only /mutate calls are admissions");
+});
+
+Deno.test("other routes and methods are 404 with the route to use, and are not admissions", async () => {
+  const { app, events } = setup();
+  const get = await app.request("/mutate");
+  assert.equal(get.status, 404);
+  assert.deepEqual(await get.json(), {
+    error: "no route GET /mutate; the endpoint is POST /mutate",
+  });
+  assert.equal((await app.request("/other", { method: "POST" })).status, 404);
+  assert.deepEqual(events, []);
+});
