@@ -22,3 +22,4 @@
 
 export * from "./flags.ts";
 export * from "./log.ts";
+export * from "./version.ts";

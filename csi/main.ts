@@ -19,14 +19,13 @@ import {
   parseFlagTable,
   renderFlags,
   UsageError,
+  VERSION,
 } from "../cli/mod.ts";
 import { startCsiServer } from "./server.ts";
 import { runSelfTest } from "./self_check.ts";
 
 /** Program name. */
 export const PROGRAM = "spire-cacerts-csi";
-/** Program version. */
-export const VERSION = "0.1.0";
 /** Default CSI driver name: the contract's `DRIVER_NAME`. */
 export const DEFAULT_DRIVER_NAME: typeof DRIVER_NAME = DRIVER_NAME;
 
@@ -123,7 +122,7 @@ Usage: ${PROGRAM} [flags]
 ${renderFlags(CSI_FLAGS)}
 `;
 
-export { UsageError };
+export { UsageError, VERSION };
 
 /** Parsed flags. */
 export interface CsiFlags {

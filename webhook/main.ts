@@ -11,7 +11,6 @@
  */
 
 import { KubeConfig } from "@kubernetes/client-node";
-import denoJson from "../deno.json" with { type: "json" };
 import {
   createLogger,
   type FlagTable,
@@ -20,6 +19,7 @@ import {
   parseFlagTable,
   renderFlags,
   UsageError,
+  VERSION,
 } from "../cli/mod.ts";
 import { ANNOTATION_PREFIX, DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { createApp } from "./app.ts";
@@ -138,7 +138,7 @@ export const WEBHOOK_FLAGS = {
   help: { type: "boolean", label: "--version, --help", help: "" },
 } as const satisfies FlagTable;
 
-const HELP = `${PROGRAM} ${denoJson.version}
+const HELP = `${PROGRAM} ${VERSION}
 Admission webhook adding the SPIRE trust-store CSI volume to pods labelled
 ${INJECT_LABEL}=true, plus a controller keeping a CAProviderClass in every
 namespace and the Secret spire/spire-ca-bundle equal to SPIRE's bundle.
@@ -349,7 +349,7 @@ export async function main(args: string[]): Promise<number> {
     return 2;
   }
   if (flags.mode === "help") console.log(HELP);
-  else if (flags.mode === "version") console.log(`${PROGRAM} ${denoJson.version}`);
+  else if (flags.mode === "version") console.log(`${PROGRAM} ${VERSION}`);
   else if (flags.mode === "self-test") {
     await selfTest();
     console.log(`${PROGRAM} self-test ok`);

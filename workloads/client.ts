@@ -14,13 +14,13 @@
  */
 
 import { join } from "node:path";
-import { type FlagTable, parseFlagTable, renderFlags } from "../cli/mod.ts";
+import { type FlagTable, parseFlagTable, renderFlags, VERSION } from "../cli/mod.ts";
 import { type ClientOptions, parseServerAddress, runClient } from "./tls_client.ts";
 
 export * from "./tls_client.ts";
 
-/** Version printed by `--version`. */
-export const VERSION = "0.1.0";
+/** Version printed by `--version` (deno.json's). */
+export { VERSION };
 
 /** The command line: name, kind, default, check and help line of every flag. */
 export const CLIENT_FLAGS = {

@@ -11,15 +11,15 @@
  * @module
  */
 
-import { type FlagTable, parseFlagTable, renderFlags } from "../cli/mod.ts";
+import { type FlagTable, parseFlagTable, renderFlags, VERSION } from "../cli/mod.ts";
 import { parseSpiffeId, type PeerPolicy } from "../spire/mod.ts";
 import { log } from "./log.ts";
 import { type RunningServer, startServer } from "./tls_server.ts";
 
 export * from "./tls_server.ts";
 
-/** Version printed by `--version`. */
-export const VERSION = "0.1.0";
+/** Version printed by `--version` (deno.json's). */
+export { VERSION };
 
 /** The command line: name, kind, default, check and help line of every flag. */
 export const SERVER_FLAGS = {
