@@ -12,6 +12,7 @@
  * @module
  */
 
+import { INJECT_LABEL } from "../api/mod.ts";
 import {
   CLUSTER_SPIFFE_ID_GROUP,
   CLUSTER_SPIFFE_ID_KIND,
@@ -35,8 +36,8 @@ export const PROBE_EXEMPT_ANNOTATION = "spire-cacerts.io/probe-exempt";
 /** Label SPIRE's k8sbundle notifier (`webhook_label`) looks for on webhook configurations. */
 export const WEBHOOK_LABEL = "spiffe.io/webhook";
 
-/** Pod label that asks for trust-store injection. */
-export const INJECT_LABEL = "spiffe.io/spire-managed-identity";
+/** Pod label that asks for trust-store injection (the contract's, from api/). */
+export { INJECT_LABEL };
 
 /** Namespaces the webhook must never act in. */
 export const EXCLUDED_NAMESPACES: readonly string[] = ["kube-system", "spire", "spire-cacerts"];
