@@ -1,10 +1,11 @@
 /**
  * The README's "Testing the Setup" on a real single-node Kubernetes (tests/harness/cluster.ts),
  * deployed the way the README says: the images are built from `images/*.Containerfile` (buildah,
- * tests/harness/containerfile_images.ts) and the manifests go in with one
- * `kubectl apply -k tests/local_cluster` on a fresh cluster (the overlay is `manifests/` plus a
- * hostPath PersistentVolume for SPIRE Server's claim, as a bare node has no provisioner). Nothing
- * is applied first and no pod is deleted or restarted to help: everything must converge.
+ * tests/harness/containerfile_images.ts) and the manifests go in with one `kubectl apply -k
+ * manifests` on a fresh cluster. The only object made beforehand is the environment's: a hostPath
+ * PersistentVolume for SPIRE Server's claim (tests/harness/fixtures/spire_server_data_pv.yaml),
+ * as a bare node has no provisioner. No CRD is applied first and no pod is deleted or restarted to
+ * help: everything must converge.
  *
  * The one difference from the release images: no `denort` is reachable here, so the build stage's
  * `scripts/build.ts` runs with `--allow-bundle-fallback` and ships the pinned Deno with a bundle at
@@ -260,8 +261,9 @@ Deno.test({
       await Deno.mkdir(PV_DIR, { recursive: true, mode: 0o700 });
       await Deno.chown(PV_DIR, 1000, 1000);
       // The README's one command, once, on a cluster that has never seen these objects.
-      log("kubectl apply -k tests/local_cluster");
-      await e.k(["apply", "-k", join(ROOT, "tests/local_cluster")]);
+      await e.k(["apply", "-f", join(ROOT, "tests/harness/fixtures/spire_server_data_pv.yaml")]);
+      log("kubectl apply -k manifests");
+      await e.k(["apply", "-k", join(ROOT, "manifests")]);
 
       const ok1 = await t.step(
         "1. SPIRE ready, agent attested, entries from ClusterSPIFFEIDs",

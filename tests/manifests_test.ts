@@ -664,3 +664,19 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "manifests: the mutating webhook configuration is applied before any workload",
+  ...tools,
+  fn: async () => {
+    // kubectl applies in the rendered order: a labelled pod created before the configuration
+    // exists would be admitted without its trust store, and nothing would ever mutate it.
+    const kinds = (await render()).map((o) => o.kind);
+    const webhook = kinds.indexOf("MutatingWebhookConfiguration");
+    assert.ok(webhook >= 0, kinds.join(" "));
+    for (const workload of ["Deployment", "StatefulSet", "DaemonSet"]) {
+      const first = kinds.indexOf(workload);
+      assert.ok(first > webhook, `${workload} rendered before the MutatingWebhookConfiguration`);
+    }
+  },
+});
