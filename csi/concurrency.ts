@@ -41,7 +41,12 @@ export class Semaphore {
   #active = 0;
   readonly #waiting: (() => void)[] = [];
 
-  /** @param limit how many may hold it at once (a positive integer) */
+  /**
+   * Makes a semaphore with every slot free.
+   *
+   * @param limit how many may hold it at once (a positive integer)
+   * @throws {RangeError} for a limit that is not a positive integer
+   */
   constructor(limit: number) {
     if (!Number.isInteger(limit) || limit < 1) {
       throw new RangeError(`semaphore limit ${limit}: use a positive integer`);

@@ -6,7 +6,6 @@
  * @module
  */
 
-import type { CoreV1Api } from "@kubernetes/client-node";
 import type { PodRef } from "./validation.ts";
 
 /** Reason of the Warning Event for an update refused while the last good store is kept. */
@@ -30,10 +29,48 @@ export interface EventRecorder {
   record(event: PodEvent): Promise<void>;
 }
 
+/** The `core/v1` Event as {@link KubeEventRecorder} creates it. */
+export interface EventBody {
+  /** `generateName: <pod>.` in the pod's namespace. */
+  metadata: { generateName: string; namespace: string };
+  /** The pod. */
+  involvedObject: {
+    apiVersion: string;
+    kind: string;
+    namespace: string;
+    name: string;
+    uid?: string;
+  };
+  /** CamelCase reason. */
+  reason: string;
+  /** At most 1 000 characters. */
+  message: string;
+  /** `Normal` or `Warning`. */
+  type: string;
+  /** The driver on the node. */
+  source: { component: string; host: string };
+  /** The driver name. */
+  reportingComponent: string;
+  /** The node id. */
+  reportingInstance: string;
+  /** When it happened (both timestamps). */
+  firstTimestamp: Date;
+  /** When it happened (both timestamps). */
+  lastTimestamp: Date;
+  /** Always 1. */
+  count: number;
+}
+
+/** The one API call the recorder makes; `@kubernetes/client-node`'s `CoreV1Api` has it. */
+export interface EventsApi {
+  /** Creates an Event in `namespace`. */
+  createNamespacedEvent(param: { namespace: string; body: EventBody }): Promise<unknown>;
+}
+
 /** Options for {@link KubeEventRecorder}. */
 export interface KubeEventRecorderOptions {
   /** The API client Events are created with. */
-  core: Pick<CoreV1Api, "createNamespacedEvent">;
+  core: EventsApi;
   /** CSI driver name (source component, reporting component). */
   driverName: string;
   /** Node id (source host, reporting instance). */
@@ -46,7 +83,11 @@ export interface KubeEventRecorderOptions {
 export class KubeEventRecorder implements EventRecorder {
   readonly #opts: KubeEventRecorderOptions;
 
-  /** @param options API client, driver name, node id and clock */
+  /**
+   * Makes a recorder.
+   *
+   * @param options API client, driver name, node id and clock
+   */
   constructor(options: KubeEventRecorderOptions) {
     this.#opts = options;
   }

@@ -1,16 +1,16 @@
 import assert from "node:assert/strict";
-import { KubeEventRecorder, UPDATE_FAILED_REASON } from "./events.ts";
+import { type EventBody, KubeEventRecorder, UPDATE_FAILED_REASON } from "./events.ts";
 
 Deno.test("an Event names the pod, the driver and the node, with the clock's time and a capped message", async () => {
-  const calls: { namespace: string; body: Record<string, unknown> }[] = [];
+  const calls: { namespace: string; body: EventBody }[] = [];
   const at = new Date("2026-01-02T03:04:05Z");
   const recorder = new KubeEventRecorder({
     core: {
-      createNamespacedEvent: (param: { namespace: string; body: unknown }) => {
-        calls.push(param as { namespace: string; body: Record<string, unknown> });
-        return Promise.resolve(param.body as never);
+      createNamespacedEvent: (param) => {
+        calls.push(param);
+        return Promise.resolve(param.body);
       },
-    } as never,
+    },
     driverName: "cacerts.csi.cert-manager.io",
     nodeId: "node-1",
     now: () => at,
@@ -34,7 +34,7 @@ Deno.test("an Event names the pod, the driver and the node, with the clock's tim
   });
   assert.equal(body.type, "Warning");
   assert.equal(body.reason, "TrustStoreUpdateFailed");
-  assert.equal((body.message as string).length, 1000);
+  assert.equal(body.message.length, 1000);
   assert.deepEqual(body.source, { component: "cacerts.csi.cert-manager.io", host: "node-1" });
   assert.equal(body.reportingInstance, "node-1");
   assert.equal(body.firstTimestamp, at);
@@ -43,7 +43,7 @@ Deno.test("an Event names the pod, the driver and the node, with the clock's tim
 
 Deno.test("a failed Event create rejects, for the caller to log", async () => {
   const recorder = new KubeEventRecorder({
-    core: { createNamespacedEvent: () => Promise.reject(new Error("HTTP 403")) } as never,
+    core: { createNamespacedEvent: () => Promise.reject(new Error("HTTP 403")) },
     driverName: "d",
     nodeId: "n",
   });

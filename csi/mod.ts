@@ -16,7 +16,9 @@ export {
 } from "./resolver.ts";
 export { PayloadCache, type PayloadCacheOptions, RenderError, storeHash } from "./payload_cache.ts";
 export {
+  type EventBody,
   type EventRecorder,
+  type EventsApi,
   KubeEventRecorder,
   type KubeEventRecorderOptions,
   type PodEvent,
@@ -55,12 +57,14 @@ export {
 } from "./server.ts";
 export { type HealthServer, parseHostPort, startHealthServer } from "./http.ts";
 export { StateFileError, StateStore, type VolumeRecord, type VolumeStateStore } from "./state.ts";
-export { controllerService, CSI_PROTO, identityService, nodeService } from "./proto.ts";
 export {
-  type CsiFlags,
-  DEFAULT_DRIVER_NAME,
-  parseFlags,
-  PROGRAM,
-  UsageError,
-  VERSION,
-} from "./main.ts";
+  controllerService,
+  CSI_PROTO,
+  identityService,
+  type NodeGetVolumeStatsRequest,
+  type NodePublishVolumeRequest,
+  nodeService,
+  type NodeUnpublishVolumeRequest,
+  type VolumeCapability,
+} from "./proto.ts";
+export * as metrics from "./metrics.ts";

@@ -18,7 +18,11 @@ export interface Mounter {
 
 /** A mount or unmount command failed. */
 export class MountError extends Error {
-  /** @param message the command and its output */
+  /**
+   * Makes the error.
+   *
+   * @param message the command and its output
+   */
   constructor(message: string) {
     super(message);
     this.name = "MountError";

@@ -127,7 +127,11 @@ export class NodeServer {
   readonly #locks = new KeyedLock();
   readonly #renders: Semaphore;
 
-  /** @param options see {@link NodeServerOptions} */
+  /**
+   * Builds the server; nothing is read until {@link NodeServer.restore} or a publish.
+   *
+   * @param options settings and collaborators, see {@link NodeServerOptions}
+   */
   constructor(options: NodeServerOptions) {
     this.#opts = options;
     this.#log = options.logger;

@@ -7,7 +7,6 @@
  * @module
  */
 
-import { status } from "@grpc/grpc-js";
 import { createHash } from "node:crypto";
 import {
   type BaseRoots,
@@ -18,15 +17,17 @@ import {
   renderTrustStore,
 } from "../trust_store/mod.ts";
 
-/** A volume's sources could not be turned into a store. */
+/**
+ * A volume's sources could not be turned into a store. A first publish fails with it as
+ * FAILED_PRECONDITION (`toCsiError`'s fallback); an update counts it as a `source` failure.
+ */
 export class RenderError extends Error {
   /**
    * Makes the error.
    *
    * @param message what failed, naming the object and key
-   * @param code gRPC status a first publish fails with
    */
-  constructor(message: string, readonly code: status = status.FAILED_PRECONDITION) {
+  constructor(message: string) {
     super(message);
     this.name = "RenderError";
   }
@@ -53,7 +54,11 @@ export class PayloadCache {
   readonly #baseRoots?: BaseRoots;
   readonly #capacity: number;
 
-  /** @param options base roots and capacity */
+  /**
+   * Makes an empty cache.
+   *
+   * @param options base roots and capacity
+   */
   constructor(options: PayloadCacheOptions = {}) {
     this.#baseRoots = options.baseRoots;
     this.#capacity = options.capacity ?? 32;

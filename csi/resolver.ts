@@ -62,7 +62,11 @@ export class SourceResolver {
   readonly #objects: ObjectSource;
   readonly #allowed: readonly string[];
 
-  /** @param options the object source and the namespace rule */
+  /**
+   * Makes a resolver.
+   *
+   * @param options the object source and the namespace rule
+   */
   constructor(options: SourceResolverOptions) {
     this.#objects = options.objects;
     this.#allowed = options.allowedRefNamespaces;

@@ -30,7 +30,12 @@ export interface VolumeRecord {
 
 /** A persisted record that could not be read. */
 export class StateFileError extends Error {
-  /** @param path the file; @param cause what went wrong */
+  /**
+   * Makes the error.
+   *
+   * @param path the file
+   * @param cause what went wrong
+   */
   constructor(readonly path: string, cause: unknown) {
     super(`volume record ${path} is unreadable: ${String(cause)}`);
     this.name = "StateFileError";
@@ -51,7 +56,11 @@ export interface VolumeStateStore {
 export class StateStore implements VolumeStateStore {
   readonly #dir: string;
 
-  /** @param stateDir the `--state-dir`; records live in `<stateDir>/volumes/` */
+  /**
+   * Opens the records of a state directory (nothing is read until {@link StateStore.loadAll}).
+   *
+   * @param stateDir the `--state-dir`; records live in `<stateDir>/volumes/`
+   */
   constructor(stateDir: string) {
     this.#dir = join(stateDir, "volumes");
   }
