@@ -15,7 +15,11 @@ export type MetricType = "counter" | "gauge" | "histogram";
 
 /** Raised when a metric is used before it is defined, or with the wrong operation. */
 export class MetricError extends Error {
-  /** @param message what was wrong */
+  /**
+   * Creates the error.
+   *
+   * @param message what was wrong
+   */
   constructor(message: string) {
     super(message);
     this.name = "MetricError";

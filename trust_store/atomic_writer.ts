@@ -177,6 +177,8 @@ export class AtomicWriter {
   #live: Generation | undefined;
 
   /**
+   * Creates an instance.
+   *
    * @param dir the target directory; it must exist
    * @param options file mode and fsync
    */

@@ -10,6 +10,8 @@ export class PemError extends Error {
   /** Name of the offending source, e.g. `Secret spire/spire-ca-bundle key ca.crt`. */
   readonly source: string;
   /**
+   * Creates an instance.
+   *
    * @param source name of the offending source
    * @param message what is wrong with it
    */
@@ -23,6 +25,8 @@ export class PemError extends Error {
 /** Every certificate was filtered out (or none was given): an empty store is never published. */
 export class EmptyTrustSetError extends Error {
   /**
+   * Creates an instance.
+   *
    * @param warnings the reasons each certificate was dropped
    */
   constructor(readonly warnings: readonly string[]) {
@@ -37,6 +41,8 @@ export class EmptyTrustSetError extends Error {
 /** The configured base roots (bundled package or a file) could not be read. */
 export class BaseRootsError extends Error {
   /**
+   * Creates an instance.
+   *
    * @param message what could not be read and why
    */
   constructor(message: string) {
@@ -48,6 +54,8 @@ export class BaseRootsError extends Error {
 /** A value is not one of the supported OS families. */
 export class UnknownOsFamilyError extends Error {
   /**
+   * Creates an instance.
+   *
    * @param value the rejected value
    * @param valid the accepted values
    */
@@ -60,6 +68,8 @@ export class UnknownOsFamilyError extends Error {
 /** A payload path would escape the volume or collide with the writer's own entries. */
 export class PayloadPathError extends Error {
   /**
+   * Creates an instance.
+   *
    * @param path the rejected path
    * @param reason why it is rejected
    */

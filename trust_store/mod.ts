@@ -9,6 +9,7 @@
  * const set = await buildTrustSet([{ name: "Secret spire/spire-ca-bundle key ca.crt", text }]);
  * const payload = renderTrustStore(parseOsFamily("debian"), set);
  * const { changed } = await new AtomicWriter("/var/lib/target").write(payload);
+ * console.log(changed ? "store updated" : "store unchanged");
  * ```
  *
  * Layouts (paths relative to the volume root) and where to mount them:
@@ -47,7 +48,7 @@ export {
   type TrustSetOptions,
 } from "./trust_set.ts";
 export { subjectHash } from "./subject_hash.ts";
-export { encodeJks, JKS_PASSWORD } from "./jks.ts";
+export { encodeJks, JKS_PASSWORD, type JksEntry } from "./jks.ts";
 export {
   defaultMountPath,
   OS_FAMILIES,
