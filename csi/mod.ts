@@ -68,3 +68,11 @@ export {
   type VolumeCapability,
 } from "./proto.ts";
 export * as metrics from "./metrics.ts";
+export {
+  type CsiFlags,
+  DEFAULT_DRIVER_NAME,
+  parseFlags,
+  PROGRAM,
+  UsageError,
+  VERSION,
+} from "./main.ts";
