@@ -24,6 +24,13 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import {
+  CLASS_API_VERSION,
+  CLASS_GROUP,
+  CLASS_KIND,
+  CLASS_PLURAL,
+  CLASSES_ATTRIBUTE,
+} from "../api/mod.ts";
 import { CoreV1Api, Watch } from "@kubernetes/client-node";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -98,7 +105,7 @@ async function main(): Promise<void> {
     const crd = new URL("../tests/harness/fixtures/caproviderclass_crd.yaml", import.meta.url);
     await kube.kubectl(["apply", "-f", crd.pathname], { check: true });
     await kube.kubectl(
-      ["wait", "--for=condition=established", "crd/caproviderclasses.cacerts.csi.cert-manager.io"],
+      ["wait", "--for=condition=established", `crd/${CLASS_PLURAL}.${CLASS_GROUP}`],
       { check: true },
     );
     const objects = [
@@ -110,8 +117,8 @@ async function main(): Promise<void> {
         data: { "ca.crt": btoa(cas[0].certPem) },
       },
       {
-        apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
-        kind: "CAProviderClass",
+        apiVersion: CLASS_API_VERSION,
+        kind: CLASS_KIND,
         metadata: { namespace: "bench", name: "spire-ca" },
         spec: { refs: [{ kind: "Secret", name: "ca" }] },
       },
@@ -133,7 +140,7 @@ async function main(): Promise<void> {
         "csi.storage.k8s.io/ephemeral=true",
         `csi.storage.k8s.io/pod.name=${pod}`,
         "csi.storage.k8s.io/pod.namespace=bench",
-        "caProviderClasses=spire-ca",
+        `${CLASSES_ATTRIBUTE}=spire-ca`,
         `os=${os}`,
       ].join(",");
     const roots = values["base-roots"] === "none"

@@ -5,6 +5,13 @@
  */
 
 import assert from "node:assert/strict";
+import {
+  CLASS_API_VERSION,
+  CLASS_GROUP,
+  CLASS_KIND,
+  CLASS_PLURAL,
+  CLASS_VERSION,
+} from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
@@ -27,7 +34,6 @@ import {
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CRD = `${ROOT}manifests/crds/caproviderclasses.yaml`;
 const RBAC = `${ROOT}manifests/webhook/rbac.yaml`;
-const GROUP = "cacerts.csi.cert-manager.io";
 const SA_USER = "system:serviceaccount:spire-cacerts:spire-cacerts-webhook";
 /** How fast a source change must reach the status. */
 const WITHIN_MS = 2_000;
@@ -62,8 +68,8 @@ function secret(ns: string, name: string, data: Record<string, string>, type = "
 
 function capClass(name: string, ref: Record<string, string>) {
   return {
-    apiVersion: `${GROUP}/v1alpha1`,
-    kind: "CAProviderClass",
+    apiVersion: CLASS_API_VERSION,
+    kind: CLASS_KIND,
     metadata: { namespace: "shop", name },
     spec: { refs: [{ apiGroup: "", ...ref }] },
   };
@@ -92,7 +98,7 @@ Deno.test({
       ]);
       await kube.kubectl(["apply", "-f", CRD], { check: true });
       await kube.kubectl(
-        ["wait", "--for=condition=Established", `crd/caproviderclasses.${GROUP}`],
+        ["wait", "--for=condition=Established", `crd/${CLASS_PLURAL}.${CLASS_GROUP}`],
         {
           check: true,
         },
@@ -108,7 +114,7 @@ Deno.test({
       assert.equal(await can("watch", "secrets", "-n", "spire"), "yes");
       assert.equal(await can("list", "configmaps", "-n", "team"), "no");
       assert.equal(
-        await can("patch", `caproviderclasses.${GROUP}`, "--subresource=status", "-A"),
+        await can("patch", `${CLASS_PLURAL}.${CLASS_GROUP}`, "--subresource=status", "-A"),
         "yes",
       );
 
@@ -164,10 +170,10 @@ Deno.test({
       const custom = kube.kubeConfig.makeApiClient(CustomObjectsApi);
       const read = async (name: string) =>
         await custom.getNamespacedCustomObject({
-          group: GROUP,
-          version: "v1alpha1",
+          group: CLASS_GROUP,
+          version: CLASS_VERSION,
           namespace: "shop",
-          plural: "caproviderclasses",
+          plural: CLASS_PLURAL,
           name,
         }) as { metadata: { resourceVersion: string; generation: number }; status?: ClassStatus };
       const ready = async (name: string) => (await read(name)).status?.conditions?.[0];

@@ -1,4 +1,11 @@
 import assert from "node:assert/strict";
+import {
+  CLASS_API_VERSION,
+  CLASS_GROUP,
+  CLASS_KIND,
+  CLASS_PLURAL,
+  CLASSES_ATTRIBUTE,
+} from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import {
@@ -44,7 +51,7 @@ function podContext(pod: string, classes: string, os = "debian"): string {
     "csi.storage.k8s.io/pod.namespace=shop",
     `csi.storage.k8s.io/pod.uid=uid-${pod}`,
     `os=${os}`,
-    `caProviderClasses=${classes}`,
+    `${CLASSES_ATTRIBUTE}=${classes}`,
   ].join(",");
 }
 
@@ -102,7 +109,7 @@ Deno.test({
         [
           "wait",
           "--for=condition=established",
-          "crd/caproviderclasses.cacerts.csi.cert-manager.io",
+          `crd/${CLASS_PLURAL}.${CLASS_GROUP}`,
         ],
         { check: true },
       );
@@ -117,8 +124,8 @@ Deno.test({
         data: { "bundle.crt": cas[1].certPem },
       });
       await apply(kube, {
-        apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
-        kind: "CAProviderClass",
+        apiVersion: CLASS_API_VERSION,
+        kind: CLASS_KIND,
         metadata: { namespace: "shop", name: "spire-ca" },
         spec: {
           refs: [
@@ -134,8 +141,8 @@ Deno.test({
         },
       });
       await apply(kube, {
-        apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
-        kind: "CAProviderClass",
+        apiVersion: CLASS_API_VERSION,
+        kind: CLASS_KIND,
         metadata: { namespace: "shop", name: "sneaky" },
         spec: { refs: [{ kind: "Secret", namespace: "kube-system", name: "anything" }] },
       });
@@ -177,8 +184,8 @@ Deno.test({
         await apply(kube, secret("shop", "no-ca-keys", { "tls.key": cas[4].keyPem }));
         for (const [name, secretName] of [["tls-only", "web-tls"], ["no-keys", "no-ca-keys"]]) {
           await apply(kube, {
-            apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
-            kind: "CAProviderClass",
+            apiVersion: CLASS_API_VERSION,
+            kind: CLASS_KIND,
             metadata: { namespace: "shop", name },
             spec: { refs: [{ apiGroup: "", kind: "Secret", name: secretName }] },
           });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { join } from "node:path";
 import { connect } from "node:tls";
 import { CoreV1Api, type V1Pod } from "@kubernetes/client-node";
@@ -16,8 +17,8 @@ import {
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const CRD_PATH = join(ROOT, "tests/harness/fixtures/caproviderclass_crd.yaml");
-const LABEL = { "spiffe.io/spire-managed-identity": "true" };
-const config = { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" };
+const LABEL = { [INJECT_LABEL]: "true" };
+const config = { driverName: DRIVER_NAME, className: "spire-ca" };
 
 async function httpGet(url: string): Promise<{ status: number; text: string }> {
   const response = await fetch(url);

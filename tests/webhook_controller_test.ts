@@ -1,11 +1,17 @@
 import assert from "node:assert/strict";
+import {
+  CLASS_API_VERSION,
+  CLASS_GROUP,
+  CLASS_KIND,
+  CLASS_PLURAL,
+  CLASS_VERSION,
+} from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES, FIELD_MANAGER } from "../webhook/controller.ts";
 import { needsTools, runCommand, startKubeApiServer, waitFor } from "./harness/mod.ts";
 
 const CRD_PATH = new URL("./harness/fixtures/caproviderclass_crd.yaml", import.meta.url).pathname;
-const GROUP = "cacerts.csi.cert-manager.io";
 
 /** A self-signed CA valid between two dates (`openssl ca` takes explicit start and end dates). */
 async function selfSignedCa(name: string, notBefore: Date, notAfter: Date): Promise<string> {
@@ -75,7 +81,7 @@ Deno.test({
     try {
       await kube.kubectl(["apply", "-f", CRD_PATH], { check: true });
       await kube.kubectl(
-        ["wait", "--for=condition=Established", "crd/caproviderclasses." + GROUP],
+        ["wait", "--for=condition=Established", `crd/${CLASS_PLURAL}.${CLASS_GROUP}`],
         {
           check: true,
         },
@@ -85,8 +91,8 @@ Deno.test({
       }
       // A class the user wrote before the controller ran: no managed label.
       const userClass = {
-        apiVersion: `${GROUP}/v1alpha1`,
-        kind: "CAProviderClass",
+        apiVersion: CLASS_API_VERSION,
+        kind: CLASS_KIND,
         metadata: { name: "spire-ca", namespace: "users" },
         spec: { refs: [{ kind: "ConfigMap", namespace: "users", name: "mine", key: "ca.crt" }] },
       };
@@ -116,10 +122,10 @@ Deno.test({
       const custom = kube.kubeConfig.makeApiClient(CustomObjectsApi);
       const getClass = (namespace: string) =>
         custom.getNamespacedCustomObject({
-          group: GROUP,
-          version: "v1alpha1",
+          group: CLASS_GROUP,
+          version: CLASS_VERSION,
           namespace,
-          plural: "caproviderclasses",
+          plural: CLASS_PLURAL,
           name: "spire-ca",
         }).catch(() => undefined);
       const start = async () => {
@@ -189,8 +195,8 @@ Deno.test({
 
       await t.step("a managed class a user edited is not overwritten", async () => {
         const edited = {
-          apiVersion: `${GROUP}/v1alpha1`,
-          kind: "CAProviderClass",
+          apiVersion: CLASS_API_VERSION,
+          kind: CLASS_KIND,
           metadata: {
             name: "spire-ca",
             namespace: "old-a",
@@ -208,10 +214,10 @@ Deno.test({
 
       await t.step("a deleted class comes back on the periodic pass", async () => {
         await custom.deleteNamespacedCustomObject({
-          group: GROUP,
-          version: "v1alpha1",
+          group: CLASS_GROUP,
+          version: CLASS_VERSION,
           namespace: "old-b",
-          plural: "caproviderclasses",
+          plural: CLASS_PLURAL,
           name: "spire-ca",
         });
         await waitFor("class back in old-b", () => getClass("old-b"), { timeoutMs: 5_000 });

@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
+import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { createApp } from "../webhook/app.ts";
 import { escapePointerToken, type JsonPatchOperation, planMutation } from "../webhook/mutate.ts";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import { applyJsonPatch } from "../webhook/testdata/json_patch.ts";
 
-const config = { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" };
-const LABEL = { "spiffe.io/spire-managed-identity": "true" };
+const config = { driverName: DRIVER_NAME, className: "spire-ca" };
+const LABEL = { [INJECT_LABEL]: "true" };
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -124,7 +125,7 @@ Deno.test("pods left alone: opt-out, unlabelled, existing mount at the path", ()
   assert.deepEqual(planMutation(optOut, config), { patch: [], warnings: [] });
   const unlabelled = pod({ metadata: { labels: { app: "x" } } });
   assert.deepEqual(planMutation(unlabelled, config), { patch: [], warnings: [] });
-  const falseLabel = pod({ metadata: { labels: { "spiffe.io/spire-managed-identity": "yes" } } });
+  const falseLabel = pod({ metadata: { labels: { [INJECT_LABEL]: "yes" } } });
   assert.deepEqual(planMutation(falseLabel, config).patch, []);
   const clash = pod({
     spec: {

@@ -7,6 +7,7 @@
  * unchanged, no target directory, mount or volume record appears, no admission response is built.
  */
 import assert from "node:assert/strict";
+import { DRIVER_NAME, INJECT_LABEL } from "../../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { status } from "@grpc/grpc-js";
 import { join } from "node:path";
@@ -224,7 +225,7 @@ function review(overrides: Record<string, unknown> = {}, request: unknown = unde
       kind: { group: "", version: "v1", kind: "Pod" },
       operation: "CREATE",
       object: {
-        metadata: { name: "p", labels: { "spiffe.io/spire-managed-identity": "true" } },
+        metadata: { name: "p", labels: { [INJECT_LABEL]: "true" } },
         spec: { containers: [{ name: "c", image: "i" }] },
       },
     },
@@ -354,7 +355,7 @@ Deno.test({
 
     const events: AdmissionEvent[] = [];
     const app = createApp({
-      driverName: "cacerts.csi.cert-manager.io",
+      driverName: DRIVER_NAME,
       className: "spire-ca",
       maxBodyBytes: LIMIT,
       onAdmission: (e) => events.push(e),

@@ -7,6 +7,13 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
+import {
+  CLASS_API_VERSION,
+  CLASS_GROUP,
+  CLASS_KIND,
+  CLASS_PLURAL,
+  CLASSES_ATTRIBUTE,
+} from "../../api/mod.ts";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
@@ -71,7 +78,7 @@ export async function startScratchApiServer(prefix: string): Promise<ScratchApiS
 export async function setupCluster(kube: KubeApiServer): Promise<void> {
   await kube.kubectl(["apply", "-f", CRD_PATH], { check: true });
   await kube.kubectl(
-    ["wait", "--for=condition=established", "crd/caproviderclasses.cacerts.csi.cert-manager.io"],
+    ["wait", "--for=condition=established", `crd/${CLASS_PLURAL}.${CLASS_GROUP}`],
     { check: true },
   );
   await kube.kubectl(["create", "namespace", NS], { check: true });
@@ -88,8 +95,8 @@ export function caProviderClass(
   ref: { kind: "Secret" | "ConfigMap"; name: string; key?: string; namespace?: string },
 ): Record<string, unknown> {
   return {
-    apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
-    kind: "CAProviderClass",
+    apiVersion: CLASS_API_VERSION,
+    kind: CLASS_KIND,
     metadata: { namespace: NS, name },
     spec: { refs: [{ apiGroup: "", ...ref }] },
   };
@@ -369,7 +376,7 @@ export function publishRequest(
       "csi.storage.k8s.io/pod.namespace": NS,
       "csi.storage.k8s.io/pod.uid": `uid-${pod}`,
       os: "debian",
-      caProviderClasses: cls,
+      [CLASSES_ATTRIBUTE]: cls,
     },
   };
 }

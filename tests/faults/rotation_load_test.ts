@@ -7,6 +7,7 @@
  * the last one is served within seconds of being written.
  */
 import assert from "node:assert/strict";
+import { DRIVER_NAME, INJECT_LABEL } from "../../api/mod.ts";
 import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import https from "node:https";
@@ -70,7 +71,7 @@ function requestOnce(target: Target, ca: string, agent?: https.Agent): Promise<O
 }
 
 const REVIEW = JSON.stringify(podCreateReview({
-  metadata: { labels: { "spiffe.io/spire-managed-identity": "true" } },
+  metadata: { labels: { [INJECT_LABEL]: "true" } },
   spec: { containers: [{ name: "c", image: "i" }] },
 }, { uid: "rotation" }));
 
@@ -108,7 +109,7 @@ Deno.test({
       port: 0,
       healthPort: 0,
       host: "127.0.0.1",
-      app: { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" },
+      app: { driverName: DRIVER_NAME, className: "spire-ca" },
       log: createLogger("error", () => {}),
       metrics: new WebhookMetrics(),
     });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DRIVER_NAME } from "../../api/mod.ts";
 import { randomBytes } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { join } from "node:path";
@@ -457,7 +458,7 @@ Deno.test({
         return (await status(registrarPort)) === 200;
       }, { timeoutMs: 30_000 });
       const sockets = [...Deno.readDirSync(registrationDir)].map((e) => e.name);
-      assert.deepEqual(sockets, ["cacerts.csi.cert-manager.io-reg.sock"]);
+      assert.deepEqual(sockets, [`${DRIVER_NAME}-reg.sock`]);
       const socket = join(registrationDir, sockets[0]);
 
       const info = REGISTRATION.lookupType("pluginregistration.PluginInfo")
@@ -468,7 +469,7 @@ Deno.test({
           supportedVersions: string[];
         };
       assert.equal(info.type, "CSIPlugin");
-      assert.equal(info.name, "cacerts.csi.cert-manager.io");
+      assert.equal(info.name, DRIVER_NAME);
       assert.equal(info.endpoint, "/var/lib/kubelet/plugins/x/csi.sock");
       assert.deepEqual(info.supportedVersions, ["1.0.0"]);
       const RegistrationStatus = REGISTRATION.lookupType("pluginregistration.RegistrationStatus");

@@ -1,11 +1,17 @@
 import assert from "node:assert/strict";
+import {
+  CLASS_API_VERSION,
+  CLASS_GROUP,
+  CLASS_KIND,
+  CLASS_PLURAL,
+  CLASS_VERSION,
+} from "../../api/mod.ts";
 import { createServer, type Server } from "node:https";
 import { join } from "node:path";
 import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import { createCa, issueCertificate, needsTools, startKubeApiServer, waitFor } from "./mod.ts";
 
 const CRD_PATH = new URL("./fixtures/caproviderclass_crd.yaml", import.meta.url).pathname;
-const GROUP = "cacerts.csi.cert-manager.io";
 
 interface AdmissionReviewRequest {
   request: {
@@ -113,11 +119,11 @@ Deno.test({
           "wait",
           "--for=condition=Established",
           "--timeout=60s",
-          `crd/caproviderclasses.${GROUP}`,
+          `crd/${CLASS_PLURAL}.${CLASS_GROUP}`,
         ], { check: true });
         const manifest = JSON.stringify({
-          apiVersion: `${GROUP}/v1alpha1`,
-          kind: "CAProviderClass",
+          apiVersion: CLASS_API_VERSION,
+          kind: CLASS_KIND,
           metadata: { name: "by-kubectl", namespace: "default" },
           spec: {
             refs: [{ apiGroup: "", kind: "Secret", namespace: "spire", name: "b", key: "ca.crt" }],
@@ -146,22 +152,22 @@ Deno.test({
       await t.step("CAProviderClass object via client-node", async () => {
         const api = kube.kubeConfig.makeApiClient(CustomObjectsApi);
         await api.createNamespacedCustomObject({
-          group: GROUP,
-          version: "v1alpha1",
+          group: CLASS_GROUP,
+          version: CLASS_VERSION,
           namespace: "default",
-          plural: "caproviderclasses",
+          plural: CLASS_PLURAL,
           body: {
-            apiVersion: `${GROUP}/v1alpha1`,
-            kind: "CAProviderClass",
+            apiVersion: CLASS_API_VERSION,
+            kind: CLASS_KIND,
             metadata: { name: "by-client-node" },
             spec: { refs: [{ kind: "ConfigMap", namespace: "spire", name: "spire-bundle" }] },
           },
         });
         const list = await api.listNamespacedCustomObject({
-          group: GROUP,
-          version: "v1alpha1",
+          group: CLASS_GROUP,
+          version: CLASS_VERSION,
           namespace: "default",
-          plural: "caproviderclasses",
+          plural: CLASS_PLURAL,
         }) as { items: { metadata: { name: string } }[] };
         assert.deepEqual(list.items.map((item) => item.metadata.name).sort(), [
           "by-client-node",
@@ -216,7 +222,7 @@ Deno.test({
 
       await t.step("restart keeps the data and serves again", async () => {
         await kube.restart();
-        const out = await kube.kubectl(["get", "caproviderclasses", "-A", "-o", "name"], {
+        const out = await kube.kubectl(["get", CLASS_PLURAL, "-A", "-o", "name"], {
           check: true,
         });
         assert.match(out.stdout, /by-client-node/);
