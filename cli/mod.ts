@@ -4,10 +4,10 @@
  *
  * ```ts
  * import assert from "node:assert/strict";
- * import { createLogger, type FlagTable, parseFlagTable, renderFlags } from "./mod.ts";
+ * import { createLogger, type FlagTable, LOG_KEYS, parseFlagTable, renderFlags } from "./mod.ts";
  *
  * const log = createLogger("info");
- * log.info("started", { port: 8443 });
+ * log.with({ [LOG_KEYS.dir]: "/run/spiffe/certs" }).info("started", { [LOG_KEYS.port]: 8443 });
  *
  * const table = {
  *   port: { type: "number", min: 0, max: 65535, arg: "N", default: "8443", help: "(default {default})" },
@@ -22,4 +22,5 @@
 
 export * from "./flags.ts";
 export * from "./log.ts";
+export * from "./log_keys.ts";
 export * from "./version.ts";

@@ -12,7 +12,7 @@
 
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
 import { CLASS_GROUP, CLASS_PLURAL, CLASS_VERSION } from "../api/mod.ts";
-import type { Logger } from "../cli/mod.ts";
+import { LOG_KEYS, type Logger } from "../cli/mod.ts";
 
 /** Kinds the driver watches. */
 export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass";
@@ -232,14 +232,15 @@ export class ObjectWatcher {
     const changed = entry.error === undefined ||
       errorIdentity(entry.error) !== errorIdentity(error);
     entry.error = error;
-    const fields = { object: entry.key, error: describeApiError(error) };
-    if (changed) this.#opts.logger.warn("list failed", fields);
-    else this.#opts.logger.debug("list failed again", fields);
+    const fields = { [LOG_KEYS.error]: describeApiError(error) };
+    const log = this.#opts.logger.with({ [LOG_KEYS.object]: entry.key });
+    if (changed) log.warn("list failed", fields);
+    else log.debug("list failed again", fields);
     if (changed && report && !entry.stopped) this.#opts.onChange(entry.key);
   }
 
   async #run(entry: Entry, loaded: () => void): Promise<void> {
-    const log = this.#opts.logger;
+    const log = this.#opts.logger.with({ [LOG_KEYS.object]: entry.key });
     let backoff = 200;
     while (!entry.stopped) {
       let rv: string | undefined;
@@ -282,7 +283,7 @@ export class ObjectWatcher {
           },
           (err) => {
             if (err && !entry.stopped && (err as Error).name !== "AbortError") {
-              log.debug("watch ended", { object: entry.key, error: String(err) });
+              log.debug("watch ended", { [LOG_KEYS.error]: String(err) });
             }
             finish();
           },
@@ -290,7 +291,7 @@ export class ObjectWatcher {
           entry.abort = abort;
           if (entry.stopped) abort.abort();
         }, (err) => {
-          log.warn("watch failed", { object: entry.key, error: String(err) });
+          log.warn("watch failed", { [LOG_KEYS.error]: String(err) });
           finish();
         });
       });

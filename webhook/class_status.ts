@@ -51,7 +51,7 @@ import {
   type SourceRef,
 } from "../api/mod.ts";
 import { SourceError } from "../api/mod.ts";
-import type { Logger } from "../cli/mod.ts";
+import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 import { describeApiError, objectKey, ObjectWatcher, type WatchedObject } from "../kube/mod.ts";
 import { buildTrustSet, EmptyTrustSetError, PemError, type PemSource } from "../trust_store/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
@@ -549,7 +549,7 @@ export class ClassStatusController {
   /** Creates the controller; nothing runs until {@link start}. */
   constructor(options: ClassStatusControllerOptions) {
     this.#opts = options;
-    this.#log = options.log ?? { debug() {}, info() {}, warn() {}, error() {} };
+    this.#log = options.log ?? SILENT_LOGGER;
     this.#sources = options.sources((key) => this.#sourceChanged(key));
     const m = options.metrics;
     if (m) {

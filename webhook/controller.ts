@@ -33,7 +33,7 @@ import {
 } from "../api/mod.ts";
 import { buildTrustSet } from "../trust_store/mod.ts";
 import { toPem } from "../spire/mod.ts";
-import type { Logger } from "../cli/mod.ts";
+import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 
 /** Field manager of every write. */
 export const FIELD_MANAGER = "spire-cacerts-webhook";
@@ -164,7 +164,7 @@ export class Controller {
     this.#configMap = options.bundleConfigMap ??
       { namespace: "spire", name: "spire-bundle", key: "bundle.crt" };
     this.#excluded = new Set(options.excludedNamespaces);
-    this.#log = options.log ?? { debug() {}, info() {}, warn() {}, error() {} };
+    this.#log = options.log ?? SILENT_LOGGER;
   }
 
   /**
@@ -177,6 +177,7 @@ export class Controller {
     if (this.#excluded.has(namespace)) return "excluded";
     const name = this.#options.className;
     const desired = desiredClass(namespace, name, this.#secret);
+    const log = this.#log.with({ namespace, name });
     let existing: { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined;
     try {
       existing = await this.#custom.getNamespacedCustomObject({
@@ -191,10 +192,7 @@ export class Controller {
     }
     if (existing !== undefined) {
       if (existing.metadata?.labels?.[MANAGED_LABEL] !== MANAGED_VALUE) {
-        this.#log.info("CAProviderClass written by someone else; left as is", {
-          namespace,
-          name,
-        });
+        log.info("CAProviderClass written by someone else; left as is");
         return "user-owned";
       }
       if (canonical(existing.spec) === canonical(desired.spec)) return "unchanged";
@@ -211,19 +209,13 @@ export class Controller {
       );
     } catch (error) {
       if (isStatus(error, 409)) {
-        this.#log.warn("CAProviderClass fields owned by another manager; left as is", {
-          namespace,
-          name,
-        });
+        log.warn("CAProviderClass fields owned by another manager; left as is");
         return "conflict";
       }
       throw error;
     }
     this.#options.onWrite?.("class");
-    this.#log.info(existing ? "CAProviderClass updated" : "CAProviderClass created", {
-      namespace,
-      name,
-    });
+    log.info(existing ? "CAProviderClass updated" : "CAProviderClass created");
     return existing ? "updated" : "created";
   }
 

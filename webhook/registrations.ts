@@ -36,7 +36,7 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { join } from "node:path";
-import type { Logger } from "../cli/mod.ts";
+import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 import { FIELD_MANAGER, MANAGED_LABEL, MANAGED_VALUE } from "./controller.ts";
 
 /** API group of ClusterSPIFFEID. */
@@ -569,7 +569,7 @@ export class RegistrationSync {
   /** Creates the sync; nothing runs until {@link start}. */
   constructor(options: RegistrationSyncOptions) {
     this.#options = options;
-    this.#log = options.log ?? { debug() {}, info() {}, warn() {}, error() {} };
+    this.#log = options.log ?? SILENT_LOGGER;
     this.#registrations = options.initial;
   }
 

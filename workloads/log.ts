@@ -1,11 +1,17 @@
 /**
- * Structured JSON logs on stderr, one object per line: time, level, msg, fields.
+ * Structured JSON logs on stderr, one object per line: time, level, msg, fields — the same
+ * logger as the project's programs (`cli/log.ts`), at debug level. The example client's
+ * Go-style lines are its output format, not structured logs, and do not come from here.
  *
  * @module
  */
 
-/** Log levels. */
-export type LogLevel = "debug" | "info" | "warn" | "error";
+import { createLogger, type LogLevel } from "../cli/mod.ts";
+
+export type { LogLevel };
+
+/** The examples' logger: every level, on stderr. */
+export const logger = createLogger("debug");
 
 /**
  * Writes one JSON log line to stderr.
@@ -15,8 +21,5 @@ export type LogLevel = "debug" | "info" | "warn" | "error";
  * @param fields extra fields
  */
 export function log(level: LogLevel, msg: string, fields: Record<string, unknown> = {}): void {
-  const line = JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields });
-  try {
-    Deno.stderr.writeSync(new TextEncoder().encode(line + "\n"));
-  } catch { /* stderr closed: nothing to do */ }
+  logger[level](msg, fields);
 }
