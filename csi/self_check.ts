@@ -7,7 +7,8 @@
 
 import * as grpc from "@grpc/grpc-js";
 import { join } from "node:path";
-import { buildTrustSet, parseOsFamily, renderTrustStore } from "../trust_store/mod.ts";
+import { DEFAULT_OS_FAMILY, storeFiles } from "../api/mod.ts";
+import { buildTrustSet, renderTrustStore } from "../trust_store/mod.ts";
 import { createLogger } from "../cli/mod.ts";
 import { identityService } from "./proto.ts";
 import { startCsiServer } from "./server.ts";
@@ -59,12 +60,13 @@ export async function runSelfTest(driverName: string, version: string): Promise<
   const pem = await generateCaPem("spire-cacerts self-test CA");
   const set = await buildTrustSet([{ name: "self-test CA", text: pem }]);
   if (set.certificates.length !== 1) throw new SelfTestError("trust set should hold the CA");
-  const payload = await renderTrustStore(parseOsFamily("debian"), set);
-  const bundle = payload.get("ca-certificates.crt");
+  const payload = await renderTrustStore(DEFAULT_OS_FAMILY, set);
+  const bundlePath = storeFiles(DEFAULT_OS_FAMILY).bundle;
+  const bundle = payload.get(bundlePath);
   if (
     !bundle || !new TextDecoder().decode(bundle as Uint8Array).includes(pem.trim().split("\n")[1])
   ) {
-    throw new SelfTestError("rendered ca-certificates.crt does not hold the CA");
+    throw new SelfTestError(`rendered ${bundlePath} does not hold the CA`);
   }
   const dir = await Deno.makeTempDir({ prefix: "cacerts-csi-self-test-" });
   const socketPath = join(dir, "csi.sock");
