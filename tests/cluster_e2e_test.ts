@@ -24,6 +24,7 @@
  */
 
 import assert from "node:assert/strict";
+import { DRIVER_NAME } from "../api/mod.ts";
 import { connect } from "node:tls";
 import { join } from "node:path";
 import {
@@ -43,7 +44,6 @@ import {
 import { waitFor } from "./harness/process.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
-const DRIVER = "cacerts.csi.cert-manager.io";
 const SPIRE_SOCKET = "/tmp/spire-server/private/api.sock";
 const DRIVER_STATE_DIR = "/var/lib/spire-cacerts";
 const PV_DIR = "/var/lib/spire-cacerts-local/spire-server-data";
@@ -302,7 +302,7 @@ Deno.test({
             "CSINode lists the driver",
             async () =>
               (await e.jsonpath(["csinode", NODE_NAME], "{.spec.drivers[*].name}")).includes(
-                DRIVER,
+                DRIVER_NAME,
               ),
             { timeoutMs: 120_000, intervalMs: 2_000 },
           ).catch(async (error) => {
@@ -347,7 +347,7 @@ Deno.test({
           const volumes = JSON.parse(
             await e.jsonpath(["pod", clientPod, "-n", "spiffe-demo"], "{.spec.volumes}"),
           ) as { csi?: { driver: string } }[];
-          assert.ok(volumes.some((v) => v.csi?.driver === DRIVER), JSON.stringify(volumes));
+          assert.ok(volumes.some((v) => v.csi?.driver === DRIVER_NAME), JSON.stringify(volumes));
           const roots = await e.spireRoots();
           const store = await e.clientStore(clientPod);
           assert.ok(store.length > roots.length, `store has ${store.length} certificates`);

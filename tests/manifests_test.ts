@@ -1,4 +1,11 @@
 import assert from "node:assert/strict";
+import {
+  CLASS_API_VERSION,
+  CLASS_GROUP,
+  CLASS_PLURAL,
+  DRIVER_NAME,
+  INJECT_LABEL,
+} from "../api/mod.ts";
 import { fileURLToPath } from "node:url";
 import { KubeConfig, loadAllYaml } from "@kubernetes/client-node";
 import {
@@ -84,12 +91,12 @@ Deno.test({
         "Namespace/spire",
         "Namespace/spire-cacerts",
         "Namespace/spiffe-demo",
-        "CustomResourceDefinition/caproviderclasses.cacerts.csi.cert-manager.io",
+        `CustomResourceDefinition/${CLASS_PLURAL}.${CLASS_GROUP}`,
         "CustomResourceDefinition/clusterspiffeids.spire.spiffe.io",
         "StatefulSet/spire-server",
         "DaemonSet/spire-agent",
         "ConfigMap/spire-bundle",
-        "CSIDriver/cacerts.csi.cert-manager.io",
+        `CSIDriver/${DRIVER_NAME}`,
         "DaemonSet/spire-cacerts-csi",
         "Deployment/spire-cacerts-webhook",
         "PodDisruptionBudget/spire-cacerts-webhook",
@@ -189,7 +196,7 @@ Deno.test({
           & PodTemplateOwner
           & { metadata: { namespace: string } };
         webhook.metadata.namespace = "webhook-elsewhere";
-        webhook.spec.template.metadata.labels["spiffe.io/spire-managed-identity"] = "true";
+        webhook.spec.template.metadata.labels[INJECT_LABEL] = "true";
       }, /its pods would be sent to the webhook itself/],
     ];
     for (const [label, breakIt, expected] of cases) {
@@ -211,7 +218,7 @@ Deno.test({
     const objects = await render();
     // loadAllYaml returns client-node model classes for built-in kinds: compare plain data.
     const driver = JSON.parse(
-      JSON.stringify(find(objects, "CSIDriver", "cacerts.csi.cert-manager.io").spec),
+      JSON.stringify(find(objects, "CSIDriver", DRIVER_NAME).spec),
     );
     assert.deepEqual(driver, {
       attachRequired: false,
@@ -225,7 +232,7 @@ Deno.test({
       .spec.template.spec.containers;
     const plugin = csi.find((c) => c.name === "csi-driver")!;
     assert.ok(plugin.args?.includes("--allowed-ref-namespaces=spire"));
-    assert.ok(plugin.args?.includes("--driver-name=cacerts.csi.cert-manager.io"));
+    assert.ok(plugin.args?.includes(`--driver-name=${DRIVER_NAME}`));
     assert.equal(
       plugin.volumeMounts?.find((m) => m.mountPath === "/var/lib/kubelet/pods")?.mountPropagation,
       "Bidirectional",
@@ -233,7 +240,7 @@ Deno.test({
     const registrar = csi.find((c) => c.name === "node-driver-registrar")!;
     assert.ok(
       registrar.args?.includes(
-        "--kubelet-registration-path=/var/lib/kubelet/plugins/cacerts.csi.cert-manager.io/csi.sock",
+        `--kubelet-registration-path=/var/lib/kubelet/plugins/${DRIVER_NAME}/csi.sock`,
       ),
     );
 
@@ -304,7 +311,7 @@ Deno.test({
 
     const client = (find(objects, "Deployment", "client") as unknown as PodTemplateOwner).spec
       .template;
-    assert.equal(client.metadata.labels["spiffe.io/spire-managed-identity"], "true");
+    assert.equal(client.metadata.labels[INJECT_LABEL], "true");
     assert.ok(client.spec.containers[0].args?.includes("--system-certs=true"));
 
     for (const o of objects) {
@@ -369,7 +376,7 @@ Deno.test({
       // The schema of CAProviderClass is enforced: a valid object is stored, a bad kind is not.
       const cap = (kind: string) =>
         JSON.stringify({
-          apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
+          apiVersion: CLASS_API_VERSION,
           kind: "CAProviderClass",
           metadata: { name: `check-${kind.toLowerCase()}`, namespace: "spiffe-demo" },
           spec: {
@@ -399,7 +406,7 @@ Deno.test({
           metadata: {
             name,
             namespace,
-            labels: labelled ? { "spiffe.io/spire-managed-identity": "true" } : {},
+            labels: labelled ? { [INJECT_LABEL]: "true" } : {},
           },
           spec: { containers: [{ name: "c", image: "registry.k8s.io/pause:3.10" }] },
         });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { request } from "node:https";
 import { join } from "node:path";
 import { createLogger } from "../cli/mod.ts";
@@ -54,7 +55,7 @@ Deno.test({
       healthPort: 0,
       host: "127.0.0.1",
       app: {
-        driverName: "cacerts.csi.cert-manager.io",
+        driverName: DRIVER_NAME,
         className: "spire-ca",
         maxBodyBytes: 64 * 1024,
       },
@@ -85,7 +86,7 @@ Deno.test({
       const port = server.port()!;
 
       const review = JSON.stringify(podCreateReview({
-        metadata: { labels: { "spiffe.io/spire-managed-identity": "true" } },
+        metadata: { labels: { [INJECT_LABEL]: "true" } },
         spec: { containers: [{ name: "c", image: "i" }] },
       }, { uid: "u" }));
       const ok = await post(port, ca.certPem, review);

@@ -259,7 +259,8 @@ function podName(request: AdmissionRequest): string | undefined {
  * Builds the admission app. Routes: `POST /mutate`; anything else is 404 `{"error": …}`.
  *
  * ```ts
- * const app = createApp({ driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" });
+ * import { DRIVER_NAME } from "../api/mod.ts";
+ * const app = createApp({ driverName: DRIVER_NAME, className: "spire-ca" });
  * const response = await app.request("/mutate", { method: "POST", body: "{}" });
  * ```
  */

@@ -20,6 +20,7 @@
  */
 
 import { Agent, createServer, request } from "node:https";
+import { ANNOTATION_PREFIX, ANNOTATIONS, DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { getRequestListener } from "@hono/node-server";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -38,8 +39,8 @@ const REVIEW = JSON.stringify(podCreateReview({
   metadata: {
     name: "bench",
     namespace: "default",
-    labels: { "spiffe.io/spire-managed-identity": "true", app: "bench" },
-    annotations: { "cacerts.spiffe.io/env": "true" },
+    labels: { [INJECT_LABEL]: "true", app: "bench" },
+    annotations: { [ANNOTATION_PREFIX + ANNOTATIONS.env]: "true" },
   },
   spec: {
     initContainers: [{ name: "init", image: "busybox:1.36" }],
@@ -56,7 +57,7 @@ const REVIEW = JSON.stringify(podCreateReview({
   },
 }, { uid: "bench" }));
 
-const CONFIG = { driverName: "cacerts.csi.cert-manager.io", className: "spire-ca" };
+const CONFIG = { driverName: DRIVER_NAME, className: "spire-ca" };
 
 if (!import.meta.main) {
   const app = createApp(CONFIG);
