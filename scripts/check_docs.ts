@@ -1,0 +1,103 @@
+/**
+ * `deno task check`'s documentation half: every folder's face (`mod.ts`) must type-check with its
+ * doc examples (`deno check --doc`) and pass `deno doc --lint` (JSDoc on every export, no public
+ * API naming a private type), as denoland/std's `_tools/check_docs.ts` keeps its packages.
+ *
+ * `deno check --doc` imports every name a face lists into each example, used or not, so the
+ * examples are checked with a copy of `deno.json` whose `noUnusedLocals` is off; everything else
+ * (strictness, the import map) is the project's own.
+ *
+ * ```sh
+ * ./scripts/deno run -A scripts/check_docs.ts            # every face
+ * ./scripts/deno run -A scripts/check_docs.ts csi/mod.ts
+ * ```
+ *
+ * @module
+ */
+
+import { join, resolve } from "node:path";
+
+const ROOT = resolve(new URL("..", import.meta.url).pathname);
+
+/** Every face the project has, the root module first. */
+export const FACES: readonly string[] = [
+  "mod.ts",
+  "api/mod.ts",
+  "cli/mod.ts",
+  "kube/mod.ts",
+  "prometheus/mod.ts",
+  "trust_store/mod.ts",
+  "x509/mod.ts",
+  "spire/mod.ts",
+  "csi/mod.ts",
+  "webhook/mod.ts",
+];
+
+/** What one face's checks reported. */
+export interface FaceReport {
+  /** The face, relative to the root. */
+  face: string;
+  /** Whether both checks passed. */
+  ok: boolean;
+  /** Deno's diagnostics, without colours, resolution warnings or stack dumps. */
+  output: string;
+}
+
+function diagnostics(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/\x1b\[[0-9;]*m/g, "").split("\n")
+    .filter((l) => !/^Warning Failed resolving types/.test(l) && !/^\s+at |^\s*\d+: /.test(l))
+    .join("\n").trim();
+}
+
+async function deno(args: string[]): Promise<{ ok: boolean; output: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decoder = new TextDecoder();
+  return {
+    ok: out.success,
+    output: diagnostics(decoder.decode(out.stdout) + decoder.decode(out.stderr)),
+  };
+}
+
+/**
+ * Runs both checks on one face.
+ *
+ * @param face path relative to the repository root
+ * @returns whether both passed, and what Deno said
+ */
+export async function checkFace(face: string): Promise<FaceReport> {
+  const config = JSON.parse(await Deno.readTextFile(join(ROOT, "deno.json")));
+  config.compilerOptions = { ...config.compilerOptions, noUnusedLocals: false };
+  // Beside deno.json, so node_modules and the lock file resolve the same way.
+  const relaxed = join(ROOT, `.check_docs.${Deno.pid}.${crypto.randomUUID()}.json`);
+  await Deno.writeTextFile(relaxed, JSON.stringify(config));
+  try {
+    const examples = await deno(["check", "--doc", "--config", relaxed, face]);
+    const lint = await deno(["doc", "--lint", face]);
+    return {
+      face,
+      ok: examples.ok && lint.ok,
+      output: [examples.ok ? "" : examples.output, lint.ok ? "" : lint.output]
+        .filter(Boolean).join("\n"),
+    };
+  } finally {
+    await Deno.remove(relaxed).catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  const faces = Deno.args.length > 0 ? Deno.args : FACES;
+  let failed = 0;
+  for (const face of faces) {
+    const report = await checkFace(face);
+    console.error(`${report.ok ? "ok" : "FAILED"} ${face}${report.ok ? "" : `\n${report.output}`}`);
+    if (!report.ok) failed++;
+  }
+  Deno.exit(failed === 0 ? 0 : 1);
+}
