@@ -1,6 +1,7 @@
 /**
  * Kubernetes API helpers shared by the programs: shared, reference-counted list+watch of single
- * objects (Secrets, ConfigMaps, CAProviderClasses), each re-listed after a failure.
+ * objects (Secrets, ConfigMaps, CAProviderClasses), each re-listed after a failure, and the one
+ * retry back-off of every list/watch loop.
  *
  * ```ts
  * import { KubeConfig } from "@kubernetes/client-node";
@@ -13,4 +14,5 @@
  * @module
  */
 
+export * from "./backoff.ts";
 export * from "./object_watcher.ts";

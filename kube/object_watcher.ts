@@ -13,6 +13,7 @@
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
 import { CLASS_GROUP, CLASS_PLURAL, CLASS_VERSION } from "../api/mod.ts";
 import { LOG_KEYS, type Logger } from "../cli/mod.ts";
+import { Backoff } from "./backoff.ts";
 
 /** Kinds the driver watches. */
 export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass";
@@ -241,21 +242,20 @@ export class ObjectWatcher {
 
   async #run(entry: Entry, loaded: () => void): Promise<void> {
     const log = this.#opts.logger.with({ [LOG_KEYS.object]: entry.key });
-    let backoff = 200;
+    const backoff = new Backoff({ initialMs: 200, maxMs: this.#opts.maxRetryMs ?? 10_000 });
     while (!entry.stopped) {
       let rv: string | undefined;
       try {
         rv = await this.#list(entry);
         loaded();
-        backoff = 200;
+        backoff.reset();
       } catch (error) {
         // A first load that fails leaves the object unknown; publishing reports it.
         const first = entry.object === undefined;
         if (first) entry.object = null;
         this.#failed(entry, error, !first);
         if (first) loaded();
-        await this.#sleep(entry, backoff);
-        backoff = Math.min(backoff * 2, this.#opts.maxRetryMs ?? 10_000);
+        await this.#sleep(entry, backoff.next());
         continue;
       }
       if (entry.stopped) break;

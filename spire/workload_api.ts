@@ -16,6 +16,7 @@ import protobuf from "protobufjs";
 import { Buffer } from "node:buffer";
 import { toPem } from "./pem.ts";
 import { type SvidSet, verifySvidSet } from "./svid.ts";
+import { Backoff } from "../kube/mod.ts";
 
 const root = protobuf.Root.fromJSON({
   nested: {
@@ -137,7 +138,7 @@ export class WorkloadApiX509Source {
   #current: SvidSet | undefined;
   #listeners = new Set<(set: SvidSet) => void>();
   #waiters: { resolve: (s: SvidSet) => void; reject: (e: Error) => void }[] = [];
-  #delay: number;
+  readonly #backoff: Backoff;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
@@ -150,7 +151,7 @@ export class WorkloadApiX509Source {
   constructor(socketPath: string, options: WorkloadApiOptions = {}) {
     this.socketPath = socketPath;
     this.#options = options;
-    this.#delay = options.retryMs ?? 500;
+    this.#backoff = new Backoff({ initialMs: options.retryMs ?? 500, maxMs: 30_000 });
     this.#client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure());
     this.#connect();
   }
@@ -229,7 +230,7 @@ export class WorkloadApiX509Source {
     call.on("data", (svid: WireX509Svid) => {
       try {
         const set = svidSetFromWire(this.socketPath, svid);
-        this.#delay = this.#options.retryMs ?? 500;
+        this.#backoff.reset();
         if (this.#current?.id === set.id) return;
         this.#current = set;
         for (const w of this.#waiters.splice(0)) w.resolve(set);
@@ -257,7 +258,6 @@ export class WorkloadApiX509Source {
 
   #retry(): void {
     clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#connect(), this.#delay);
-    this.#delay = Math.min(this.#delay * 2, 30_000);
+    this.#timer = setTimeout(() => this.#connect(), this.#backoff.next());
   }
 }

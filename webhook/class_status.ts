@@ -52,7 +52,13 @@ import {
 } from "../api/mod.ts";
 import { SourceError } from "../api/mod.ts";
 import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
-import { describeApiError, objectKey, ObjectWatcher, type WatchedObject } from "../kube/mod.ts";
+import {
+  Backoff,
+  describeApiError,
+  objectKey,
+  ObjectWatcher,
+  type WatchedObject,
+} from "../kube/mod.ts";
 import { buildTrustSet, EmptyTrustSetError, PemError, type PemSource } from "../trust_store/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
 
@@ -785,7 +791,7 @@ export interface StartClassStatusOptions {
  */
 export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFeed {
   const custom = kubeConfig.makeApiClient(CustomObjectsApi);
-  let delay = 1000;
+  const backoff = new Backoff({ initialMs: 1_000, maxMs: 30_000 });
   let failing = false;
   const informer = makeInformer<KubernetesObject>(
     kubeConfig,
@@ -798,7 +804,7 @@ export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFee
       }) as KubernetesListObject<KubernetesObject>;
       if (failing) log.info("listing CAProviderClasses again");
       failing = false;
-      delay = 1000;
+      backoff.reset();
       return list;
     },
   );
@@ -811,6 +817,7 @@ export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFee
       informer.on("delete", (o) => handlers.remove(o as ClassObject));
       informer.on("error", (error: unknown) => {
         if (stopped) return;
+        const delay = backoff.next();
         const fields = { error: describeApiError(error), retryInMs: delay };
         if (!failing) log.warn("CAProviderClass list or watch failed; retrying", fields);
         else log.debug("CAProviderClass list or watch failed again", fields);
@@ -818,7 +825,6 @@ export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFee
         timer = setTimeout(() => {
           if (!stopped) informer.start().catch(() => {});
         }, delay);
-        delay = Math.min(delay * 2, 30_000);
       });
       await informer.start();
     },

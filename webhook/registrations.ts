@@ -37,6 +37,7 @@ import {
 } from "@kubernetes/client-node";
 import { join } from "node:path";
 import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
+import { Backoff } from "../kube/mod.ts";
 import { FIELD_MANAGER, MANAGED_LABEL, MANAGED_VALUE } from "./controller.ts";
 
 /** API group of ClusterSPIFFEID. */
@@ -709,10 +710,11 @@ export class RegistrationSync {
   }
 
   async #run(): Promise<void> {
-    const min = this.#options.retryMinMs ?? 500;
-    const max = this.#options.retryMaxMs ?? 5_000;
+    const backoff = new Backoff({
+      initialMs: this.#options.retryMinMs ?? 500,
+      maxMs: this.#options.retryMaxMs ?? 5_000,
+    });
     const resync = this.#options.resyncMs ?? DEFAULT_REGISTRATION_RESYNC_MS;
-    let backoff = min;
     let first = true;
     while (!this.#stopped) {
       // The files are re-read on every pass too, in case a file event was missed.
@@ -720,8 +722,8 @@ export class RegistrationSync {
       first = false;
       const result = await this.syncOnce();
       const ok = !result.waitingForCrd && Object.keys(result.failed).length === 0;
-      const delay = ok ? resync : backoff;
-      backoff = ok ? min : Math.min(backoff * 2, max);
+      if (ok) backoff.reset();
+      const delay = ok ? resync : backoff.next();
       if (!ok) this.#log.debug("ClusterSPIFFEIDs: next try", { ms: delay });
       await this.#sleep(delay);
     }
