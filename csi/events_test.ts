@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DRIVER_NAME } from "../api/mod.ts";
 import { type EventBody, KubeEventRecorder, UPDATE_FAILED_REASON } from "./events.ts";
 
 Deno.test("an Event names the pod, the driver and the node, with the clock's time and a capped message", async () => {
@@ -11,7 +12,7 @@ Deno.test("an Event names the pod, the driver and the node, with the clock's tim
         return Promise.resolve(param.body);
       },
     },
-    driverName: "cacerts.csi.cert-manager.io",
+    driverName: DRIVER_NAME,
     nodeId: "node-1",
     now: () => at,
   });
@@ -35,7 +36,7 @@ Deno.test("an Event names the pod, the driver and the node, with the clock's tim
   assert.equal(body.type, "Warning");
   assert.equal(body.reason, "TrustStoreUpdateFailed");
   assert.equal(body.message.length, 1000);
-  assert.deepEqual(body.source, { component: "cacerts.csi.cert-manager.io", host: "node-1" });
+  assert.deepEqual(body.source, { component: DRIVER_NAME, host: "node-1" });
   assert.equal(body.reportingInstance, "node-1");
   assert.equal(body.firstTimestamp, at);
   assert.equal(body.lastTimestamp, at);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { type AdmissionEvent, createApp } from "./app.ts";
 import { podCreateReview } from "./testdata/admission_review.ts";
 
@@ -7,14 +8,14 @@ const JSON_TYPE = { "content-type": "application/json" };
 const POD = {
   apiVersion: "v1",
   kind: "Pod",
-  metadata: { name: "p", labels: { "spiffe.io/spire-managed-identity": "true" } },
+  metadata: { name: "p", labels: { [INJECT_LABEL]: "true" } },
   spec: { containers: [{ name: "app", image: "x" }] },
 };
 
 function setup() {
   const events: AdmissionEvent[] = [];
   const app = createApp({
-    driverName: "cacerts.csi.cert-manager.io",
+    driverName: DRIVER_NAME,
     className: "spire-ca",
     maxBodyBytes: LIMIT,
     onAdmission: (event) => events.push(event),
@@ -140,7 +141,7 @@ Deno.test("a JSON document that is not an admission.k8s.io/v1 AdmissionReview is
 Deno.test("an unexpected error is a 500 with the message; only /mutate calls are admissions", async () => {
   const events: AdmissionEvent[] = [];
   const app = createApp({
-    driverName: "cacerts.csi.cert-manager.io",
+    driverName: DRIVER_NAME,
     className: "spire-ca",
     onAdmission: (event) => events.push(event),
   });
