@@ -76,3 +76,18 @@ export {
   UsageError,
   VERSION,
 } from "./main.ts";
+
+// Types the signatures above use, from the shared libraries, re-exported so this face documents
+// its whole API (deno doc --lint: no public API naming a private type). Types of npm packages
+// (gRPC's status and ServiceDefinition, KubeConfig) are not: their declarations carry no JSDoc.
+export { DRIVER_NAME, type ObjectName, type SourceReason } from "../api/mod.ts";
+export { LOG_LEVELS, type Logger, type LogLevel } from "../cli/mod.ts";
+export type { WatchedKind, WatchedObject } from "../kube/mod.ts";
+export type { DefineOptions, Labels, MetricType, Registry } from "../prometheus/mod.ts";
+export {
+  type BaseRoots,
+  OS_FAMILIES,
+  type OsFamily,
+  type Payload,
+  type PemSource,
+} from "../trust_store/mod.ts";
