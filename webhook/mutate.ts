@@ -34,7 +34,11 @@ export interface MutationConfig {
   className: string;
 }
 
-/** One RFC 6902 operation as the webhook emits them. */
+/**
+ * One RFC 6902 operation as the webhook emits them. Every operation targets a path that exists
+ * in the pod it was planned for: arrays and the `value` of an env entry are created or set with
+ * `add`, so a strict applier accepts the patch as the API server's lenient one does.
+ */
 export type JsonPatchOperation =
   | { op: "add"; path: string; value: unknown }
   | { op: "replace"; path: string; value: unknown };
@@ -219,8 +223,10 @@ function envPatch(
           `container ${container.name}: JAVA_TOOL_OPTIONS already sets a trust store; left as is`,
         );
       } else {
+        // `add`, not `replace`: an empty value arrives without its `value` member (omitempty),
+        // and RFC 6902 `replace` needs the member to exist; `add` sets or replaces it.
         ops.push({
-          op: "replace",
+          op: "add",
           path: pointer(...base, "env", index, "value"),
           value: before === "" ? variable.value : `${before} ${variable.value}`,
         });

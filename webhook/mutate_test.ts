@@ -1,0 +1,273 @@
+import assert from "node:assert/strict";
+import jsonpatch from "fast-json-patch";
+import type { V1Pod } from "@kubernetes/client-node";
+import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
+import { createApp } from "./app.ts";
+import { type JsonPatchOperation, planMutation } from "./mutate.ts";
+import { podCreateReview } from "./testdata/admission_review.ts";
+
+const config = { driverName: DRIVER_NAME, className: "spire-ca" };
+const LABEL = { [INJECT_LABEL]: "true" };
+const DEBIAN = "/etc/ssl/certs";
+const RHEL = "/etc/pki/ca-trust/extracted";
+const TRUST = (path: string) =>
+  `-Djavax.net.ssl.trustStore=${path}/java/cacerts -Djavax.net.ssl.trustStorePassword=changeit`;
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+function pod(spec: Json, annotations?: Record<string, string>): Json {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name: "p", namespace: "ns", labels: { ...LABEL }, annotations },
+    spec,
+  };
+}
+
+function volume(os = "debian"): Json {
+  return {
+    name: "spire-cacerts",
+    csi: {
+      driver: DRIVER_NAME,
+      readOnly: true,
+      volumeAttributes: { os, caProviderClasses: "spire-ca" },
+    },
+  };
+}
+
+const mount = (mountPath = DEBIAN) => ({ name: "spire-cacerts", mountPath, readOnly: true });
+
+function envVars(path = DEBIAN, bundle = "ca-certificates.crt", hashDir = ""): Json[] {
+  return [
+    { name: "SSL_CERT_FILE", value: `${path}/${bundle}` },
+    { name: "SSL_CERT_DIR", value: hashDir === "" ? path : `${path}/${hashDir}` },
+    { name: "NODE_EXTRA_CA_CERTS", value: `${path}/${bundle}` },
+    { name: "REQUESTS_CA_BUNDLE", value: `${path}/${bundle}` },
+    { name: "JAVA_TOOL_OPTIONS", value: TRUST(path) },
+  ];
+}
+const withoutJava = (path = DEBIAN) => envVars(path).filter((e) => e.name !== "JAVA_TOOL_OPTIONS");
+const ENV = { "cacerts.spiffe.io/env": "true" };
+
+/** Every pod the mutation tests plan for, with the pod the patch must produce. */
+const CASES: { name: string; pod: Json; expected: Json; warnings?: string[] }[] = [
+  {
+    name: "the app test's pod: no volumes, one container",
+    pod: pod({ containers: [{ name: "app", image: "x" }] }),
+    expected: pod({
+      containers: [{ name: "app", image: "x", volumeMounts: [mount()] }],
+      volumes: [volume()],
+    }),
+  },
+  {
+    name: "init container, existing volume and mounts, a container without mounts",
+    pod: pod({
+      initContainers: [{ name: "init", image: "x" }],
+      containers: [
+        { name: "a", image: "x", volumeMounts: [{ name: "d", mountPath: "/data" }] },
+        { name: "b", image: "x" },
+      ],
+      volumes: [{ name: "d", emptyDir: {} }],
+    }),
+    expected: pod({
+      initContainers: [{ name: "init", image: "x", volumeMounts: [mount()] }],
+      containers: [
+        { name: "a", image: "x", volumeMounts: [{ name: "d", mountPath: "/data" }, mount()] },
+        { name: "b", image: "x", volumeMounts: [mount()] },
+      ],
+      volumes: [{ name: "d", emptyDir: {} }, volume()],
+    }),
+  },
+  {
+    name: "os, containers and env annotations; JAVA_TOOL_OPTIONS with a value, SSL_CERT_FILE set",
+    pod: pod({
+      containers: [
+        { name: "java", image: "x", env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Xmx1g" }] },
+        { name: "side", image: "x", env: [{ name: "SSL_CERT_FILE", value: "/mine.pem" }] },
+        { name: "other", image: "x" },
+      ],
+    }, {
+      "cacerts.spiffe.io/os": "rhel",
+      "cacerts.spiffe.io/containers": "java, side",
+      "cacerts.spiffe.io/env": "true",
+    }),
+    expected: pod({
+      containers: [
+        {
+          name: "java",
+          image: "x",
+          env: [
+            { name: "JAVA_TOOL_OPTIONS", value: `-Xmx1g ${TRUST(RHEL)}` },
+            ...envVars(RHEL, "pem/tls-ca-bundle.pem", "pem/directory-hash").slice(0, 4),
+          ],
+          volumeMounts: [mount(RHEL)],
+        },
+        {
+          name: "side",
+          image: "x",
+          env: [
+            { name: "SSL_CERT_FILE", value: "/mine.pem" },
+            ...envVars(RHEL, "pem/tls-ca-bundle.pem", "pem/directory-hash").slice(1),
+          ],
+          volumeMounts: [mount(RHEL)],
+        },
+        { name: "other", image: "x" },
+      ],
+      volumes: [volume("rhel")],
+    }, {
+      "cacerts.spiffe.io/os": "rhel",
+      "cacerts.spiffe.io/containers": "java, side",
+      "cacerts.spiffe.io/env": "true",
+    }),
+    warnings: ["container side: SSL_CERT_FILE is already set; left as is"],
+  },
+  {
+    name: "mount-path annotation",
+    pod: pod({ containers: [{ name: "app", image: "x" }] }, {
+      "cacerts.spiffe.io/mount-path": "/x/y",
+    }),
+    expected: pod({
+      containers: [{ name: "app", image: "x", volumeMounts: [mount("/x/y")] }],
+      volumes: [volume()],
+    }, { "cacerts.spiffe.io/mount-path": "/x/y" }),
+  },
+  {
+    name: "null lists are set, not appended to",
+    pod: pod({ volumes: null, containers: [{ name: "a", volumeMounts: null, env: null }] }, ENV),
+    expected: pod({
+      volumes: [volume()],
+      containers: [{ name: "a", volumeMounts: [mount()], env: envVars() }],
+    }, ENV),
+  },
+  {
+    name: "an empty env list is set",
+    pod: pod({ containers: [{ name: "a", env: [] }] }, ENV),
+    expected: pod({
+      containers: [{ name: "a", env: envVars(), volumeMounts: [mount()] }],
+      volumes: [volume()],
+    }, ENV),
+  },
+  {
+    name: "JAVA_TOOL_OPTIONS with an empty value",
+    pod: pod({ containers: [{ name: "a", env: [{ name: "JAVA_TOOL_OPTIONS", value: "" }] }] }, ENV),
+    expected: pod({
+      containers: [{
+        name: "a",
+        env: [{ name: "JAVA_TOOL_OPTIONS", value: TRUST(DEBIAN) }, ...withoutJava()],
+        volumeMounts: [mount()],
+      }],
+      volumes: [volume()],
+    }, ENV),
+  },
+  {
+    name: "JAVA_TOOL_OPTIONS without a value member (how the API server sends an empty one)",
+    pod: pod({
+      containers: [{ name: "a", env: [{ name: "X", value: "1" }, { name: "JAVA_TOOL_OPTIONS" }] }],
+    }, ENV),
+    expected: pod({
+      containers: [{
+        name: "a",
+        env: [
+          { name: "X", value: "1" },
+          { name: "JAVA_TOOL_OPTIONS", value: TRUST(DEBIAN) },
+          ...withoutJava(),
+        ],
+        volumeMounts: [mount()],
+      }],
+      volumes: [volume()],
+    }, ENV),
+  },
+  {
+    name: "JAVA_TOOL_OPTIONS from valueFrom is left as is",
+    pod: pod({
+      containers: [{
+        name: "a",
+        env: [{
+          name: "JAVA_TOOL_OPTIONS",
+          valueFrom: { configMapKeyRef: { name: "java", key: "opts" } },
+        }],
+      }],
+    }, ENV),
+    expected: pod({
+      containers: [{
+        name: "a",
+        env: [
+          {
+            name: "JAVA_TOOL_OPTIONS",
+            valueFrom: { configMapKeyRef: { name: "java", key: "opts" } },
+          },
+          ...withoutJava(),
+        ],
+        volumeMounts: [mount()],
+      }],
+      volumes: [volume()],
+    }, ENV),
+    warnings: ["container a: JAVA_TOOL_OPTIONS is already set; left as is"],
+  },
+  {
+    name: "JAVA_TOOL_OPTIONS that already names a trust store is left as is",
+    pod: pod({
+      containers: [{
+        name: "a",
+        env: [{ name: "JAVA_TOOL_OPTIONS", value: "-Djavax.net.ssl.trustStore=/mine" }],
+      }],
+    }, ENV),
+    expected: pod({
+      containers: [{
+        name: "a",
+        env: [
+          { name: "JAVA_TOOL_OPTIONS", value: "-Djavax.net.ssl.trustStore=/mine" },
+          ...withoutJava(),
+        ],
+        volumeMounts: [mount()],
+      }],
+      volumes: [volume()],
+    }, ENV),
+    warnings: ["container a: JAVA_TOOL_OPTIONS already sets a trust store; left as is"],
+  },
+];
+
+/** Applies `patch` as a strict RFC 6902 applier does: every operation validated first. */
+function applyStrict(document: Json, patch: JsonPatchOperation[]): Json {
+  return jsonpatch.applyPatch(structuredClone(document), patch, true, true).newDocument;
+}
+
+Deno.test("every planned patch is valid RFC 6902 and produces the expected pod", async (t) => {
+  for (const c of CASES) {
+    await t.step(c.name, () => {
+      const plan = planMutation(c.pod as V1Pod, config);
+      assert.ok(plan.patch.length > 0);
+      assert.ok(plan.patch.every((op) => op.op === "add"), "only add operations");
+      assert.deepEqual(applyStrict(c.pod, plan.patch), c.expected);
+      assert.deepEqual(plan.warnings, c.warnings ?? []);
+    });
+  }
+});
+
+Deno.test("the patch the app answers applies strictly too", async () => {
+  const app = createApp(config);
+  for (const c of CASES) {
+    const response = await app.request("/mutate", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(podCreateReview(c.pod)),
+    });
+    const body = await response.json();
+    assert.equal(body.response.patchType, "JSONPatch", c.name);
+    assert.deepEqual(applyStrict(c.pod, JSON.parse(atob(body.response.patch))), c.expected, c.name);
+  }
+});
+
+Deno.test("a replace of a missing value member is what a strict applier refuses", () => {
+  const document = pod({ containers: [{ name: "a", env: [{ name: "JAVA_TOOL_OPTIONS" }] }] });
+  assert.throws(
+    () =>
+      applyStrict(document, [{
+        op: "replace",
+        path: "/spec/containers/0/env/0/value",
+        value: "x",
+      }]),
+    jsonpatch.JsonPatchError,
+  );
+});
