@@ -1,6 +1,7 @@
 /**
- * What every program's command line shares: the flag table that parses, checks and documents its
- * flags, and the structured logger.
+ * What every program shares: the flag table that parses, checks and documents its flags, the
+ * structured logger, the version, and the retry back-off of every list/watch loop. Nothing here
+ * loads an npm package, so the SPIFFE side and the examples can use it.
  *
  * ```ts
  * import assert from "node:assert/strict";
@@ -20,6 +21,7 @@
  * @module
  */
 
+export * from "./backoff.ts";
 export * from "./flags.ts";
 export * from "./log.ts";
 export * from "./log_keys.ts";

@@ -1,7 +1,6 @@
 /**
  * Kubernetes API helpers shared by the programs: shared, reference-counted list+watch of single
- * objects (Secrets, ConfigMaps, CAProviderClasses), each re-listed after a failure, and the one
- * retry back-off of every list/watch loop.
+ * objects (Secrets, ConfigMaps, CAProviderClasses), each re-listed after a failure.
  *
  * ```ts
  * import { KubeConfig } from "@kubernetes/client-node";
@@ -14,5 +13,4 @@
  * @module
  */
 
-export * from "./backoff.ts";
 export * from "./object_watcher.ts";

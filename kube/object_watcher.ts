@@ -12,8 +12,7 @@
 
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
 import { CLASS_GROUP, CLASS_PLURAL, CLASS_VERSION } from "../api/mod.ts";
-import { LOG_KEYS, type Logger } from "../cli/mod.ts";
-import { Backoff } from "./backoff.ts";
+import { Backoff, LOG_KEYS, type Logger } from "../cli/mod.ts";
 
 /** Kinds the driver watches. */
 export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass";

@@ -16,7 +16,7 @@ import protobuf from "protobufjs";
 import { Buffer } from "node:buffer";
 import { toPem } from "./pem.ts";
 import { type SvidSet, verifySvidSet } from "./svid.ts";
-import { Backoff } from "../kube/mod.ts";
+import { Backoff } from "../cli/mod.ts";
 
 const root = protobuf.Root.fromJSON({
   nested: {

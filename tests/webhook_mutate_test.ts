@@ -160,7 +160,6 @@ Deno.test("pointer tokens escape ~ and /", () => {
 Deno.test("skipped reviews are allowed without a patch", async () => {
   const cases: [string, Json][] = [
     ["unlabelled pod", review(pod({ metadata: { labels: {} } }))],
-    ["dry run", review(pod(), { dryRun: true })],
     ["update", review(pod(), { operation: "UPDATE" })],
     [
       "other kind",

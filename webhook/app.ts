@@ -176,12 +176,17 @@ function parseReview(text: string): AdmissionRequest {
 
 // ---- filter ----
 
-/** A v1 Pod CREATE, not a dry run, labelled for injection; everything else is admitted as is. */
+/**
+ * A v1 Pod CREATE labelled for injection; everything else is admitted as is. A dry run
+ * (`request.dryRun: true`) is planned like the real create: `/mutate` has no side effects (the
+ * webhook registers `sideEffects: None`), so `kubectl apply --dry-run=server` shows the pod as it
+ * would be stored.
+ */
 function isPodToInject(request: AdmissionRequest): request is PodCreate {
   const kind = request.kind;
   const isPod = kind?.kind === "Pod" && (kind.group ?? "") === "" && kind.version === "v1";
-  return isPod && request.operation === "CREATE" && request.dryRun !== true &&
-    isObject(request.object) && wantsInjection(request.object);
+  return isPod && request.operation === "CREATE" && isObject(request.object) &&
+    wantsInjection(request.object);
 }
 
 // ---- plan ----

@@ -164,3 +164,21 @@ Deno.test("other routes and methods are 404 with the route to use, and are not a
   assert.equal((await app.request("/other", { method: "POST" })).status, 404);
   assert.deepEqual(events, []);
 });
+
+Deno.test("a server-side dry run is mutated exactly like the real create", async () => {
+  const { app, events } = setup();
+  const answer = async (request: Record<string, unknown>) => {
+    const response = await app.request("/mutate", {
+      method: "POST",
+      headers: JSON_TYPE,
+      body: JSON.stringify(podCreateReview(POD, request)),
+    });
+    assert.equal(response.status, 200);
+    return (await response.json()).response;
+  };
+  const real = await answer({});
+  const dry = await answer({ dryRun: true });
+  assert.equal(dry.patchType, "JSONPatch");
+  assert.deepEqual(dry, real);
+  assert.deepEqual(events.map((e) => e.result), ["mutated", "mutated"]);
+});

@@ -51,14 +51,8 @@ import {
   type SourceRef,
 } from "../api/mod.ts";
 import { SourceError } from "../api/mod.ts";
-import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
-import {
-  Backoff,
-  describeApiError,
-  objectKey,
-  ObjectWatcher,
-  type WatchedObject,
-} from "../kube/mod.ts";
+import { Backoff, type Logger, SILENT_LOGGER } from "../cli/mod.ts";
+import { describeApiError, objectKey, ObjectWatcher, type WatchedObject } from "../kube/mod.ts";
 import { buildTrustSet, EmptyTrustSetError, PemError, type PemSource } from "../trust_store/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
 

@@ -36,8 +36,7 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import { join } from "node:path";
-import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
-import { Backoff } from "../kube/mod.ts";
+import { Backoff, type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 import { FIELD_MANAGER, MANAGED_LABEL, MANAGED_VALUE } from "./controller.ts";
 
 /** API group of ClusterSPIFFEID. */
