@@ -7,6 +7,11 @@
  * examples are checked with a copy of `deno.json` whose `noUnusedLocals` is off; everything else
  * (strictness, the import map) is the project's own.
  *
+ * A `private-type-ref` whose type comes from an npm package (`KubeConfig`, gRPC's `status`,
+ * Hono's `Hono`) is that package's API, documented there: re-exporting it would pull the
+ * package's own declarations into this lint. Such findings are left out; one naming a type this
+ * project declares (anywhere outside `node_modules/`) counts like every other finding.
+ *
  * ```sh
  * ./scripts/deno run -A scripts/check_docs.ts            # every face
  * ./scripts/deno run -A scripts/check_docs.ts csi/mod.ts
@@ -50,6 +55,40 @@ function diagnostics(text: string): string {
     .join("\n").trim();
 }
 
+let ownTypes: Set<string> | undefined;
+
+/** Names of the classes, interfaces, types, enums and functions the project's own files declare. */
+async function projectTypeNames(): Promise<Set<string>> {
+  if (ownTypes) return ownTypes;
+  const names = new Set<string>();
+  const walk = async (dir: string): Promise<void> => {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.name.startsWith(".") || entry.name === "node_modules") continue;
+      const path = join(dir, entry.name);
+      if (entry.isDirectory) await walk(path);
+      else if (entry.name.endsWith(".ts")) {
+        const text = await Deno.readTextFile(path);
+        const declared =
+          /^\s*(?:export\s+)?(?:declare\s+)?(?:abstract\s+)?(?:class|interface|type|enum|function)\s+([A-Za-z_$][\w$]*)\s*(?:[=<{(]|extends|implements)/gm;
+        for (const match of text.matchAll(declared)) names.add(match[1]);
+      }
+    }
+  };
+  await walk(ROOT);
+  return ownTypes = names;
+}
+
+/** `deno doc --lint` findings, each as its text block, without npm packages' private types. */
+async function docLintFindings(output: string): Promise<string[]> {
+  const own = await projectTypeNames();
+  return output.split(/\n(?=error\[)/).filter((block) => block.startsWith("error[")).filter(
+    (block) => {
+      const ref = /references private type '([^']+)'/.exec(block)?.[1];
+      return ref === undefined || own.has(ref);
+    },
+  );
+}
+
 async function deno(args: string[]): Promise<{ ok: boolean; output: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args,
@@ -80,10 +119,14 @@ export async function checkFace(face: string): Promise<FaceReport> {
   try {
     const examples = await deno(["check", "--doc", "--config", relaxed, face]);
     const lint = await deno(["doc", "--lint", face]);
+    const findings = lint.ok ? [] : await docLintFindings(lint.output);
+    // A failure that is not a finding (Deno could not run) still fails.
+    const lintOk = lint.ok ||
+      (findings.length === 0 && /documentation lint error/.test(lint.output));
     return {
       face,
-      ok: examples.ok && lint.ok,
-      output: [examples.ok ? "" : examples.output, lint.ok ? "" : lint.output]
+      ok: examples.ok && lintOk,
+      output: [examples.ok ? "" : examples.output, lintOk ? "" : findings.join("\n") || lint.output]
         .filter(Boolean).join("\n"),
     };
   } finally {
