@@ -8,6 +8,7 @@
 import type { SecureContextOptions } from "node:tls";
 import type { SvidSet } from "./svid.ts";
 import { SvidWatcher, type SvidWatcherOptions } from "./watcher.ts";
+import { LastGood } from "./last_good.ts";
 import { parseCertificates } from "./pem.ts";
 
 /** The part of a `node:tls` / `node:https` server this module drives. */
@@ -156,8 +157,7 @@ export class TrustSource {
   /** The trust file. */
   readonly path: string;
   #stamp = "";
-  #anchors: TrustAnchors | undefined;
-  #lastError: Error | undefined;
+  #latest = new LastGood<TrustAnchors>();
 
   /** @param path the PEM file to trust */
   constructor(path: string) {
@@ -166,7 +166,7 @@ export class TrustSource {
 
   /** Why the last re-read was rejected (the previous anchors stayed in use). */
   lastError(): Error | undefined {
-    return this.#lastError;
+    return this.#latest.error;
   }
 
   /**
@@ -179,20 +179,19 @@ export class TrustSource {
       const info = await Deno.stat(this.path);
       const stamp = `${info.ino}:${info.size}:${info.mtime?.getTime()}`;
       // A same-size rewrite within one mtime tick would keep the stamp: re-read each second too.
-      const stale = !this.#anchors || Date.now() - this.#anchors.readAt.getTime() >= 1_000;
+      const last = this.#latest.value;
+      const stale = !last || Date.now() - last.readAt.getTime() >= 1_000;
       if (stamp !== this.#stamp || stale) {
         const pem = await Deno.readTextFile(this.path);
         const count = parseCertificates(pem, this.path).length;
-        this.#anchors = { pem, count, readAt: new Date() };
+        this.#latest.accept({ pem, count, readAt: new Date() });
         this.#stamp = stamp;
-        this.#lastError = undefined;
       }
     } catch (error) {
-      this.#lastError = error as Error;
+      this.#latest.reject(error as Error);
     }
-    if (!this.#anchors) {
-      throw new TrustSourceError(this.path, this.#lastError?.message ?? "not read");
-    }
-    return this.#anchors;
+    const anchors = this.#latest.value;
+    if (!anchors) throw new TrustSourceError(this.path, this.#latest.error?.message ?? "not read");
+    return anchors;
   }
 }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { LastGood } from "./last_good.ts";
 import { loadSvidSet, type SvidFileNames, type SvidSet, SvidSetError } from "./svid.ts";
 
 /** Options for {@link SvidWatcher}. */
@@ -47,8 +48,7 @@ export class SvidWatcher {
   /** The watched directory. */
   readonly dir: string;
   #options: Required<Omit<SvidWatcherOptions, "names" | "onError">> & SvidWatcherOptions;
-  #current: SvidSet | undefined;
-  #lastError: Error | undefined;
+  #latest = new LastGood<SvidSet>();
   #listeners = new Set<SvidListener>();
   #fsWatcher: Deno.FsWatcher | undefined;
   #debounce: ReturnType<typeof setTimeout> | undefined;
@@ -75,12 +75,12 @@ export class SvidWatcher {
 
   /** The last good set, or undefined before the first one. */
   current(): SvidSet | undefined {
-    return this.#current;
+    return this.#latest.value;
   }
 
   /** Why the last read was rejected (cleared by a good read). */
   lastError(): Error | undefined {
-    return this.#lastError;
+    return this.#latest.error;
   }
 
   /**
@@ -90,7 +90,8 @@ export class SvidWatcher {
    * @throws {SvidWatcherClosedError} when closed first
    */
   ready(timeoutMs?: number): Promise<SvidSet> {
-    if (this.#current) return Promise.resolve(this.#current);
+    const current = this.#latest.value;
+    if (current) return Promise.resolve(current);
     if (this.#closed) return Promise.reject(new SvidWatcherClosedError(this.dir));
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject };
@@ -103,7 +104,7 @@ export class SvidWatcher {
           reject(
             new Error(
               `no valid SVID set in ${this.dir} after ${timeoutMs} ms` +
-                (this.#lastError ? `: ${this.#lastError.message}` : ""),
+                (this.#latest.error ? `: ${this.#latest.error.message}` : ""),
             ),
           );
         }, timeoutMs);
@@ -127,7 +128,7 @@ export class SvidWatcher {
   /** Reads now (outside the debounce) and resolves once done; never rejects. */
   async refresh(): Promise<SvidSet | undefined> {
     await this.#read();
-    return this.#current;
+    return this.#latest.value;
   }
 
   /** Stops watching and timers. Pending `ready()` calls reject. Idempotent. */
@@ -146,7 +147,7 @@ export class SvidWatcher {
   }
 
   #report(error: Error): void {
-    this.#lastError = error;
+    this.#latest.reject(error);
     try {
       this.#options.onError?.(error);
     } catch { /* a faulty callback must not stop the watcher */ }
@@ -210,14 +211,15 @@ export class SvidWatcher {
       if (!this.#fsWatcher && !this.#closed) this.#startFsWatch();
       return;
     }
-    this.#lastError = undefined;
+    // The same set read again is a good read too: it clears the error and keeps the object.
+    const previous = this.#latest.value;
+    const same = previous?.id === set.id;
+    this.#latest.accept(same ? previous : set);
     if (this.#closed) return;
     // The directory may have appeared, files and all, between two retries: without this the set
     // would be read once and later rotations only on the periodic re-read.
     if (!this.#fsWatcher) this.#startFsWatch();
-    const previous = this.#current;
-    if (previous?.id === set.id) return;
-    this.#current = set;
+    if (same) return;
     for (const waiter of this.#readyWaiters.splice(0)) waiter.resolve(set);
     for (const listener of this.#listeners) {
       try {
