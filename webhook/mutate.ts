@@ -238,12 +238,26 @@ function envPatch(
   return ops;
 }
 
+/** Whether two mount paths name the same directory (trailing and doubled `/` ignored). */
+function samePath(a: string, b: string): boolean {
+  const clean = (path: string) => path.replace(/\/+/g, "/").replace(/(.)\/$/, "$1");
+  return clean(a) === clean(b);
+}
+
 /**
  * Plans the mutation of a pod being created. Pure: the same pod and config give the same plan.
  *
- * A pod without the label, or opted out, gets an empty plan. A pod that already has the volume
- * (by name or by driver) or anything mounted at the chosen path in a selected container is left
- * as it is, with a warning saying why; this makes the mutation idempotent and safe to reinvoke.
+ * A pod without the label, or opted out, gets an empty plan. A pod that has a volume of the CSI
+ * driver under another name, or a volume named {@link VOLUME_NAME} that is not the driver's, is
+ * left as it is, with a warning. On the first invocation, a selected container that already
+ * mounts something at the chosen path leaves the whole pod as it is, with a warning.
+ *
+ * A pod that already has the webhook's own volume was mutated before and is being reinvoked
+ * (`reinvocationPolicy: IfNeeded`, after another webhook changed it): each selected container
+ * that does not mount the volume yet gets the mount (and the environment, when asked for), a
+ * container that mounts another volume at the path is skipped with a warning, and a container
+ * that already mounts the volume is left alone silently. A fully mutated pod therefore gets an
+ * empty plan without warnings: the mutation is idempotent.
  *
  * @throws {InvalidAnnotationError} when the pod's annotations are not valid
  */
@@ -255,15 +269,15 @@ export function planMutation(pod: V1Pod, config: MutationConfig): MutationPlan {
   if (spec === undefined) return { patch: [], warnings: ["pod has no spec; left as is"] };
 
   const volumes = spec.volumes ?? [];
-  const present = volumes.find((v) =>
-    v.name === VOLUME_NAME || v.csi?.driver === config.driverName
-  );
-  if (present !== undefined) {
+  const named = volumes.find((v) => v.name === VOLUME_NAME);
+  const ours = named !== undefined && named.csi?.driver === config.driverName;
+  const foreign = named ?? volumes.find((v) => v.csi?.driver === config.driverName);
+  if (!ours && foreign !== undefined) {
     return {
       patch: [],
       warnings: [
-        `pod already has volume ${present.name} (CSI driver ${
-          present.csi?.driver ?? "none"
+        `pod already has volume ${foreign.name} (CSI driver ${
+          foreign.csi?.driver ?? "none"
         }); trust store left as is`,
       ],
     };
@@ -275,42 +289,62 @@ export function planMutation(pod: V1Pod, config: MutationConfig): MutationPlan {
   ] as const;
   const selected = (c: V1Container) =>
     options.containers === undefined || options.containers.includes(c.name);
-  for (const { list } of groups) {
-    for (const container of list) {
-      if (!selected(container)) continue;
-      const clash = container.volumeMounts?.find((m) =>
-        m.mountPath.replace(/\/+$/, "") === options.mountPath
-      );
-      if (clash !== undefined) {
-        return {
-          patch: [],
-          warnings: [
-            `container ${container.name} already mounts volume ${clash.name} at ` +
-            `${options.mountPath}; trust store left as is`,
-          ],
-        };
+  const clashOf = (container: V1Container) =>
+    container.volumeMounts?.find((m) =>
+      m.name !== VOLUME_NAME && samePath(m.mountPath, options.mountPath)
+    );
+  if (!ours) {
+    for (const { list } of groups) {
+      for (const container of list) {
+        const clash = selected(container) ? clashOf(container) : undefined;
+        if (clash !== undefined) {
+          return {
+            patch: [],
+            warnings: [
+              `container ${container.name} already mounts volume ${clash.name} at ` +
+              `${options.mountPath}; trust store left as is`,
+            ],
+          };
+        }
       }
     }
   }
 
   const family = options.os ?? DEFAULT_OS_FAMILY;
-  const volume = {
-    name: VOLUME_NAME,
-    csi: {
-      driver: config.driverName,
-      readOnly: true,
-      volumeAttributes: volumeAttributes(family, config.className),
-    },
-  };
-  const patch: JsonPatchOperation[] = !Array.isArray(spec.volumes)
-    ? [{ op: "add", path: pointer("spec", "volumes"), value: [volume] }]
-    : [{ op: "add", path: pointer("spec", "volumes", "-"), value: volume }];
+  const patch: JsonPatchOperation[] = [];
+  if (!ours) {
+    const volume = {
+      name: VOLUME_NAME,
+      csi: {
+        driver: config.driverName,
+        readOnly: true,
+        volumeAttributes: volumeAttributes(family, config.className),
+      },
+    };
+    patch.push(
+      !Array.isArray(spec.volumes)
+        ? { op: "add", path: pointer("spec", "volumes"), value: [volume] }
+        : { op: "add", path: pointer("spec", "volumes", "-"), value: volume },
+    );
+  }
   const warnings: string[] = [];
   const mount = { name: VOLUME_NAME, mountPath: options.mountPath, readOnly: true };
   const wanted = options.env ? envVars(options.mountPath, family) : [];
   for (const { field, list } of groups) {
     list.forEach((container, index) => {
       if (!selected(container)) return;
+      if (ours) {
+        // Reinvoked: only containers added since the first invocation lack the mount.
+        if (container.volumeMounts?.some((m) => m.name === VOLUME_NAME)) return;
+        const clash = clashOf(container);
+        if (clash !== undefined) {
+          warnings.push(
+            `container ${container.name} already mounts volume ${clash.name} at ` +
+              `${options.mountPath}; trust store not mounted in it`,
+          );
+          return;
+        }
+      }
       const base = ["spec", field, String(index)];
       patch.push(
         !Array.isArray(container.volumeMounts)

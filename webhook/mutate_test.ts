@@ -271,3 +271,74 @@ Deno.test("a replace of a missing value member is what a strict applier refuses"
     jsonpatch.JsonPatchError,
   );
 });
+
+Deno.test("reinvocation: a container added after the first pass gets the mount and env, only it", () => {
+  const first = pod({
+    initContainers: [{ name: "init", image: "x" }],
+    containers: [{ name: "app", image: "x", env: [{ name: "JAVA_TOOL_OPTIONS" }] }],
+  }, ENV);
+  const mutated = applyStrict(first, planMutation(first, config).patch);
+  // Another webhook adds a sidecar (with env of its own) and an init container.
+  const changed = structuredClone(mutated);
+  changed.spec.containers.push({ name: "sidecar", image: "y", env: [{ name: "A", value: "1" }] });
+  changed.spec.initContainers.unshift({ name: "early", image: "y" });
+  const plan = planMutation(changed, config);
+  assert.deepEqual(plan.warnings, []);
+  assert.deepEqual(plan.patch.map((op) => op.path), [
+    "/spec/initContainers/0/volumeMounts",
+    "/spec/initContainers/0/env",
+    "/spec/containers/1/volumeMounts",
+    "/spec/containers/1/env/-",
+    "/spec/containers/1/env/-",
+    "/spec/containers/1/env/-",
+    "/spec/containers/1/env/-",
+    "/spec/containers/1/env/-",
+  ]);
+  const patched = applyStrict(changed, plan.patch);
+  const expected = structuredClone(changed);
+  expected.spec.initContainers[0].volumeMounts = [mount()];
+  expected.spec.initContainers[0].env = envVars();
+  expected.spec.containers[1].volumeMounts = [mount()];
+  expected.spec.containers[1].env = [{ name: "A", value: "1" }, ...envVars()];
+  assert.deepEqual(patched, expected);
+  assert.equal(patched.spec.volumes.length, 1, "the volume is not added twice");
+  // Once every container has it, a further reinvocation is a no-op without warnings.
+  assert.deepEqual(planMutation(patched, config), { patch: [], warnings: [] });
+});
+
+Deno.test("reinvocation: a new container with its own mount at the path is skipped with a warning", () => {
+  const first = pod({ containers: [{ name: "app", image: "x" }] });
+  const mutated = applyStrict(first, planMutation(first, config).patch);
+  mutated.spec.containers.push(
+    { name: "own", image: "y", volumeMounts: [{ name: "certs", mountPath: "/etc/ssl/certs/" }] },
+    { name: "plain", image: "y" },
+  );
+  mutated.spec.volumes.push({ name: "certs", emptyDir: {} });
+  const plan = planMutation(mutated, config);
+  assert.deepEqual(plan.warnings, [
+    "container own already mounts volume certs at /etc/ssl/certs; trust store not mounted in it",
+  ]);
+  const patched = applyStrict(mutated, plan.patch);
+  assert.deepEqual(patched.spec.containers[1].volumeMounts, [
+    { name: "certs", mountPath: "/etc/ssl/certs/" },
+  ]);
+  assert.deepEqual(patched.spec.containers[2].volumeMounts, [mount()]);
+  assert.deepEqual(patched.spec.containers[0].volumeMounts, [mount()]);
+});
+
+Deno.test("a volume named spire-cacerts of another driver, or the driver's under another name, is left alone", () => {
+  const other = pod({
+    containers: [{ name: "app", image: "x" }],
+    volumes: [{ name: "spire-cacerts", emptyDir: {} }],
+  });
+  const a = planMutation(other, config);
+  assert.deepEqual(a.patch, []);
+  assert.match(a.warnings[0], /pod already has volume spire-cacerts \(CSI driver none\)/);
+  const renamed = pod({
+    containers: [{ name: "app", image: "x" }],
+    volumes: [{ name: "mine", csi: { driver: DRIVER_NAME } }],
+  });
+  const b = planMutation(renamed, config);
+  assert.deepEqual(b.patch, []);
+  assert.match(b.warnings[0], /pod already has volume mine \(CSI driver cacerts.csi/);
+});
