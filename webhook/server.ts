@@ -20,6 +20,12 @@ import { ServerCertificateSource } from "../spire/mod.ts";
 import { type AppConfig, createApp } from "./app.ts";
 import type { WebhookMetrics } from "./metrics.ts";
 
+/**
+ * How long an idle keep-alive connection stays open: longer than the 90 s for which Go's
+ * `net/http` (the API server's webhook client) reuses one.
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 120_000;
+
 /** Options of {@link startWebhookServer}. */
 export interface WebhookServerOptions {
   /** spiffe-helper's directory (`svid.pem`, `svid_key.pem`, `svid_bundle.pem`). */
@@ -145,6 +151,10 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
         },
       }),
     );
+    // Go's net/http, the API server's webhook client, reuses an idle connection for up to 90 s
+    // and does not retry a POST that meets a connection the server has just closed: under
+    // failurePolicy Fail that is a rejected pod. node:https closes idle connections after 5 s.
+    https.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
     https.on(
       "tlsClientError",
       (error: Error) => log.debug("TLS handshake failed", { error: error.message }),
