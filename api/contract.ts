@@ -74,7 +74,10 @@ export const ANNOTATIONS = {
   os: "os",
   /** Comma-separated container names (containers or init containers) to mount into. */
   containers: "containers",
-  /** Absolute mount path overriding the family's default. */
+  /**
+   * Absolute mount path overriding the family's default; normalised (`//a/`, `.`, `..`), and
+   * refused when it is `/`, `/etc`, `/run`, `/var/run`, or `/proc`, `/sys`, `/dev` or under them.
+   */
   mountPath: "mount-path",
   /** `"true"` sets SSL_CERT_FILE, SSL_CERT_DIR, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, JAVA_TOOL_OPTIONS. */
   env: "env",

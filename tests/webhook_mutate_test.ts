@@ -284,13 +284,15 @@ Deno.test("bad requests: status and message", async (t) => {
       match: /mount-path: "etc\/x" is not an absolute path/,
     },
     {
-      name: "dot-dot mount path",
+      name: "dot-dot mount path into a system directory",
       body: JSON.stringify(
-        review(pod({ metadata: { annotations: { "cacerts.spiffe.io/mount-path": "/etc/../x" } } })),
+        review(
+          pod({ metadata: { annotations: { "cacerts.spiffe.io/mount-path": "/etc/ssl/.." } } }),
+        ),
       ),
       status: 200,
       allowed: false,
-      match: /is not a normalised path/,
+      match: /mount-path: "\/etc\/ssl\/\.\." \(\/etc\) is a system directory the store would hide/,
     },
     {
       name: "bad env value",

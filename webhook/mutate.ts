@@ -98,19 +98,54 @@ function parseBoolean(key: string, value: string): boolean {
   );
 }
 
+/**
+ * An absolute path in its normal form: `/` runs collapsed, `.` dropped, `..` resolved (at the root
+ * it stays there, as in POSIX), no trailing `/`; `//etc/ssl/certs`, `/etc/ssl/certs/` and
+ * `/etc/x/../ssl/./certs` are all `/etc/ssl/certs`. A relative path is returned unchanged.
+ */
+export function normaliseMountPath(path: string): string {
+  if (!path.startsWith("/")) return path;
+  const parts: string[] = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return "/" + parts.join("/");
+}
+
+/** Mount paths refused as they are: mounting the store there hides what the image needs. */
+export const REFUSED_MOUNT_PATHS: readonly string[] = ["/", "/etc", "/run", "/var/run"];
+/** Kernel and device filesystems the runtime mounts: refused, and every path beneath them. */
+export const REFUSED_MOUNT_TREES: readonly string[] = ["/proc", "/sys", "/dev"];
+
 function checkMountPath(value: string): string {
+  const path = normaliseMountPath(value);
+  const shown = path === value ? JSON.stringify(value) : `${JSON.stringify(value)} (${path})`;
   const bad = (why: string) =>
     new InvalidAnnotationError(
-      `annotation ${ANNOTATION_PREFIX}${ANNOTATIONS.mountPath}: ${JSON.stringify(value)} ${why}`,
+      `annotation ${ANNOTATION_PREFIX}${ANNOTATIONS.mountPath}: ${shown} ${why}`,
     );
   if (!value.startsWith("/")) throw bad("is not an absolute path");
-  if (value === "/") throw bad("would hide the whole root filesystem");
   if (value.includes(":")) throw bad("contains ':'");
-  const parts = value.split("/").slice(1);
-  if (parts.some((part) => part === "" || part === "." || part === "..")) {
-    throw bad("is not a normalised path (empty, '.' or '..' segment, or trailing '/')");
+  if (REFUSED_MOUNT_PATHS.includes(path)) {
+    throw bad(
+      `is a system directory the store would hide; refused: ${
+        REFUSED_MOUNT_PATHS.join(", ")
+      } and anything under ${REFUSED_MOUNT_TREES.join(", ")}`,
+    );
   }
-  return value;
+  const tree = REFUSED_MOUNT_TREES.find((root) => path === root || path.startsWith(`${root}/`));
+  if (tree !== undefined) {
+    throw bad(
+      `is ${
+        path === tree ? "" : "under "
+      }${tree}, a kernel filesystem the container runtime mounts; refused: ${
+        REFUSED_MOUNT_PATHS.join(", ")
+      } and anything under ${REFUSED_MOUNT_TREES.join(", ")}`,
+    );
+  }
+  return path;
 }
 
 /**
@@ -238,10 +273,9 @@ function envPatch(
   return ops;
 }
 
-/** Whether two mount paths name the same directory (trailing and doubled `/` ignored). */
+/** Whether two mount paths name the same directory once normalised ({@link normaliseMountPath}). */
 function samePath(a: string, b: string): boolean {
-  const clean = (path: string) => path.replace(/\/+/g, "/").replace(/(.)\/$/, "$1");
-  return clean(a) === clean(b);
+  return normaliseMountPath(a) === normaliseMountPath(b);
 }
 
 /**

@@ -3,7 +3,12 @@ import jsonpatch from "fast-json-patch";
 import type { V1Pod } from "@kubernetes/client-node";
 import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { createApp } from "./app.ts";
-import { type JsonPatchOperation, planMutation } from "./mutate.ts";
+import {
+  InvalidAnnotationError,
+  type JsonPatchOperation,
+  normaliseMountPath,
+  planMutation,
+} from "./mutate.ts";
 import { podCreateReview } from "./testdata/admission_review.ts";
 
 const config = { driverName: DRIVER_NAME, className: "spire-ca" };
@@ -341,4 +346,88 @@ Deno.test("a volume named spire-cacerts of another driver, or the driver's under
   const b = planMutation(renamed, config);
   assert.deepEqual(b.patch, []);
   assert.match(b.warnings[0], /pod already has volume mine \(CSI driver cacerts.csi/);
+});
+
+Deno.test("mount-path is normalised before it is used and compared", () => {
+  for (
+    const [value, path] of [
+      ["//etc/ssl/certs", DEBIAN],
+      ["/etc/ssl/certs/", DEBIAN],
+      ["/etc/./ssl//certs/.", DEBIAN],
+      ["/etc/pki/../ssl/certs", DEBIAN],
+      ["/../etc/ssl/certs", DEBIAN],
+      ["/run/secrets/x", "/run/secrets/x"],
+      ["/etc/pki/ca-trust/extracted/", RHEL],
+      ["/var/run/ca", "/var/run/ca"],
+      ["/etc/x", "/etc/x"],
+    ]
+  ) {
+    const object = pod({ containers: [{ name: "a" }] }, { "cacerts.spiffe.io/mount-path": value });
+    const patched = applyStrict(object, planMutation(object, config).patch);
+    assert.deepEqual(patched.spec.containers[0].volumeMounts, [mount(path)], value);
+  }
+  // An existing mount at an unnormalised spelling of the path is a clash.
+  const clash = pod({
+    containers: [{ name: "a", volumeMounts: [{ name: "c", mountPath: "//etc/ssl//certs/" }] }],
+    volumes: [{ name: "c", emptyDir: {} }],
+  }, { "cacerts.spiffe.io/mount-path": "/etc/ssl/certs/." });
+  const plan = planMutation(clash, config);
+  assert.deepEqual(plan.patch, []);
+  assert.match(plan.warnings[0], /container a already mounts volume c at \/etc\/ssl\/certs;/);
+});
+
+Deno.test("mount-path: relative paths and system directories are refused with the reason", () => {
+  const refused = (value: string) => {
+    const object = pod({ containers: [{ name: "a" }] }, { "cacerts.spiffe.io/mount-path": value });
+    try {
+      planMutation(object, config);
+    } catch (error) {
+      assert.ok(error instanceof InvalidAnnotationError, value);
+      return error.message;
+    }
+    throw new Error(`${value} was accepted`);
+  };
+  const list = "refused: /, /etc, /run, /var/run and anything under /proc, /sys, /dev";
+  const prefix = "annotation cacerts.spiffe.io/mount-path: ";
+  assert.equal(refused("etc/ssl/certs"), `${prefix}"etc/ssl/certs" is not an absolute path`);
+  assert.equal(refused("./certs"), `${prefix}"./certs" is not an absolute path`);
+  assert.equal(refused(""), `${prefix}"" is not an absolute path`);
+  assert.equal(refused("/"), `${prefix}"/" is a system directory the store would hide; ${list}`);
+  assert.equal(
+    refused("//"),
+    `${prefix}"//" (/) is a system directory the store would hide; ${list}`,
+  );
+  for (const path of ["/etc", "/run", "/var/run"]) {
+    assert.equal(
+      refused(path),
+      `${prefix}"${path}" is a system directory the store would hide; ${list}`,
+    );
+  }
+  assert.equal(
+    refused("/etc/"),
+    `${prefix}"/etc/" (/etc) is a system directory the store would hide; ${list}`,
+  );
+  assert.equal(
+    refused("/etc/ssl/certs/../.."),
+    `${prefix}"/etc/ssl/certs/../.." (/etc) is a system directory the store would hide; ${list}`,
+  );
+  assert.equal(
+    refused("/proc"),
+    `${prefix}"/proc" is /proc, a kernel filesystem the container runtime mounts; ${list}`,
+  );
+  assert.equal(
+    refused("/sys/fs/x/"),
+    `${prefix}"/sys/fs/x/" (/sys/fs/x) is under /sys, a kernel filesystem the container runtime mounts; ${list}`,
+  );
+  assert.match(refused("/dev/shm"), /"\/dev\/shm" is under \/dev, a kernel filesystem/);
+  assert.match(refused("/x/../proc/1"), /\(\/proc\/1\) is under \/proc/);
+  assert.match(refused("/a:b"), /contains ':'/);
+});
+
+Deno.test("normaliseMountPath", () => {
+  assert.equal(normaliseMountPath("/"), "/");
+  assert.equal(normaliseMountPath("///"), "/");
+  assert.equal(normaliseMountPath("/a/b/../../.."), "/");
+  assert.equal(normaliseMountPath("/a/.b/..c/"), "/a/.b/..c");
+  assert.equal(normaliseMountPath("rel/x"), "rel/x");
 });
