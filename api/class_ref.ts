@@ -276,7 +276,7 @@ export function refKey(ref: SourceRef, object: Record<string, unknown>, from?: s
 }
 
 function decodeBase64(text: string): string {
-  return new TextDecoder().decode(Uint8Array.from(atob(text), (c) => c.charCodeAt(0)));
+  return new TextDecoder().decode(Uint8Array.fromBase64(text));
 }
 
 /**

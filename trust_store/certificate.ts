@@ -7,6 +7,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { createHash, X509Certificate } from "node:crypto";
 import { children, type DerElement, readElement } from "./der.ts";
 
@@ -146,12 +147,6 @@ function readableName(
   return { text: parts.join(", "), attrs };
 }
 
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 /**
  * Parses one DER certificate.
  *
@@ -182,7 +177,7 @@ export function parseCertificate(
   const validity = children(der, fields[i + 3]);
   const subject = fields[i + 4];
   const subjectDer = der.slice(subject.start, subject.end);
-  const selfIssued = equalBytes(der.subarray(issuer.start, issuer.end), subjectDer);
+  const selfIssued = Buffer.compare(der.subarray(issuer.start, issuer.end), subjectDer) === 0;
   let basicCa: boolean | undefined;
   for (const f of fields.slice(i + 6)) {
     if (f.tag !== 0xa3) continue;

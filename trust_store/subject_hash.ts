@@ -18,6 +18,7 @@
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import { createHash } from "node:crypto";
 import { decodeString } from "./certificate.ts";
 import { children, concat, encodeElement, readElement } from "./der.ts";
@@ -52,12 +53,6 @@ function canonicalBytes(utf8: Uint8Array): Uint8Array {
   return new Uint8Array(out);
 }
 
-function compareDer(a: Uint8Array, b: Uint8Array): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
-  return a.length - b.length;
-}
-
 const encoder = new TextEncoder();
 
 /**
@@ -87,7 +82,8 @@ export function canonicalName(nameDer: Uint8Array): Uint8Array {
       }
       entries.push(encodeElement(0x30, concat([oidBytes, valueBytes])));
     }
-    entries.sort(compareDer);
+    // DER order of a SET OF: bytewise, a prefix first; Buffer.compare is exactly that.
+    entries.sort(Buffer.compare);
     sets.push(encodeElement(0x31, concat(entries)));
   }
   return concat(sets);

@@ -192,12 +192,7 @@ function isPodToInject(request: AdmissionRequest): request is PodCreate {
 // ---- plan ----
 
 function base64(text: string): string {
-  const bytes = new TextEncoder().encode(text);
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(binary);
+  return new TextEncoder().encode(text).toBase64();
 }
 
 /**

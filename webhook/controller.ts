@@ -248,7 +248,10 @@ export class Controller {
       throw error;
     });
     const currentPem = current?.data?.[this.#secret.key];
-    if (currentPem !== undefined && atob(currentPem) === pem) return false;
+    if (
+      currentPem !== undefined &&
+      new TextDecoder().decode(Uint8Array.fromBase64(currentPem)) === pem
+    ) return false;
     await this.#objects.patch(
       {
         apiVersion: "v1",
@@ -259,7 +262,7 @@ export class Controller {
           labels: { [MANAGED_LABEL]: MANAGED_VALUE },
         },
         type: "Opaque",
-        data: { [this.#secret.key]: btoa(pem) },
+        data: { [this.#secret.key]: new TextEncoder().encode(pem).toBase64() },
       },
       undefined,
       undefined,

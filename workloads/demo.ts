@@ -17,6 +17,7 @@
  */
 
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { AtomicWriter, buildTrustSet, renderTrustStore } from "../trust_store/mod.ts";
 import { SvidWatcher } from "../spire/mod.ts";
 import { DEV_CA_LABEL, DevCa, writeSvidFiles } from "../x509/mod.ts";
@@ -64,12 +65,9 @@ async function renderStore(writer: AtomicWriter, bundlePem: string): Promise<num
   return set.certificates.length;
 }
 
+/** Waits `ms`, or less when `signal` aborts first; never rejects. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
-  });
+  return delay(ms, undefined, { signal }).catch(() => {});
 }
 
 /** Runs the demo with the dev CA until `signal` aborts. */
