@@ -245,7 +245,7 @@ Deno.test("bad requests: status and message", async (t) => {
       ),
       status: 200,
       allowed: false,
-      match: /unknown annotation cacerts.spiffe.io\/injekt; known: cacerts.spiffe.io\/inject/,
+      match: /unknown annotation "cacerts.spiffe.io\/injekt"; known: cacerts.spiffe.io\/inject/,
     },
     {
       name: "bad inject value",
@@ -272,7 +272,7 @@ Deno.test("bad requests: status and message", async (t) => {
       ),
       status: 200,
       allowed: false,
-      match: /no container or init container named ghost \(pod has app\)/,
+      match: /no container or init container named "ghost" \(pod has app\)/,
     },
     {
       name: "relative mount path",

@@ -27,6 +27,7 @@ import {
   planMutation,
   wantsInjection,
 } from "./mutate.ts";
+import { quoteValue } from "./quote.ts";
 
 /** Largest AdmissionReview accepted (the apiserver's own request limit is 3 MiB). */
 export const DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024;
@@ -115,7 +116,7 @@ const requireJson: MiddlewareHandler<AdmissionEnv> = async (c, next) => {
   const type = c.req.header("content-type") ?? "";
   if (type.split(";")[0].trim().toLowerCase() !== "application/json") {
     throw new HTTPException(415, {
-      message: `content type must be application/json, got ${JSON.stringify(type)}`,
+      message: `content type must be application/json, got ${quoteValue(type)}`,
     });
   }
   await next();
@@ -160,11 +161,11 @@ function parseReview(text: string): AdmissionRequest {
   if (!isObject(body)) throw badRequest("body is not a JSON object");
   if (body.apiVersion !== "admission.k8s.io/v1") {
     throw badRequest(
-      `apiVersion must be admission.k8s.io/v1, got ${JSON.stringify(body.apiVersion ?? null)}`,
+      `apiVersion must be admission.k8s.io/v1, got ${quoteValue(body.apiVersion ?? null)}`,
     );
   }
   if (body.kind !== "AdmissionReview") {
-    throw badRequest(`kind must be AdmissionReview, got ${JSON.stringify(body.kind ?? null)}`);
+    throw badRequest(`kind must be AdmissionReview, got ${quoteValue(body.kind ?? null)}`);
   }
   const request = body.request;
   if (!isObject(request)) throw badRequest("AdmissionReview has no request");

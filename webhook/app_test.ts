@@ -182,3 +182,77 @@ Deno.test("a server-side dry run is mutated exactly like the real create", async
   assert.deepEqual(dry, real);
   assert.deepEqual(events.map((e) => e.result), ["mutated", "mutated"]);
 });
+
+Deno.test("a 250 KB annotation value is never echoed whole: not in the response, not in the event", async () => {
+  const big = "v".repeat(250 * 1024);
+  const cases: [Record<string, string>, RegExp][] = [
+    [
+      { "cacerts.spiffe.io/env": big },
+      /^annotation cacerts.spiffe.io\/env: "v{64}"…\(256000 bytes\) is not/,
+    ],
+    [{ "cacerts.spiffe.io/inject": big }, /inject: "v{64}"…\(256000 bytes\) is not "true"/],
+    [
+      { "cacerts.spiffe.io/os": big },
+      /os: unknown OS family "v{64}"…\(256000 bytes\); valid values: /,
+    ],
+    [
+      { "cacerts.spiffe.io/mount-path": big },
+      /mount-path: "v{64}"…\(256000 bytes\) is not an absolute/,
+    ],
+    [
+      { "cacerts.spiffe.io/mount-path": `/proc/${big}` },
+      /mount-path: "\/proc\/v{58}"…\(256006 bytes\) is under \/proc/,
+    ],
+    [{ "cacerts.spiffe.io/containers": big }, /named "v{64}"…\(256000 bytes\) \(pod has app\)/],
+    [
+      { "cacerts.spiffe.io/containers": Array.from({ length: 5000 }, (_, i) => `c${i}`).join() },
+      /named "c0", "c1", .*"c9" and 4990 more \(pod has app\)/,
+    ],
+    [
+      { [`cacerts.spiffe.io/${big}`]: "x" },
+      /^unknown annotation "cacerts.spiffe.io\/v{46}"…\(256018 bytes\); known:/,
+    ],
+  ];
+  const events: AdmissionEvent[] = [];
+  const app = createApp({
+    driverName: DRIVER_NAME,
+    className: "spire-ca",
+    onAdmission: (event) => events.push(event),
+  });
+  for (const [annotations, match] of cases) {
+    const pod = { ...POD, metadata: { ...POD.metadata, annotations } };
+    const response = await app.request("/mutate", {
+      method: "POST",
+      headers: JSON_TYPE,
+      body: JSON.stringify(podCreateReview(pod)),
+    });
+    const text = await response.text();
+    assert.ok(text.length < 2048, `response of ${text.length} characters`);
+    const message = JSON.parse(text).response.status.message as string;
+    assert.match(message, match);
+    const event = events.at(-1)!;
+    assert.equal(event.result, "rejected");
+    assert.equal(event.message, message);
+    assert.ok(JSON.stringify(event).length < 2048);
+  }
+});
+
+Deno.test("echoed review fields are capped too", async () => {
+  const { app } = setup();
+  const long = "t".repeat(500);
+  const type = await app.request("/mutate", {
+    method: "POST",
+    headers: { "content-type": `text/${long}` },
+    body: "{}",
+  });
+  assert.match((await type.json()).error, /got "text\/t{59}"…\(505 bytes\)$/);
+  const kind = await app.request("/mutate", {
+    method: "POST",
+    headers: JSON_TYPE,
+    body: JSON.stringify({ apiVersion: "admission.k8s.io/v1", kind: { k: long } }),
+  });
+  assert.match(
+    (await kind.json()).error,
+    /^kind must be AdmissionReview, got \{"k":"t{58}…\(508 bytes\)$/,
+  );
+});

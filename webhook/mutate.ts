@@ -19,7 +19,8 @@ import {
   storeFiles,
   volumeAttributes,
 } from "../api/mod.ts";
-import { parseOsFamily } from "../trust_store/mod.ts";
+import { parseOsFamily, UnknownOsFamilyError } from "../trust_store/mod.ts";
+import { ECHO_LIMIT, quoteValue } from "./quote.ts";
 
 export { ANNOTATION_PREFIX, ANNOTATIONS, DEFAULT_MOUNT_PATH, INJECT_LABEL };
 
@@ -94,7 +95,7 @@ function parseBoolean(key: string, value: string): boolean {
   if (value === "true") return true;
   if (value === "false") return false;
   throw new InvalidAnnotationError(
-    `annotation ${ANNOTATION_PREFIX}${key}: ${JSON.stringify(value)} is not "true" or "false"`,
+    `annotation ${ANNOTATION_PREFIX}${key}: ${quoteValue(value)} is not "true" or "false"`,
   );
 }
 
@@ -121,7 +122,8 @@ export const REFUSED_MOUNT_TREES: readonly string[] = ["/proc", "/sys", "/dev"];
 
 function checkMountPath(value: string): string {
   const path = normaliseMountPath(value);
-  const shown = path === value ? JSON.stringify(value) : `${JSON.stringify(value)} (${path})`;
+  const resolved = path.length <= ECHO_LIMIT ? path : quoteValue(path);
+  const shown = path === value ? quoteValue(value) : `${quoteValue(value)} (${resolved})`;
   const bad = (why: string) =>
     new InvalidAnnotationError(
       `annotation ${ANNOTATION_PREFIX}${ANNOTATIONS.mountPath}: ${shown} ${why}`,
@@ -162,7 +164,7 @@ export function readPodOptions(pod: V1Pod): PodOptions {
     const name = key.slice(ANNOTATION_PREFIX.length);
     if (!known.has(name)) {
       throw new InvalidAnnotationError(
-        `unknown annotation ${key}; known: ${
+        `unknown annotation ${quoteValue(key)}; known: ${
           [...known].map((k) => ANNOTATION_PREFIX + k).join(", ")
         }`,
       );
@@ -179,8 +181,11 @@ export function readPodOptions(pod: V1Pod): PodOptions {
     try {
       os = parseOsFamily(osValue);
     } catch (error) {
+      if (!(error instanceof UnknownOsFamilyError)) throw error;
       throw new InvalidAnnotationError(
-        `annotation ${ANNOTATION_PREFIX}${ANNOTATIONS.os}: ${(error as Error).message}`,
+        `annotation ${ANNOTATION_PREFIX}${ANNOTATIONS.os}: unknown OS family ${
+          quoteValue(osValue)
+        }; valid values: ${error.valid.join(", ")}`,
       );
     }
   }
@@ -201,7 +206,9 @@ export function readPodOptions(pod: V1Pod): PodOptions {
     const missing = containers.filter((name) => !present.has(name));
     if (missing.length > 0) {
       throw new InvalidAnnotationError(
-        `annotation ${key}: no container or init container named ${missing.join(", ")} ` +
+        `annotation ${key}: no container or init container named ${
+          missing.slice(0, 10).map(quoteValue).join(", ")
+        }${missing.length > 10 ? ` and ${missing.length - 10} more` : ""} ` +
           `(pod has ${[...present].join(", ") || "none"})`,
       );
     }
