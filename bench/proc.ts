@@ -6,6 +6,7 @@
  */
 
 import type { MachineInfo } from "./report.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 /** Resident memory of one process, in MB (10^6 bytes). */
 export interface Rss {
@@ -102,7 +103,7 @@ export async function idleRssMB(specifiers: string[], settleMs = 2000): Promise<
     stderr: "null",
   }).spawn();
   try {
-    await new Promise((resolve) => setTimeout(resolve, settleMs));
+    await delay(settleMs);
     return readRss(child.pid).rssMB;
   } finally {
     child.kill("SIGKILL");

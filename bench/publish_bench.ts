@@ -40,6 +40,7 @@ import { nodeService } from "../csi/proto.ts";
 import { OS_FAMILIES } from "../trust_store/mod.ts";
 import { benchLine } from "./report.ts";
 import { bareDenoRssMB, readRss } from "./proc.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const MEMORY = "resident memory (VmRSS; peak = VmHWM)";
 
@@ -146,7 +147,7 @@ async function main(): Promise<void> {
     const roots = values["base-roots"] === "none"
       ? "stores hold the referenced CA only (--base-roots=none)"
       : `--base-roots=${values["base-roots"]}`;
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await delay(2000);
     console.log(benchLine({
       id: "mem.driver.idle",
       section: MEMORY,
@@ -242,7 +243,7 @@ async function main(): Promise<void> {
             },
             () => {},
           );
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await delay(300);
           // Swap times come from the driver's own "trust store written" log lines (wall clock, ms),
           // so that measuring does not compete with the driver for the CPU.
           const logOffset = (await Deno.stat(drv.process.logPath)).size;
@@ -257,7 +258,7 @@ async function main(): Promise<void> {
           });
           const deadline = Date.now() + 30_000;
           while (seen.size < size && Date.now() < deadline) {
-            await new Promise((resolve) => setTimeout(resolve, 100));
+            await delay(100);
             const file = await Deno.open(drv.process.logPath);
             await file.seek(logOffset, Deno.SeekMode.Start);
             const text = new TextDecoder().decode(await new Response(file.readable).arrayBuffer());
@@ -276,7 +277,7 @@ async function main(): Promise<void> {
           for (const at of seen.values()) swapMs.push(at - t0);
           if (baseAt) baseMs.push(baseAt - t0);
           // Let the driver settle before the next round.
-          await new Promise((resolve) => setTimeout(resolve, 500));
+          await delay(500);
         }
         const s99 = percentile(swapMs, 0.99);
         const b50 = percentile(baseMs, 0.5);
@@ -323,7 +324,7 @@ async function main(): Promise<void> {
       "swap",
     );
 
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await delay(2000);
     const rss = readRss(driver.process.pid);
     console.log(benchLine({
       id: "mem.driver.volumes",

@@ -28,6 +28,7 @@ import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import { benchLine } from "./report.ts";
 import { bareDenoRssMB, readRss } from "./proc.ts";
+import { setTimeout as sleep } from "node:timers/promises";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const SECTION = "failed requests while certificates rotate under load";
@@ -105,7 +106,7 @@ async function load(
   while (!done) {
     const due = start + (result.sent * 1000) / rate;
     const wait = due - performance.now();
-    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (wait > 1) await sleep(wait);
     if (done) break;
     result.sent++;
     pending.push(
@@ -135,7 +136,7 @@ async function waitServing(subject: Subject, ca: string): Promise<void> {
     try {
       if ((await sendOnce(subject, ca)).status === 200) return;
     } catch { /* not yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
   throw new Error(`${subject.name} never served on port ${subject.port}`);
 }
@@ -155,8 +156,6 @@ async function stopChild(child: Deno.ChildProcess): Promise<void> {
   } catch { /* gone */ }
   await child.status;
 }
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 async function main(): Promise<void> {
   const { values } = parseArgs({

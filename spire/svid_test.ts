@@ -9,6 +9,7 @@ import {
   SvidKeyMismatchError,
   SvidWatcher,
 } from "./mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const ID = "spiffe://example.org/workload/server";
 
@@ -145,13 +146,13 @@ Deno.test("SvidWatcher keeps the last good set through torn writes, then takes t
     const next = await ca.issue({ spiffeId: ID, dnsNames: ["server-service"], ttlMs: 120_000 });
     // cert → pause → key → pause → bundle, as spiffe-helper does, with wide torn windows.
     await write(dir, "svid.pem", "");
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     assert.equal(watcher.current()?.notAfter.getTime(), first.notAfter.getTime(), "empty cert");
     await write(dir, "svid.pem", next.certPem);
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     assert.equal(watcher.current()?.notAfter.getTime(), first.notAfter.getTime(), "old key");
     await write(dir, "svid_key.pem", "garbage");
-    await new Promise((r) => setTimeout(r, 300));
+    await delay(300);
     assert.equal(watcher.current()?.notAfter.getTime(), first.notAfter.getTime(), "garbage key");
     assert.ok(errors.includes("SvidKeyMismatchError"), errors.join());
     assert.ok(errors.includes("SvidFileError"), errors.join());
@@ -160,7 +161,7 @@ Deno.test("SvidWatcher keeps the last good set through torn writes, then takes t
     await write(dir, "svid_bundle.pem", ca.certPem);
     const deadline = Date.now() + 3_000;
     while (updates.length === 0 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
+      await delay(20);
     }
     assert.deepEqual(updates.map((d) => d.getTime()), [next.notAfter.getTime()]);
     assert.equal(watcher.lastError(), undefined);
@@ -173,7 +174,7 @@ Deno.test("SvidWatcher keeps the last good set through torn writes, then takes t
 Deno.test("SvidWatcher.ready rejects when closed first and tolerates a missing directory", async () => {
   const watcher = new SvidWatcher("/nonexistent/spire-cacerts", { retryMs: 20 });
   const ready = watcher.ready();
-  await new Promise((r) => setTimeout(r, 100));
+  await delay(100);
   assert.ok(watcher.lastError());
   watcher.close();
   await assert.rejects(ready, { name: "SvidWatcherClosedError" });
@@ -185,7 +186,7 @@ Deno.test("SvidWatcher watches a directory that appeared with its files between 
   // A long retry: the directory and all three files appear before the next read.
   const watcher = new SvidWatcher(certDir, { retryMs: 400, resyncMs: 60_000 });
   try {
-    await new Promise((r) => setTimeout(r, 50));
+    await delay(50);
     await Deno.mkdir(certDir);
     const first = await issue();
     await writeSvidFiles(certDir, { ...first, bundlePem: ca.certPem });
@@ -195,7 +196,7 @@ Deno.test("SvidWatcher watches a directory that appeared with its files between 
     const deadline = Date.now() + 3_000;
     while (watcher.current()?.notAfter.getTime() !== next.notAfter.getTime()) {
       assert.ok(Date.now() < deadline, "the rotation is seen through the directory watch");
-      await new Promise((r) => setTimeout(r, 20));
+      await delay(20);
     }
   } finally {
     watcher.close();

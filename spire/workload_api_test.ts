@@ -21,8 +21,7 @@ Deno.test("svidSetFromWire verifies the key and chain like a file set", async ()
   const svid = await ca.issue({ spiffeId: "spiffe://example.org/w", ttlMs: 60_000 });
   const other = await ca.issue({ spiffeId: "spiffe://example.org/w", ttlMs: 60_000 });
   const der = (pem: string) => new Uint8Array(new X509Certificate(pem).raw);
-  const key = (pem: string) =>
-    Uint8Array.from(atob(pem.replace(/-----[A-Z ]+-----|\s/g, "")), (c) => c.charCodeAt(0));
+  const key = (pem: string) => Uint8Array.fromBase64(pem.replace(/-----[A-Z ]+-----|\s/g, ""));
   const wire = {
     spiffeId: "spiffe://example.org/w",
     x509Svid: der(svid.certPem),

@@ -30,6 +30,7 @@ import {
   startKubeApiServer,
   waitFor,
 } from "./harness/mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const CRD = `${ROOT}manifests/crds/caproviderclasses.yaml`;
@@ -313,7 +314,7 @@ Deno.test({
         const before = await Promise.all(
           ["spire-ca", "web", "team"].map(async (n) => (await read(n)).metadata.resourceVersion),
         );
-        await new Promise((r) => setTimeout(r, 3_000));
+        await delay(3_000);
         const after = await Promise.all(
           ["spire-ca", "web", "team"].map(async (n) => (await read(n)).metadata.resourceVersion),
         );

@@ -11,16 +11,15 @@ import { SvidWatcher } from "../spire/mod.ts";
 import { type ClientStats, runClient } from "../workloads/client.ts";
 import { startServer } from "../workloads/server.ts";
 import { needsTools, runCommand, runSpiffeHelper, startSpire, toolPath } from "./harness/mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const SECONDS = Number(Deno.env.get("SPIRE_REAL_TEST_SECONDS") ?? "120");
 /** Go's `log.LstdFlags` prefix the client puts on each of its lines. */
 const GO_LOG = /^\d{4}\/\d\d\/\d\d \d\d:\d\d:\d\d /;
 
+/** Waits `ms`, or less when `signal` aborts first; never rejects. */
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => (clearTimeout(timer), resolve()), { once: true });
-  });
+  return delay(ms, undefined, { signal }).catch(() => {});
 }
 
 Deno.test({

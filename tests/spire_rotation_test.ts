@@ -11,9 +11,9 @@ import { TrustSource } from "../spire/mod.ts";
 import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { requestOnce } from "../workloads/client.ts";
 import { startServer } from "../workloads/server.ts";
+import { setTimeout as sleep } from "node:timers/promises";
 
 const SERVER_ID = "spiffe://example.org/workload/server";
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function atomicWrite(path: string, text: string) {
   await Deno.writeTextFile(`${path}.tmp`, text);

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { WorkloadApiX509Source } from "../spire/mod.ts";
 import { needsTools, startSpire } from "./harness/mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 Deno.test({
   name: "Workload API FetchX509SVID: waits for an entry, then streams verified rotating SVIDs",
@@ -20,7 +21,7 @@ Deno.test({
       onError: (e) => errors.push(e.message),
     });
     try {
-      await new Promise((r) => setTimeout(r, 1_500));
+      await delay(1_500);
       assert.equal(source.current(), undefined, "no entry yet: no SVID");
       assert.ok(
         errors.some((e) => /PermissionDenied|no identity|7 PERMISSION_DENIED/i.test(e)),

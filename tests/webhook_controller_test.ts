@@ -10,6 +10,7 @@ import { X509Certificate } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES, FIELD_MANAGER } from "../webhook/controller.ts";
 import { needsTools, runCommand, startKubeApiServer, waitFor } from "./harness/mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const CRD_PATH = new URL("./harness/fixtures/caproviderclass_crd.yaml", import.meta.url).pathname;
 
@@ -225,7 +226,7 @@ Deno.test({
 
       await t.step("a second replica converges without writing again", async () => {
         const second = await start();
-        await new Promise((resolve) => setTimeout(resolve, 1_000));
+        await delay(1_000);
         assert.deepEqual(second.writes, [], "nothing differed, so nothing was written");
         assert.deepEqual((await getClass("users")).spec, userClass.spec);
       });

@@ -22,6 +22,7 @@ import {
   startProcess,
   waitFor,
 } from "./harness/mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const MANIFESTS = join(ROOT, "manifests");
@@ -271,7 +272,7 @@ Deno.test({
             ),
           { timeoutMs: 60_000, abort: () => proc.assertRunning(), detail },
         );
-        await new Promise((resolve) => setTimeout(resolve, 3_000));
+        await delay(3_000);
         const waits = (await logLines(proc)).filter((l) => l.msg.startsWith("waiting for CRD"));
         assert.equal(waits.length, 1);
       });

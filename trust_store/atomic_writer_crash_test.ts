@@ -3,6 +3,7 @@ import { fileURLToPath } from "node:url";
 import { AtomicWriter } from "./mod.ts";
 import { readGeneration, swapPayload, tornFilesViaLinks } from "./testdata/swap_payloads.ts";
 import { scratchDir } from "./testdata/tmpfs.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const LOOP = fileURLToPath(new URL("./testdata/swap_loop.ts", import.meta.url));
 const KILLS = 30;
@@ -69,14 +70,14 @@ Deno.test("a writer SIGKILLed mid-swap leaves the store wholly old or wholly new
         if (e instanceof Deno.errors.NotFound) vanished++;
         else throw e;
       }
-      await new Promise((r) => setTimeout(r, 0));
+      await delay(0);
     }
   })();
   try {
     for (let k = 0; k < KILLS; k++) {
       const child = spawnWriter(dir, 500);
       assert.equal(await firstLine(child.stdout), "ready");
-      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 250)));
+      await delay(Math.floor(Math.random() * 250));
       child.kill("SIGKILL");
       const status = await child.status;
       await child.stderr.cancel();

@@ -16,6 +16,7 @@ import {
   type SourceState,
   statusDiffers,
 } from "./class_status.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const NOW = new Date("2030-06-01T12:00:00Z");
 const DAY = 86_400_000;
@@ -411,7 +412,7 @@ class FakeSources implements SourceFeed {
 
 async function settle(...controllers: ClassStatusController[]): Promise<void> {
   for (let i = 0; i < 5; i++) {
-    await new Promise((r) => setTimeout(r, 5));
+    await delay(5);
     await Promise.all(controllers.map((c) => c.idle()));
   }
 }
@@ -587,7 +588,7 @@ Deno.test("controller: a failed write is retried", async () => {
   assert.equal(cluster.classes.get("shop/trust")!.status, undefined);
   const errors = { result: "error" };
   assert.equal(metrics.value("spire_cacerts_webhook_class_status_writes_total", errors), 1);
-  await new Promise((r) => setTimeout(r, 1100));
+  await delay(1100);
   await settle(c);
   assert.equal((cluster.classes.get("shop/trust")!.status as ClassStatus).certificates, 1);
   await c.stop();

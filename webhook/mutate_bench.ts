@@ -29,6 +29,7 @@ import { DevCa, writeSvidFiles } from "../x509/mod.ts";
 import { podCreateReview } from "./testdata/admission_review.ts";
 import { benchLine } from "../bench/report.ts";
 import { bareDenoRssMB, readRss } from "../bench/proc.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const SECTION = "webhook /mutate over TLS";
 const MEMORY = "resident memory (VmRSS; peak = VmHWM)";
@@ -125,7 +126,7 @@ async function fixedRate(target: Target, ca: string, rate: number, seconds: numb
   for (let i = 0; i < total; i++) {
     const due = start + (i * 1000) / rate;
     const wait = due - performance.now();
-    if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (wait > 1) await delay(wait);
     const sent = performance.now();
     pending.push(
       send(agent, target.port, ca).then(
@@ -195,7 +196,7 @@ async function waitReady(url: string): Promise<void> {
     try {
       if ((await fetch(url)).status === 200) return;
     } catch { /* not listening yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await delay(100);
   }
   throw new Error(`${url} never became ready`);
 }
@@ -249,7 +250,7 @@ async function main(): Promise<void> {
     spawn([join(here, "mutate_bench.ts"), `--serve-echo=${echoPort}`, `--cert-dir=${dir}`]);
     await waitReady(`http://127.0.0.1:${healthPort}/readyz`);
     // Idle: started, serving, nothing asked of it yet but the readiness probe.
-    await new Promise((resolve) => setTimeout(resolve, 2000));
+    await delay(2000);
     console.log(benchLine({
       id: "mem.webhook.idle",
       section: MEMORY,

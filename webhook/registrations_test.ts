@@ -14,6 +14,7 @@ import {
   RegistrationSync,
   ResourceNotServedError,
 } from "./registrations.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const SHIPPED = new URL("../manifests/spire/clusterspiffeids.yaml", import.meta.url).pathname;
 
@@ -241,7 +242,7 @@ Deno.test({
       assert.equal(count(/ClusterSPIFFEIDs applied/, "info"), 1);
       // Nothing more until the resync period or a file change.
       const calls = api.calls.length;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await delay(200);
       assert.equal(api.calls.length, calls);
       assert.equal(count(/^waiting for CRD/), 1);
     } finally {

@@ -13,6 +13,7 @@
 import { x509 } from "./x509.ts";
 type X509 = InstanceType<typeof x509.X509Certificate>;
 import { encodePem } from "../trust_store/mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 /** Plain name used in output so nobody mistakes it for SPIRE. */
 export const DEV_CA_LABEL = "dev CA (stand-in for SPIRE)";
@@ -169,8 +170,7 @@ export async function writeSvidFiles(
   options: WriteSvidFilesOptions = {},
 ): Promise<void> {
   await Deno.mkdir(dir, { recursive: true });
-  const pause = () =>
-    options.gapMs ? new Promise((resolve) => setTimeout(resolve, options.gapMs)) : undefined;
+  const pause = () => options.gapMs ? delay(options.gapMs) : undefined;
   await Deno.writeTextFile(`${dir}/svid.pem`, files.certPem);
   await pause();
   await Deno.writeTextFile(`${dir}/svid_key.pem`, files.keyPem, { mode: 0o600 });

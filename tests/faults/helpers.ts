@@ -20,6 +20,7 @@ import { join } from "node:path";
 import { nodeService } from "../../csi/proto.ts";
 import { DevCa } from "../../x509/mod.ts";
 import { type KubeApiServer, runCommand, startKubeApiServer } from "../harness/mod.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 /** The CAProviderClass CRD the harness ships. */
 export const CRD_PATH = new URL("../harness/fixtures/caproviderclass_crd.yaml", import.meta.url)
@@ -29,7 +30,7 @@ export const CRD_PATH = new URL("../harness/fixtures/caproviderclass_crd.yaml", 
 export const NS = "shop";
 
 /** Sleeps `ms` milliseconds. */
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const sleep = (ms: number): Promise<void> => delay(ms);
 
 /** A store invariant was broken (what a reader must never see). */
 export class StoreViolationError extends Error {

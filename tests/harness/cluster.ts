@@ -38,6 +38,7 @@ import {
   waitFor,
 } from "./process.ts";
 import { isCi, needsTools, type ToolName, toolPath, type ToolRequirement } from "./tools.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 /** Go tools (built by tests/tools/build.sh) a local cluster runs. */
 export const CLUSTER_TOOLS: readonly ToolName[] = [
@@ -262,7 +263,7 @@ async function killKubepodsProcesses(): Promise<void> {
 async function removeKubepodsCgroups(): Promise<string[]> {
   await killKubepodsProcesses();
   // Killed processes leave their cgroups a moment later.
-  await new Promise((resolve) => setTimeout(resolve, 500));
+  await delay(500);
   const failures: string[] = [];
   for await (const controller of Deno.readDir(CGROUP_ROOT)) {
     if (!controller.isDirectory) continue;

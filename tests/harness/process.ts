@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { setTimeout as delay } from "node:timers/promises";
 
 /** Thrown when a command run to completion exits non-zero. */
 export class CommandFailedError extends Error {
@@ -162,7 +163,7 @@ export async function waitFor<T>(
     if (Date.now() >= deadline) {
       throw new WaitTimeoutError(what, timeoutMs, lastError, options.detail?.());
     }
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    await delay(intervalMs);
   }
 }
 
