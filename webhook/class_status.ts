@@ -523,7 +523,8 @@ interface Tracked {
   pending: boolean;
   removed: boolean;
   timer?: ReturnType<typeof setTimeout>;
-  failures: number;
+  /** Delay of the retry after a failed write: 1 s doubling to 30 s, reset by a success. */
+  retry: Backoff;
   ready?: boolean;
 }
 
@@ -607,7 +608,7 @@ export class ClassStatusController {
         queue: Promise.resolve(),
         pending: false,
         removed: false,
-        failures: 0,
+        retry: new Backoff({ initialMs: 1_000, maxMs: 30_000 }),
       };
       this.#tracked.set(key, t);
     } else {
@@ -642,10 +643,9 @@ export class ClassStatusController {
       if (t.removed || this.#stopped) return;
       try {
         await this.#reconcile(t);
-        t.failures = 0;
+        t.retry.reset();
       } catch (error) {
-        t.failures++;
-        const delay = Math.min(500 * 2 ** t.failures, 30_000);
+        const delay = t.retry.next();
         this.#log.warn("CAProviderClass status not written; retrying", {
           class: t.key,
           retryInMs: delay,
