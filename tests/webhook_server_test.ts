@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { request } from "node:https";
+import { connect } from "node:tls";
 import { join } from "node:path";
 import { createLogger } from "../cli/mod.ts";
 import { WebhookMetrics } from "../webhook/metrics.ts";
@@ -36,6 +37,19 @@ function post(
     });
     req.on("error", reject);
     req.end(body);
+  });
+}
+
+/** One raw HTTP/1.1 request over TLS (headers exactly as given); resolves with the status line. */
+function raw(port: number, ca: string, head: string, body = ""): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ca }, () => {
+      socket.write(`${head}\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n${body}`);
+    });
+    let text = "";
+    socket.on("data", (chunk: Uint8Array) => text += new TextDecoder().decode(chunk));
+    socket.on("end", () => resolve(text.split("\r\n")[0]));
+    socket.on("error", reject);
   });
 }
 
@@ -98,12 +112,54 @@ Deno.test({
       assert.match(JSON.parse(big.text).error, /exceeds 65536 bytes/);
       const wrongType = await post(port, ca.certPem, review, "application/yaml");
       assert.equal(wrongType.status, 415);
+      const secret = "do-not-log-this-body";
+      const notJson = await post(port, ca.certPem, `{"${secret}`);
+      assert.equal(notJson.status, 400);
+
+      // An empty Host header is answered like any request (no 500), a malformed one is a 400.
+      const json = "content-type: application/json";
+      assert.equal(
+        await raw(port, ca.certPem, `POST /mutate HTTP/1.1\r\nhost: \r\n${json}`, review),
+        "HTTP/1.1 200 OK",
+      );
+      assert.equal(
+        await raw(port, ca.certPem, `POST /other HTTP/1.1\r\nhost:\r\n${json}`, "{}"),
+        "HTTP/1.1 404 Not Found",
+      );
+      assert.equal(
+        await raw(port, ca.certPem, `POST /mutate HTTP/1.1\r\nhost: a@b\r\n${json}`, review),
+        "HTTP/1.1 400 Bad Request",
+      );
 
       const text = await (await fetch(`${health}/metrics`)).text();
-      assert.match(text, /spire_cacerts_webhook_admissions_total\{result="mutated"\} 1/);
-      // The 413 and the 415 both: the body limit is the app's, so over HTTPS too it is counted.
-      assert.match(text, /spire_cacerts_webhook_admissions_total\{result="bad_request"\} 2/);
-      assert.match(text, /spire_cacerts_webhook_admission_duration_seconds_count 3/);
+      assert.match(text, /spire_cacerts_webhook_admissions_total\{result="mutated"\} 2/);
+      // The 413, the 415 and the 400: the body limit is the app's, so over HTTPS too it counts.
+      assert.match(text, /spire_cacerts_webhook_admissions_total\{result="bad_request"\} 3/);
+      assert.match(text, /spire_cacerts_webhook_admission_duration_seconds_count 5/);
+      const refused = (reason: string) =>
+        Number(
+          text.match(
+            new RegExp(
+              `spire_cacerts_webhook_requests_refused_total\\{reason="${reason}"\\} (\\d+)`,
+            ),
+          )?.[1],
+        );
+      assert.deepEqual(
+        ["body_too_large", "unsupported_media_type", "invalid_json", "not_found", "invalid_http"]
+          .map(refused),
+        [1, 1, 1, 1, 1],
+      );
+      // Each refused request is logged once, with its reason and without body contents.
+      const logged = lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "request refused");
+      assert.deepEqual(logged.map((l) => [l.level, l.reason, l.status]), [
+        ["warn", "body_too_large", 413],
+        ["warn", "unsupported_media_type", 415],
+        ["warn", "invalid_json", 400],
+        ["info", "not_found", 404],
+        ["warn", "invalid_http", 400],
+      ]);
+      assert.ok(!lines.some((l) => l.includes(secret)), "no body contents in the log");
+      assert.ok(!lines.some((l) => JSON.parse(l).msg === "admission refused"));
       assert.ok(lines.some((l) => JSON.parse(l).msg === "admission endpoint listening"));
     } finally {
       await server.close();

@@ -7,7 +7,8 @@
  * with an AdmissionReview (wrong content type, a body over the limit, not UTF-8, not JSON, not an
  * `admission.k8s.io/v1` AdmissionReview with a request uid) throws an `HTTPException` with the
  * reason as its message (and the underlying error as its `cause`); one `app.onError` turns it into
- * `{"error": reason}` with its 4xx status and reports it as `bad_request`. The body limit is
+ * `{"error": reason}` with its 4xx status, reports it as `bad_request` and, like a 404, once to
+ * `onRefused` with its {@link RefusalReason}. The body limit is
  * `hono/body-limit`, the only one on the request path: a declared `Content-Length` over the limit
  * is refused before any byte is read, a streamed body once it passes the limit; a declared length
  * within it takes the whole-body read, about 70 µs cheaper per review than reading the stream chunk
@@ -55,6 +56,36 @@ export interface AdmissionEvent {
   message?: string;
 }
 
+/**
+ * Why a request was refused without an AdmissionReview (the `reason` label of
+ * `spire_cacerts_webhook_requests_refused_total`): `body_too_large` (413),
+ * `unsupported_media_type` (415), `empty_body`, `invalid_utf8`, `invalid_json`,
+ * `not_admission_review` (400: not an `admission.k8s.io/v1` AdmissionReview with a request uid),
+ * `not_found` (404: another route or method); `invalid_http` (400: a request the HTTP adapter cannot
+ * turn into a `Request`, e.g. a malformed Host header; counted by the server shell).
+ */
+export type RefusalReason =
+  | "invalid_http"
+  | "body_too_large"
+  | "unsupported_media_type"
+  | "empty_body"
+  | "invalid_utf8"
+  | "invalid_json"
+  | "not_admission_review"
+  | "not_found";
+
+/** One refused request (a 4xx), reported once per request, without body contents. */
+export interface RefusalEvent {
+  /** The HTTP status answered. */
+  status: number;
+  /** Why. */
+  reason: RefusalReason;
+  /** The request's method. */
+  method: string;
+  /** The request's path (no query). */
+  path: string;
+}
+
 /** Configuration of {@link createApp}. */
 export interface AppConfig extends MutationConfig {
   /** What a failing webhook answers: `Fail` rejects the pod, `Ignore` admits it unchanged. */
@@ -63,6 +94,8 @@ export interface AppConfig extends MutationConfig {
   maxBodyBytes?: number;
   /** Called once per `/mutate` call; this is where the shell counts and logs. */
   onAdmission?: (event: AdmissionEvent) => void;
+  /** Called once per refused request (every 4xx, `/mutate` or not): counted and logged. */
+  onRefused?: (event: RefusalEvent) => void;
   /** The mutation; replaceable so tests can make it throw. Defaults to {@link planMutation}. */
   plan?: typeof planMutation;
 }
@@ -101,8 +134,20 @@ interface Answer {
 
 type AppContext = Context<AdmissionEnv>;
 
-function badRequest(message: string, cause?: unknown): HTTPException {
-  return new HTTPException(400, { message, cause });
+/** A 4xx with the reason it is counted under. */
+class Refusal extends HTTPException {
+  constructor(
+    status: 400 | 413 | 415,
+    readonly reason: RefusalReason,
+    message: string,
+    cause?: unknown,
+  ) {
+    super(status, { message, cause });
+  }
+}
+
+function badRequest(reason: RefusalReason, message: string, cause?: unknown): Refusal {
+  return new Refusal(400, reason, message, cause);
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -115,9 +160,11 @@ function isObject(value: unknown): value is Record<string, unknown> {
 const requireJson: MiddlewareHandler<AdmissionEnv> = async (c, next) => {
   const type = c.req.header("content-type") ?? "";
   if (type.split(";")[0].trim().toLowerCase() !== "application/json") {
-    throw new HTTPException(415, {
-      message: `content type must be application/json, got ${quoteValue(type)}`,
-    });
+    throw new Refusal(
+      415,
+      "unsupported_media_type",
+      `content type must be application/json, got ${quoteValue(type)}`,
+    );
   }
   await next();
 };
@@ -133,20 +180,23 @@ function limitBody(limit: number): MiddlewareHandler<AdmissionEnv> {
       const message = declared !== undefined && declared !== null
         ? `body of ${declared} bytes exceeds ${limit} bytes`
         : `body exceeds ${limit} bytes`;
-      throw new HTTPException(413, { message, cause: { limit, declared: declared ?? undefined } });
+      throw new Refusal(413, "body_too_large", message, {
+        limit,
+        declared: declared ?? undefined,
+      });
     },
   });
 }
 
 /** The body as text: present, not empty, valid UTF-8 (400 otherwise). */
 async function readText(request: Request): Promise<string> {
-  if (request.body === null) throw badRequest("empty body");
+  if (request.body === null) throw badRequest("empty_body", "empty body");
   const bytes = new Uint8Array(await request.arrayBuffer());
-  if (bytes.byteLength === 0) throw badRequest("empty body");
+  if (bytes.byteLength === 0) throw badRequest("empty_body", "empty body");
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (error) {
-    throw badRequest("body is not valid UTF-8", error);
+    throw badRequest("invalid_utf8", "body is not valid UTF-8", error);
   }
 }
 
@@ -156,21 +206,27 @@ function parseReview(text: string): AdmissionRequest {
   try {
     body = JSON.parse(text);
   } catch (error) {
-    throw badRequest(`body is not JSON: ${(error as Error).message}`, error);
+    throw badRequest("invalid_json", `body is not JSON: ${(error as Error).message}`, error);
   }
-  if (!isObject(body)) throw badRequest("body is not a JSON object");
+  if (!isObject(body)) throw badRequest("not_admission_review", "body is not a JSON object");
   if (body.apiVersion !== "admission.k8s.io/v1") {
     throw badRequest(
+      "not_admission_review",
       `apiVersion must be admission.k8s.io/v1, got ${quoteValue(body.apiVersion ?? null)}`,
     );
   }
   if (body.kind !== "AdmissionReview") {
-    throw badRequest(`kind must be AdmissionReview, got ${quoteValue(body.kind ?? null)}`);
+    throw badRequest(
+      "not_admission_review",
+      `kind must be AdmissionReview, got ${quoteValue(body.kind ?? null)}`,
+    );
   }
   const request = body.request;
-  if (!isObject(request)) throw badRequest("AdmissionReview has no request");
+  if (!isObject(request)) {
+    throw badRequest("not_admission_review", "AdmissionReview has no request");
+  }
   if (typeof request.uid !== "string" || request.uid === "") {
-    throw badRequest("AdmissionReview request has no uid");
+    throw badRequest("not_admission_review", "AdmissionReview request has no uid");
   }
   return request as unknown as AdmissionRequest;
 }
@@ -267,6 +323,8 @@ function podName(request: AdmissionRequest): string | undefined {
  */
 export function createApp(config: AppConfig): Hono<AdmissionEnv> {
   const report = config.onAdmission ?? (() => {});
+  const refused = (c: AppContext, status: number, reason: RefusalReason) =>
+    config.onRefused?.({ status, reason, method: c.req.method, path: c.req.path });
   const done = (c: AppContext, event: Omit<AdmissionEvent, "seconds">) =>
     report({ ...event, seconds: (performance.now() - c.get("started")) / 1000 });
   const startTimer: MiddlewareHandler<AdmissionEnv> = async (c, next) => {
@@ -302,16 +360,18 @@ export function createApp(config: AppConfig): Hono<AdmissionEnv> {
     if (c.get("started") !== undefined) {
       done(c, { result: http ? "bad_request" : "error", message });
     }
+    if (http) {
+      refused(c, status, error instanceof Refusal ? error.reason : "not_admission_review");
+    }
     // A body over the limit was not read: close the connection rather than read it.
     if (status === 413) c.header("connection", "close");
     return c.json({ error: message }, status);
   });
-  app.notFound((c) =>
-    c.json({
-      error: `no route ${c.req.method} ${
-        new URL(c.req.url).pathname
-      }; the endpoint is POST /mutate`,
-    }, 404)
-  );
+  app.notFound((c) => {
+    refused(c, 404, "not_found");
+    return c.json({
+      error: `no route ${c.req.method} ${c.req.path}; the endpoint is POST /mutate`,
+    }, 404);
+  });
   return app;
 }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
-import { type AdmissionEvent, createApp } from "./app.ts";
+import { type AdmissionEvent, createApp, type RefusalEvent } from "./app.ts";
 import { podCreateReview } from "./testdata/admission_review.ts";
 
 const LIMIT = 1024;
@@ -14,27 +14,37 @@ const POD = {
 
 function setup() {
   const events: AdmissionEvent[] = [];
+  const refusals: RefusalEvent[] = [];
   const app = createApp({
     driverName: DRIVER_NAME,
     className: "spire-ca",
     maxBodyBytes: LIMIT,
     onAdmission: (event) => events.push(event),
+    onRefused: (event) => refusals.push(event),
   });
-  return { app, events };
+  return { app, events, refusals };
 }
 
 /** Posts `init` to /mutate; returns the status, headers and the `{error}` body. */
 async function refused(init: RequestInit) {
-  const { app, events } = setup();
+  const { app, events, refusals } = setup();
   const response = await app.request("/mutate", { method: "POST", ...init });
   const body = await response.json();
+  assert.equal(refusals.length, 1, "one refusal per call");
+  assert.equal(refusals[0].status, response.status);
+  assert.deepEqual([refusals[0].method, refusals[0].path], ["POST", "/mutate"]);
   assert.deepEqual(Object.keys(body), ["error"], "no AdmissionReview is built for a 4xx");
   assert.match(response.headers.get("content-type") ?? "", /^application\/json/);
   assert.equal(events.length, 1, "one event per call");
   assert.equal(events[0].result, "bad_request");
   assert.equal(events[0].message, body.error, "the event carries the reason the client got");
   assert.ok(events[0].seconds >= 0);
-  return { status: response.status, headers: response.headers, error: body.error as string };
+  return {
+    status: response.status,
+    headers: response.headers,
+    error: body.error as string,
+    reason: refusals[0].reason,
+  };
 }
 
 Deno.test("a declared body over the limit is 413 before it is read, and the connection closes", async () => {
@@ -45,6 +55,7 @@ Deno.test("a declared body over the limit is 413 before it is read, and the conn
   });
   assert.equal(res.status, 413);
   assert.equal(res.error, `body of ${LIMIT + 1} bytes exceeds ${LIMIT} bytes`);
+  assert.equal(res.reason, "body_too_large");
   assert.equal(res.headers.get("connection"), "close");
 });
 
@@ -61,6 +72,7 @@ Deno.test("a streamed body is 413 once it passes the limit", async () => {
   });
   assert.equal(res.status, 413);
   assert.equal(res.error, `body exceeds ${LIMIT} bytes`);
+  assert.equal(res.reason, "body_too_large");
 });
 
 Deno.test("a body at the limit is read (the limit is inclusive)", async () => {
@@ -85,6 +97,10 @@ Deno.test("a wrong or missing content type is 415 with the type it got", async (
   const missing = await refused({ body: new TextEncoder().encode(body) });
   assert.equal(missing.status, 415);
   assert.equal(missing.error, 'content type must be application/json, got ""');
+  assert.deepEqual([wrong.reason, missing.reason], [
+    "unsupported_media_type",
+    "unsupported_media_type",
+  ]);
 });
 
 Deno.test("a charset parameter on application/json is accepted", async () => {
@@ -110,6 +126,12 @@ Deno.test("bad JSON, empty and non-UTF-8 bodies are 400 with the reason", async 
   const bytes = await refused({ headers: JSON_TYPE, body: new Uint8Array([0x7b, 0xff, 0x7d]) });
   assert.equal(bytes.status, 400);
   assert.equal(bytes.error, "body is not valid UTF-8");
+  assert.deepEqual([json.reason, empty.reason, none.reason, bytes.reason], [
+    "invalid_json",
+    "empty_body",
+    "empty_body",
+    "invalid_utf8",
+  ]);
 });
 
 Deno.test("a JSON document that is not an admission.k8s.io/v1 AdmissionReview is 400 with the reason", async () => {
@@ -135,6 +157,7 @@ Deno.test("a JSON document that is not an admission.k8s.io/v1 AdmissionReview is
     const res = await refused({ headers: JSON_TYPE, body: JSON.stringify(document) });
     assert.equal(res.status, 400, reason);
     assert.equal(res.error, reason);
+    assert.equal(res.reason, "not_admission_review");
   }
 });
 
@@ -155,7 +178,7 @@ Deno.test("an unexpected error is a 500 with the message; only /mutate calls are
 });
 
 Deno.test("other routes and methods are 404 with the route to use, and are not admissions", async () => {
-  const { app, events } = setup();
+  const { app, events, refusals } = setup();
   const get = await app.request("/mutate");
   assert.equal(get.status, 404);
   assert.deepEqual(await get.json(), {
@@ -163,6 +186,30 @@ Deno.test("other routes and methods are 404 with the route to use, and are not a
   });
   assert.equal((await app.request("/other", { method: "POST" })).status, 404);
   assert.deepEqual(events, []);
+  assert.deepEqual(refusals, [
+    { status: 404, reason: "not_found", method: "GET", path: "/mutate" },
+    { status: 404, reason: "not_found", method: "POST", path: "/other" },
+  ]);
+});
+
+Deno.test("an empty Host header is answered as usual, never a 500", async () => {
+  const { app, refusals } = setup();
+  const ok = await app.request("/mutate", {
+    method: "POST",
+    headers: { ...JSON_TYPE, host: "" },
+    body: JSON.stringify(podCreateReview(POD)),
+  });
+  assert.equal(ok.status, 200);
+  assert.equal((await ok.json()).response.patchType, "JSONPatch");
+  const other = await app.request("/other", { headers: { host: "" } });
+  assert.equal(other.status, 404);
+  const bad = await app.request("/mutate", {
+    method: "POST",
+    headers: { ...JSON_TYPE, host: "" },
+    body: "{",
+  });
+  assert.equal(bad.status, 400);
+  assert.deepEqual(refusals.map((r) => r.reason), ["not_found", "invalid_json"]);
 });
 
 Deno.test("a server-side dry run is mutated exactly like the real create", async () => {

@@ -1,12 +1,13 @@
 /**
- * The webhook's metrics: admissions by result, a latency histogram of `/mutate`, and counters of
- * serving-certificate updates and controller writes, on the shared Prometheus registry.
+ * The webhook's metrics: admissions by result, a latency histogram of `/mutate`, refused requests
+ * by reason, and counters of serving-certificate updates and controller writes, on the shared
+ * Prometheus registry.
  *
  * @module
  */
 
 import { Registry } from "../prometheus/mod.ts";
-import type { AdmissionEvent } from "./app.ts";
+import type { AdmissionEvent, RefusalReason } from "./app.ts";
 
 /** Latency bucket bounds in seconds. */
 export const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1];
@@ -16,6 +17,7 @@ const DURATION = "spire_cacerts_webhook_admission_duration_seconds";
 const SVID_UPDATES = "spire_cacerts_webhook_svid_updates_total";
 const CLASSES = "spire_cacerts_webhook_classes_applied_total";
 const BUNDLES = "spire_cacerts_webhook_bundle_writes_total";
+const REFUSED = "spire_cacerts_webhook_requests_refused_total";
 
 /** Counters and a latency histogram of admissions, plus SVID and controller counters. */
 export class WebhookMetrics {
@@ -29,6 +31,7 @@ export class WebhookMetrics {
     r.define(SVID_UPDATES, "counter", "Serving certificates taken into use.");
     r.define(CLASSES, "counter", "CAProviderClasses created or updated.");
     r.define(BUNDLES, "counter", "Writes of the SPIRE CA bundle Secret.");
+    r.define(REFUSED, "counter", "Requests refused with a 4xx and no AdmissionReview, by reason.");
     // Unlabelled counters are shown as 0 from the start, as before.
     for (const name of [SVID_UPDATES, CLASSES, BUNDLES]) r.set(name, 0);
   }
@@ -37,6 +40,11 @@ export class WebhookMetrics {
   observe(event: AdmissionEvent): void {
     this.registry.inc(ADMISSIONS, { result: event.result });
     this.registry.observe(DURATION, event.seconds);
+  }
+
+  /** Records one refused request (a 4xx) by its reason. */
+  refused(reason: RefusalReason): void {
+    this.registry.inc(REFUSED, { reason });
   }
 
   /** Records a new serving certificate taken into use. */

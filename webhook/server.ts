@@ -17,7 +17,8 @@ import type { AddressInfo } from "node:net";
 import { getRequestListener } from "@hono/node-server";
 import type { Logger } from "../cli/mod.ts";
 import { ServerCertificateSource } from "../spire/mod.ts";
-import { type AppConfig, createApp } from "./app.ts";
+import { type AppConfig, createApp, type RefusalEvent } from "./app.ts";
+import { quoteValue } from "./quote.ts";
 import type { WebhookMetrics } from "./metrics.ts";
 
 /**
@@ -37,7 +38,7 @@ export interface WebhookServerOptions {
   /** Address both servers bind to (default `0.0.0.0`). */
   host?: string;
   /** Mutation settings. */
-  app: Omit<AppConfig, "onAdmission">;
+  app: Omit<AppConfig, "onAdmission" | "onRefused">;
   /** Where logs go. */
   log: Logger;
   /** Where counts go. */
@@ -76,6 +77,13 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
   let https: HttpsServer | undefined;
   let httpsPort: number | undefined;
   let closed = false;
+  // Every 4xx once: counted by reason and logged with status, method and path, no body contents.
+  const refused = (event: RefusalEvent) => {
+    metrics.refused(event.reason);
+    const fields = { ...event, path: quoteValue(event.path) };
+    if (event.status === 404) log.info("request refused", fields);
+    else log.warn("request refused", fields);
+  };
 
   const app = createApp({
     ...options.app,
@@ -83,10 +91,11 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
       metrics.observe(event);
       const fields = { ...event, ms: Math.round(event.seconds * 1e5) / 100, seconds: undefined };
       if (event.result === "error") log.error("admission failed", fields);
-      else if (event.result === "rejected" || event.result === "bad_request") {
-        log.warn("admission refused", fields);
-      } else log.debug("admission", fields);
+      else if (event.result === "rejected") log.warn("admission refused", fields);
+      // A bad request is logged once, by onRefused, without its message (it may quote the body).
+      else if (event.result !== "bad_request") log.debug("admission", fields);
     },
+    onRefused: (event) => refused(event),
   });
 
   // The bundle is not offered as `ca`: the apiserver presents no client certificate.
@@ -143,8 +152,14 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
         // HTTP/1.1 clients send Host; one that does not still reaches the app.
         hostname: "localhost",
         overrideGlobalObjects: false,
-        // Only a bug gets here (the app's onError answers every error it sees).
+        // A request the adapter cannot build (e.g. a malformed Host header) is a 400, as it is
+        // without an errorHandler; anything else here is a bug (the app's onError answers every
+        // error it sees).
         errorHandler: (error) => {
+          if (error instanceof Error && error.name === "RequestError") {
+            refused({ status: 400, reason: "invalid_http", method: "", path: "" });
+            return Response.json({ error: `bad request: ${error.message}` }, { status: 400 });
+          }
           log.error("request failed", { error: String(error) });
           const message = `internal error: ${error instanceof Error ? error.message : error}`;
           return Response.json({ error: message }, { status: 500 });
