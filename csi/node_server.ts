@@ -25,7 +25,7 @@ import {
 } from "../trust_store/mod.ts";
 import { type ObjectName, SourceError } from "../api/mod.ts";
 import type { WatchedObject } from "../kube/mod.ts";
-import type { Logger } from "../cli/mod.ts";
+import { LOG_KEYS, type Logger } from "../cli/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
 import { CsiError, toCsiError } from "./errors.ts";
 import { KeyedLock, Semaphore } from "./concurrency.ts";
@@ -91,6 +91,8 @@ interface Volume {
   record: VolumeRecord;
   family: OsFamily;
   writer: AtomicWriter;
+  /** The node server's logger with this volume's id on every line. */
+  log: Logger;
   /** Hash of the sources of the store currently on disk. */
   storeHash?: string;
   lastError?: string;
@@ -221,6 +223,7 @@ export class NodeServer {
       // No fsync: the store is rebuilt from the cluster on every publish and restart, so surviving
       // a power loss buys nothing, while fsync costs milliseconds per file on a plain directory.
       writer: new AtomicWriter(record.targetPath, { fsync: false }),
+      log: this.#log.with({ [LOG_KEYS.volumeId]: record.volumeId }),
       queue: Promise.resolve(),
       pending: false,
       closed: false,
@@ -269,10 +272,7 @@ export class NodeServer {
       }
     } catch (error) {
       this.metrics.inc(REPUBLISH_ERRORS);
-      this.#log.warn("republish problem masked", {
-        volumeId: volume.record.volumeId,
-        error: errorText(error),
-      });
+      volume.log.warn("republish problem masked", { [LOG_KEYS.error]: errorText(error) });
     }
   }
 
@@ -314,8 +314,7 @@ export class NodeServer {
       throw toCsiError(error, ` (${who})`);
     }
     this.#volumes.set(volumeId, volume);
-    this.#log.info("volume published", {
-      volumeId,
+    volume.log.info("volume published", {
       targetPath,
       pod: `${pod.namespace}/${pod.name}`,
       os: family,
@@ -409,7 +408,7 @@ export class NodeServer {
         if (volume.closed) return;
         await this.#render(volume);
         if (volume.lastError !== undefined) {
-          this.#log.info("trust store recovered", { volumeId: volume.record.volumeId });
+          volume.log.info("trust store recovered");
           volume.lastError = undefined;
         }
       } catch (error) {
@@ -422,11 +421,10 @@ export class NodeServer {
 
   #updateFailed(volume: Volume, reason: string, error: unknown): void {
     const message = errorText(error);
-    const { pod, volumeId } = volume.record;
+    const { pod } = volume.record;
     const kind = error instanceof SourceError || error instanceof RenderError ? "source" : "render";
     this.metrics.inc(UPDATE_FAILURES, { reason: kind });
-    this.#log.warn("update rejected, keeping the last good trust store", {
-      volumeId,
+    volume.log.warn("update rejected, keeping the last good trust store", {
       pod: `${pod.namespace}/${pod.name}`,
       trigger: reason,
       error: message,
@@ -469,10 +467,7 @@ export class NodeServer {
     volume.storeHash = hash;
     if (changed) {
       this.metrics.inc(STORE_WRITES);
-      this.#log.debug("trust store written", {
-        volumeId: volume.record.volumeId,
-        targetPath: volume.record.targetPath,
-      });
+      volume.log.debug("trust store written", { targetPath: volume.record.targetPath });
     }
   }
 }
