@@ -438,7 +438,7 @@ export class NodeServer {
       reason: UPDATE_FAILED_REASON,
       message: `Keeping the last good trust store: ${message}`,
     }).catch((error) => {
-      this.#log.warn("event not recorded", {
+      volume.log.warn("event not recorded", {
         pod: `${pod.namespace}/${pod.name}`,
         error: errorText(error),
       });
