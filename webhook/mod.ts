@@ -9,7 +9,9 @@
  *   `/etc/pki/ca-trust/extracted` for rhel, else `/etc/ssl/certs`), `containers` (comma list),
  *   `mount-path`, `env` (`"true"` sets SSL_CERT_FILE, SSL_CERT_DIR, NODE_EXTRA_CA_CERTS,
  *   REQUESTS_CA_BUNDLE and appends trust-store options to JAVA_TOOL_OPTIONS). Unknown keys or
- *   values are refused with a message.
+ *   values are refused with a message that echoes a value capped at 64 characters
+ *   ({@link quoteValue}). A dry run is mutated like the create; a reinvocation mounts the store
+ *   into containers added since.
  * - {@link Controller}: CAProviderClass `spire-ca` in every namespace not excluded, and the Secret
  *   `spire/spire-ca-bundle` kept equal to SPIRE's `spire/spire-bundle` ConfigMap.
  * - {@link ClassStatusController} ({@link startClassStatus}): the status of every CAProviderClass
@@ -35,6 +37,8 @@ export {
   type AppConfig,
   createApp,
   DEFAULT_MAX_BODY_BYTES,
+  type RefusalEvent,
+  type RefusalReason,
 } from "./app.ts";
 export {
   ANNOTATION_PREFIX,
@@ -46,6 +50,7 @@ export {
   type JsonPatchOperation,
   type MutationConfig,
   type MutationPlan,
+  normaliseMountPath,
   planMutation,
   type PodOptions,
   readPodOptions,
@@ -127,3 +132,4 @@ export {
   storeFiles,
 } from "../api/mod.ts";
 export { parseOsFamily } from "../trust_store/mod.ts";
+export { ECHO_LIMIT, quoteValue } from "./quote.ts";
