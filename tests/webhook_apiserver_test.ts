@@ -179,6 +179,20 @@ Deno.test({
         assert.equal(body.response.patch, undefined);
       });
 
+      await t.step("a server-side dry run shows the mutation and stores nothing", async () => {
+        const pod = await core.createNamespacedPod({
+          namespace: "default",
+          dryRun: "All",
+          body: {
+            metadata: { name: "dry-run", labels: LABEL },
+            spec: { containers: [{ name: "app", image: "example.invalid/app:1" }] },
+          },
+        });
+        assert.ok(pod.spec!.volumes!.some((v) => v.name === "spire-cacerts"));
+        assert.equal(pod.spec!.containers[0].volumeMounts?.[0]?.mountPath, "/etc/ssl/certs");
+        await assert.rejects(core.readNamespacedPod({ namespace: "default", name: "dry-run" }));
+      });
+
       await t.step("an unlabelled pod is stored unchanged", async () => {
         const pod = await createPod({ app: "plain" });
         assert.equal(pod.spec!.volumes ?? undefined, undefined);
