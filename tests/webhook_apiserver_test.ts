@@ -6,7 +6,9 @@ import { CoreV1Api, type V1Pod } from "@kubernetes/client-node";
 import { createApp } from "../webhook/app.ts";
 import { planMutation } from "../webhook/mutate.ts";
 import {
+  createCa,
   freePorts,
+  issueCertificate,
   needsTools,
   runSpiffeHelper,
   startKubeApiServer,
@@ -192,6 +194,90 @@ Deno.test({
         assert.equal(pod.spec!.containers[0].volumeMounts?.[0]?.mountPath, "/etc/ssl/certs");
         await assert.rejects(core.readNamespacedPod({ namespace: "default", name: "dry-run" }));
       });
+
+      await t.step(
+        "reinvoked after another webhook adds a sidecar, it mounts the store there too",
+        async () => {
+          // A second mutating webhook, ordered after ours by name, adds a container; the API server
+          // then reinvokes ours (reinvocationPolicy: IfNeeded) on the changed pod.
+          const pki = join(work, "sidecar-pki");
+          await Deno.mkdir(pki);
+          const ca = await createCa(pki, "ca", "sidecar-webhook-ca");
+          const leaf = await issueCertificate(ca, pki, "leaf", {
+            commonName: "localhost",
+            dnsNames: ["localhost"],
+            usage: "server",
+          });
+          const sidecar = { name: "sidecar", image: "example.invalid/sidecar:1" };
+          const server = Deno.serve({
+            hostname: "127.0.0.1",
+            port: 0,
+            cert: leaf.certPem,
+            key: leaf.keyPem,
+            onListen: () => {},
+          }, async (request) => {
+            const review = await request.json();
+            const patch = [{ op: "add", path: "/spec/containers/-", value: sidecar }];
+            return Response.json({
+              apiVersion: "admission.k8s.io/v1",
+              kind: "AdmissionReview",
+              response: {
+                uid: review.request.uid,
+                allowed: true,
+                patchType: "JSONPatch",
+                patch: btoa(JSON.stringify(patch)),
+              },
+            });
+          });
+          const name = "zz-sidecar-injector";
+          try {
+            await kube.kubectl(["apply", "-f", "-"], {
+              stdin: JSON.stringify({
+                apiVersion: "admissionregistration.k8s.io/v1",
+                kind: "MutatingWebhookConfiguration",
+                metadata: { name },
+                webhooks: [{
+                  name: "sidecar.example.invalid",
+                  admissionReviewVersions: ["v1"],
+                  clientConfig: {
+                    url: `https://localhost:${server.addr.port}/mutate`,
+                    caBundle: btoa(ca.certPem),
+                  },
+                  rules: [{
+                    apiGroups: [""],
+                    apiVersions: ["v1"],
+                    operations: ["CREATE"],
+                    resources: ["pods"],
+                  }],
+                  objectSelector: { matchLabels: { sidecar: "true" } },
+                  failurePolicy: "Fail",
+                  sideEffects: "None",
+                  timeoutSeconds: 5,
+                }],
+              }),
+              check: true,
+            });
+            let pod: V1Pod | undefined;
+            await waitFor("sidecar webhook active", async () => {
+              pod = await createPod({ ...LABEL, sidecar: "true" });
+              return pod.spec!.containers.length === 2;
+            }, { timeoutMs: 30_000, intervalMs: 200 });
+            const mounts = Object.fromEntries(
+              pod!.spec!.containers.map((c) => [
+                c.name,
+                (c.volumeMounts ?? []).filter((m) => m.name === "spire-cacerts").map((m) =>
+                  m.mountPath
+                ),
+              ]),
+            );
+            assert.deepEqual(mounts, { app: ["/etc/ssl/certs"], sidecar: ["/etc/ssl/certs"] });
+            assert.equal(pod!.spec!.volumes!.filter((v) => v.name === "spire-cacerts").length, 1);
+          } finally {
+            await kube.kubectl(["delete", "mutatingwebhookconfiguration", name]).catch(() => {});
+            await server.shutdown();
+          }
+        },
+      );
 
       await t.step("an unlabelled pod is stored unchanged", async () => {
         const pod = await createPod({ app: "plain" });
