@@ -225,3 +225,50 @@ export function renderFlags(table: FlagTable, column = 28): string {
   }
   return lines.join("\n");
 }
+
+/** What a command line asks for: one of the answers every program gives, or to run. */
+export type Mode = "help" | "version" | "self-test" | "run";
+
+/**
+ * The mode `--help`, `--version` and `--self-test` select, in that order of precedence.
+ *
+ * @param values parsed flags (a flag the program lacks counts as not given)
+ */
+export function modeOf(values: { help?: boolean; version?: boolean; "self-test"?: boolean }): Mode {
+  return values.help
+    ? "help"
+    : values.version
+    ? "version"
+    : values["self-test"]
+    ? "self-test"
+    : "run";
+}
+
+/** How a program answers `--help`, `--version` and `--self-test`. */
+export interface ModeAnswers {
+  /** Name printed by `--version` and `--self-test`, e.g. `spire-cacerts-csi`. */
+  program: string;
+  /** Version printed after the name. */
+  version: string;
+  /** The `--help` text. */
+  help: string;
+  /** Runs the in-memory self-test; throws when it fails. */
+  selfTest: () => Promise<void>;
+}
+
+/**
+ * Answers `--help` (the help on stdout), `--version` (`<program> <version>`) and `--self-test`
+ * (`<program> self-test ok` once it passed, the line the build's artefact check looks for).
+ *
+ * @returns the exit code (0) when the mode was answered, undefined for `run`
+ * @throws what the self-test throws
+ */
+export async function answerMode(mode: Mode, answers: ModeAnswers): Promise<number | undefined> {
+  if (mode === "help") console.log(answers.help);
+  else if (mode === "version") console.log(`${answers.program} ${answers.version}`);
+  else if (mode === "self-test") {
+    await answers.selfTest();
+    console.log(`${answers.program} self-test ok`);
+  } else return undefined;
+  return 0;
+}

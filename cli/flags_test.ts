@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { type FlagTable, parseFlagTable, renderFlags, UsageError } from "./flags.ts";
+import {
+  answerMode,
+  type FlagTable,
+  modeOf,
+  parseFlagTable,
+  renderFlags,
+  UsageError,
+} from "./flags.ts";
 
 const TABLE = {
   port: {
@@ -84,4 +91,31 @@ Deno.test("flags: help lines in one column, continuation lines under the first",
       "  --help",
     ].join("\n"),
   );
+});
+
+Deno.test("modes: --help before --version before --self-test; each answered with exit 0", async () => {
+  assert.equal(modeOf({ help: true, version: true, "self-test": true }), "help");
+  assert.equal(modeOf({ version: true, "self-test": true }), "version");
+  assert.equal(modeOf({ "self-test": true }), "self-test");
+  assert.equal(modeOf({}), "run");
+  const out: string[] = [];
+  const log = console.log;
+  console.log = (line: string) => out.push(line);
+  let tested = 0;
+  const answers = {
+    program: "p",
+    version: "1.2.3",
+    help: "usage",
+    selfTest: () => Promise.resolve(void tested++),
+  };
+  try {
+    assert.equal(await answerMode("help", answers), 0);
+    assert.equal(await answerMode("version", answers), 0);
+    assert.equal(await answerMode("self-test", answers), 0);
+    assert.equal(await answerMode("run", answers), undefined);
+  } finally {
+    console.log = log;
+  }
+  assert.deepEqual(out, ["usage", "p 1.2.3", "p self-test ok"]);
+  assert.equal(tested, 1);
 });

@@ -12,10 +12,13 @@ import { createNodeDriver } from "./driver.ts";
 import type { BaseRoots } from "../trust_store/mod.ts";
 import { startHealthServer } from "./http.ts";
 import {
+  answerMode,
   createLogger,
   type FlagTable,
   LOG_LEVELS,
   type LogLevel,
+  type Mode,
+  modeOf,
   parseFlagTable,
   renderFlags,
   UsageError,
@@ -151,7 +154,7 @@ export interface CsiFlags {
   /** --render-concurrency */
   renderConcurrency: number;
   /** --help / --version / --self-test */
-  mode: "run" | "help" | "version" | "self-test";
+  mode: Mode;
 }
 
 /**
@@ -174,13 +177,7 @@ export function parseFlags(args: string[]): CsiFlags {
     plainDir: values["plain-dir"],
     tmpfsSize: values["tmpfs-size"],
     logLevel: values["log-level"],
-    mode: values.help
-      ? "help"
-      : values.version
-      ? "version"
-      : values["self-test"]
-      ? "self-test"
-      : "run",
+    mode: modeOf(values),
   };
 }
 
@@ -193,19 +190,13 @@ export async function main(args: string[]): Promise<number> {
     console.error(`${PROGRAM}: ${(error as Error).message}\n\n${HELP}`);
     return 2;
   }
-  if (flags.mode === "help") {
-    console.log(HELP);
-    return 0;
-  }
-  if (flags.mode === "version") {
-    console.log(`${PROGRAM} ${VERSION}`);
-    return 0;
-  }
-  if (flags.mode === "self-test") {
-    await runSelfTest(flags.driverName, VERSION);
-    console.log(`${PROGRAM} self-test ok`);
-    return 0;
-  }
+  const answered = await answerMode(flags.mode, {
+    program: PROGRAM,
+    version: VERSION,
+    help: HELP,
+    selfTest: () => runSelfTest(flags.driverName, VERSION),
+  });
+  if (answered !== undefined) return answered;
   const logger = createLogger(flags.logLevel);
   const kubeConfig = new KubeConfig();
   if (flags.kubeconfig) kubeConfig.loadFromFile(flags.kubeconfig);

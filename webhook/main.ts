@@ -12,10 +12,13 @@
 
 import { KubeConfig } from "@kubernetes/client-node";
 import {
+  answerMode,
   createLogger,
   type FlagTable,
   LOG_LEVELS,
   type LogLevel,
+  type Mode,
+  modeOf,
   parseFlagTable,
   renderFlags,
   UsageError,
@@ -180,7 +183,7 @@ export interface WebhookFlags {
   /** Log level. */
   logLevel: LogLevel;
   /** Mode. */
-  mode: "run" | "help" | "version" | "self-test";
+  mode: Mode;
 }
 
 /**
@@ -207,13 +210,7 @@ export function parseFlags(args: string[]): WebhookFlags {
     registrationsResyncMs: values["registrations-resync"],
     failurePolicy: values["failure-policy"],
     logLevel: values["log-level"],
-    mode: values.help
-      ? "help"
-      : values.version
-      ? "version"
-      : values["self-test"]
-      ? "self-test"
-      : "run",
+    mode: modeOf(values),
   };
 }
 
@@ -348,17 +345,16 @@ export async function main(args: string[]): Promise<number> {
     console.error(`${PROGRAM}: ${(error as Error).message}\nRun with --help for usage.`);
     return 2;
   }
-  if (flags.mode === "help") console.log(HELP);
-  else if (flags.mode === "version") console.log(`${PROGRAM} ${VERSION}`);
-  else if (flags.mode === "self-test") {
-    await selfTest();
-    console.log(`${PROGRAM} self-test ok`);
-  } else {
-    await run(flags);
-    // Serving until a signal handler exits the process.
-    return await new Promise<number>(() => {});
-  }
-  return 0;
+  const answered = await answerMode(flags.mode, {
+    program: PROGRAM,
+    version: VERSION,
+    help: HELP,
+    selfTest,
+  });
+  if (answered !== undefined) return answered;
+  await run(flags);
+  // Serving until a signal handler exits the process.
+  return await new Promise<number>(() => {});
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -14,7 +14,14 @@
  */
 
 import { join } from "node:path";
-import { type FlagTable, parseFlagTable, renderFlags, VERSION } from "../cli/mod.ts";
+import {
+  answerMode,
+  type FlagTable,
+  modeOf,
+  parseFlagTable,
+  renderFlags,
+  VERSION,
+} from "../cli/mod.ts";
 import { type ClientOptions, parseServerAddress, runClient } from "./tls_client.ts";
 
 export * from "./tls_client.ts";
@@ -94,38 +101,31 @@ ${renderFlags(CLIENT_FLAGS, 24)}`;
  * @returns exit code
  */
 export async function main(args: string[]): Promise<number> {
-  let options: ClientOptions;
+  let values;
   try {
-    const values = parseFlagTable(CLIENT_FLAGS, args);
-    if (values.help) {
-      console.log(HELP);
-      return 0;
-    }
-    if (values.version) {
-      console.log(`spire-cacerts-client ${VERSION}`);
-      return 0;
-    }
-    if (values["self-test"]) {
-      const { selfTest } = await import("./self_check.ts");
-      await selfTest();
-      console.log("spire-cacerts-client self-test ok");
-      return 0;
-    }
-    const systemCerts = values["system-certs"];
-    const certDir = values["cert-dir"];
-    options = {
-      url: values["server-address"],
-      serverName: values["server-name"],
-      trustFile: systemCerts ? values["system-ca-file"] : join(certDir, "svid_bundle.pem"),
-      certDir,
-      systemCerts,
-      intervalMs: values.interval,
-      count: values.count,
-    };
+    values = parseFlagTable(CLIENT_FLAGS, args);
   } catch (error) {
     console.error(`client: ${(error as Error).message}\n\n${HELP}`);
     return 2;
   }
+  const answered = await answerMode(modeOf(values), {
+    program: "spire-cacerts-client",
+    version: VERSION,
+    help: HELP,
+    selfTest: async () => (await import("./self_check.ts")).selfTest(),
+  });
+  if (answered !== undefined) return answered;
+  const systemCerts = values["system-certs"];
+  const certDir = values["cert-dir"];
+  const options: ClientOptions = {
+    url: values["server-address"],
+    serverName: values["server-name"],
+    trustFile: systemCerts ? values["system-ca-file"] : join(certDir, "svid_bundle.pem"),
+    certDir,
+    systemCerts,
+    intervalMs: values.interval,
+    count: values.count,
+  };
   const controller = new AbortController();
   const stop = () => controller.abort();
   Deno.addSignalListener("SIGINT", stop);

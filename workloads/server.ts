@@ -11,7 +11,14 @@
  * @module
  */
 
-import { type FlagTable, parseFlagTable, renderFlags, VERSION } from "../cli/mod.ts";
+import {
+  answerMode,
+  type FlagTable,
+  modeOf,
+  parseFlagTable,
+  renderFlags,
+  VERSION,
+} from "../cli/mod.ts";
 import { parseSpiffeId, type PeerPolicy } from "../spire/mod.ts";
 import { log } from "./log.ts";
 import { type RunningServer, startServer } from "./tls_server.ts";
@@ -79,20 +86,13 @@ export async function main(args: string[]): Promise<number> {
     console.error(`server: ${(error as Error).message}\n\n${HELP}`);
     return 2;
   }
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
-  if (values.version) {
-    console.log(`spire-cacerts-server ${VERSION}`);
-    return 0;
-  }
-  if (values["self-test"]) {
-    const { selfTest } = await import("./self_check.ts");
-    await selfTest();
-    console.log("spire-cacerts-server self-test ok");
-    return 0;
-  }
+  const answered = await answerMode(modeOf(values), {
+    program: "spire-cacerts-server",
+    version: VERSION,
+    help: HELP,
+    selfTest: async () => (await import("./self_check.ts")).selfTest(),
+  });
+  if (answered !== undefined) return answered;
   const port = values.port;
   const requireClient: PeerPolicy | undefined = values["require-client-id"]
     ? { id: values["require-client-id"] }
