@@ -31,7 +31,11 @@ export class Backoff {
   readonly #options: BackoffOptions;
   #delay: number;
 
-  /** @param options the bounds */
+  /**
+   * Starts at `initialMs`.
+   *
+   * @param options the bounds
+   */
   constructor(options: BackoffOptions) {
     this.#options = options;
     this.#delay = options.initialMs;

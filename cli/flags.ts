@@ -16,14 +16,19 @@ import { parseArgs } from "node:util";
 
 /** Thrown for a bad command line: an unknown flag, a bad value, or flags that do not go together. */
 export class UsageError extends Error {
-  /** @param message what is wrong, naming the flag */
+  /**
+   * Creates the error.
+   *
+   * @param message what is wrong, naming the flag
+   */
   constructor(message: string) {
     super(message);
     this.name = "UsageError";
   }
 }
 
-interface BaseFlag {
+/** What every kind of flag has. */
+export interface BaseFlag {
   /** Help text; `{default}` is replaced by the default. Lines after the first are indented. */
   help: string;
   /** Placeholder shown after the name in help, e.g. `DIR`. */

@@ -81,7 +81,7 @@ export {
 // its whole API (deno doc --lint: no public API naming a private type). Types of npm packages
 // (gRPC's status and ServiceDefinition, KubeConfig) are not: their declarations carry no JSDoc.
 export { DRIVER_NAME, type ObjectName, type SourceReason } from "../api/mod.ts";
-export { LOG_LEVELS, type Logger, type LogLevel } from "../cli/mod.ts";
+export { LOG_LEVELS, type Logger, type LogLevel, type Mode } from "../cli/mod.ts";
 export type { WatchedKind, WatchedObject } from "../kube/mod.ts";
 export type { DefineOptions, Labels, MetricType, Registry } from "../prometheus/mod.ts";
 export {
