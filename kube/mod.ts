@@ -14,3 +14,4 @@
  */
 
 export * from "./object_watcher.ts";
+export type { Logger } from "../cli/mod.ts";

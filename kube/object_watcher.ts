@@ -106,7 +106,11 @@ export class ObjectWatcher {
   readonly #watch: Watch;
   readonly #entries = new Map<string, Entry>();
 
-  /** @param options cluster access, logger and change callback */
+  /**
+   * Creates the error.
+   *
+   * @param options cluster access, logger and change callback
+   */
   constructor(options: ObjectWatcherOptions) {
     this.#opts = options;
     this.#core = options.kubeConfig.makeApiClient(CoreV1Api);

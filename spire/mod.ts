@@ -5,7 +5,7 @@
  *
  * ```ts
  * import https from "node:https";
- * import { ServerCertificateSource } from "./spire/mod.ts";
+ * import { ServerCertificateSource } from "./mod.ts";
  *
  * const source = new ServerCertificateSource("/run/spiffe/certs");
  * const server = https.createServer(await source.initialOptions(), (_req, res) => res.end("ok"));

@@ -17,6 +17,8 @@ export class InvalidSpiffeIdError extends Error {
   readonly input: string;
 
   /**
+   * Creates an instance.
+   *
    * @param input the rejected string
    * @param reason which rule it breaks
    */
@@ -33,6 +35,8 @@ export class UnauthorizedPeerError extends Error {
   readonly peerId: string | undefined;
 
   /**
+   * Creates an instance.
+   *
    * @param peerId the peer's SPIFFE ID, if any
    * @param expected what was required
    */

@@ -43,6 +43,8 @@ export class SvidSetError extends Error {
   readonly dir: string;
 
   /**
+   * Creates an instance.
+   *
    * @param dir the directory read
    * @param message what is wrong
    */
@@ -59,6 +61,8 @@ export class SvidFileError extends SvidSetError {
   readonly path: string;
 
   /**
+   * Creates an instance.
+   *
    * @param dir the directory read
    * @param path the bad file
    * @param reason what is wrong with it
@@ -72,7 +76,11 @@ export class SvidFileError extends SvidSetError {
 
 /** The private key does not belong to the leaf certificate (new cert, old key). */
 export class SvidKeyMismatchError extends SvidSetError {
-  /** @param dir the directory read */
+  /**
+   * Creates the error.
+   *
+   * @param dir the directory read
+   */
   constructor(dir: string) {
     super(dir, `${dir}: private key does not match the SVID leaf certificate`);
     this.name = "SvidKeyMismatchError";
@@ -82,6 +90,8 @@ export class SvidKeyMismatchError extends SvidSetError {
 /** The leaf (with its intermediates) does not chain to any root of the bundle. */
 export class SvidChainError extends SvidSetError {
   /**
+   * Creates an instance.
+   *
    * @param dir the directory read
    * @param reason where the chain breaks
    */
@@ -94,6 +104,8 @@ export class SvidChainError extends SvidSetError {
 /** The leaf is expired or not yet valid. */
 export class SvidExpiredError extends SvidSetError {
   /**
+   * Creates an instance.
+   *
    * @param dir the directory read
    * @param reason the validity period and the time of the check
    */

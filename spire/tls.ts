@@ -61,6 +61,8 @@ export class ServerCertificateSource {
   #onError: ((error: Error) => void) | undefined;
 
   /**
+   * Creates an instance.
+   *
    * @param dir spiffe-helper's directory
    * @param options watcher timings and whether the bundle becomes `ca`
    */
@@ -124,6 +126,8 @@ export class TrustSourceError extends Error {
   readonly path: string;
 
   /**
+   * Creates an instance.
+   *
    * @param path the trust file
    * @param reason why it cannot be used
    */
@@ -159,7 +163,11 @@ export class TrustSource {
   #stamp = "";
   #latest = new LastGood<TrustAnchors>();
 
-  /** @param path the PEM file to trust */
+  /**
+   * Creates the error.
+   *
+   * @param path the PEM file to trust
+   */
   constructor(path: string) {
     this.path = path;
   }

@@ -28,7 +28,11 @@ export type SvidListener = (set: SvidSet, previous: SvidSet | undefined) => void
 
 /** Thrown by {@link SvidWatcher.ready} when the watcher is closed before any good set arrived. */
 export class SvidWatcherClosedError extends Error {
-  /** @param dir the watched directory */
+  /**
+   * Creates the error.
+   *
+   * @param dir the watched directory
+   */
   constructor(dir: string) {
     super(`SVID watcher for ${dir} was closed before a valid SVID set was read`);
     this.name = "SvidWatcherClosedError";

@@ -57,7 +57,11 @@ export interface WireX509Svid {
 
 /** Thrown for concatenated DER that is not a sequence of whole ASN.1 SEQUENCEs. */
 export class DerSplitError extends Error {
-  /** @param reason where the data breaks */
+  /**
+   * Creates the error.
+   *
+   * @param reason where the data breaks
+   */
   constructor(reason: string) {
     super(`concatenated DER is malformed: ${reason}`);
     this.name = "DerSplitError";

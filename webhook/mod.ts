@@ -133,3 +133,8 @@ export {
 } from "../api/mod.ts";
 export { parseOsFamily } from "../trust_store/mod.ts";
 export { ECHO_LIMIT, quoteValue } from "./quote.ts";
+// Types from the shared libraries that this module's signatures name.
+export type { CAProviderClassObject, KeyOrigin, ObjectName, SourceKind } from "../api/mod.ts";
+export type { Logger } from "../cli/mod.ts";
+export type { WatchedObject } from "../kube/mod.ts";
+export type { Registry } from "../prometheus/mod.ts";

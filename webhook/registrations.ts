@@ -112,6 +112,8 @@ export class RegistrationFileError extends Error {
   readonly object: string | undefined;
 
   /**
+   * Creates an instance.
+   *
    * @param problem what is wrong and how to fix it (the location is prepended)
    * @param options file, document, line, object and cause
    */
@@ -389,6 +391,8 @@ export class ResourceNotServedError extends Error {
   readonly crd: string;
 
   /**
+   * Creates an instance.
+   *
    * @param crd the missing CRD
    * @param options the apiserver's answer
    */
@@ -411,6 +415,8 @@ export class RegistrationApplyError extends Error {
   readonly status: number;
 
   /**
+   * Creates an instance.
+   *
    * @param object name of the ClusterSPIFFEID
    * @param status HTTP status (0 when no answer)
    * @param message what the apiserver said, with the fix
