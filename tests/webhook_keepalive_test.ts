@@ -13,7 +13,7 @@ import { createLogger } from "../cli/mod.ts";
 import { WebhookMetrics } from "../webhook/metrics.ts";
 import { KEEP_ALIVE_TIMEOUT_MS, startWebhookServer } from "../webhook/server.ts";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";
-import { createCa, issueCertificate } from "./harness/mod.ts";
+import { createCa, writeLocalhostSvid } from "./harness/mod.ts";
 
 /** Sends one request on `socket` and resolves with the status line of its response. */
 function exchange(socket: TLSSocket, body: string): Promise<string> {
@@ -49,14 +49,7 @@ Deno.test({
     const certDir = join(dir, "certs");
     await Deno.mkdir(certDir);
     const ca = await createCa(dir, "ca", "test-spire-ca");
-    const leaf = await issueCertificate(ca, dir, "leaf", {
-      commonName: "localhost",
-      dnsNames: ["localhost"],
-      usage: "server",
-    });
-    await Deno.writeTextFile(join(certDir, "svid.pem"), leaf.certPem);
-    await Deno.writeTextFile(join(certDir, "svid_key.pem"), leaf.keyPem);
-    await Deno.writeTextFile(join(certDir, "svid_bundle.pem"), ca.certPem);
+    await writeLocalhostSvid(ca, dir, certDir);
     const server = await startWebhookServer({
       certDir,
       port: 0,

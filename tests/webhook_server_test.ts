@@ -7,7 +7,7 @@ import { createLogger } from "../cli/mod.ts";
 import { WebhookMetrics } from "../webhook/metrics.ts";
 import { startWebhookServer } from "../webhook/server.ts";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";
-import { createCa, issueCertificate, waitFor } from "./harness/mod.ts";
+import { createCa, waitFor, writeLocalhostSvid } from "./harness/mod.ts";
 
 /** One HTTPS POST to the webhook, trusting `ca` for `localhost`. */
 function post(
@@ -85,14 +85,7 @@ Deno.test({
 
       // Files as spiffe-helper writes them: cert, then key, then bundle.
       const ca = await createCa(dir, "ca", "test-spire-ca");
-      const leaf = await issueCertificate(ca, dir, "leaf", {
-        commonName: "localhost",
-        dnsNames: ["localhost"],
-        usage: "server",
-      });
-      await Deno.writeTextFile(join(certDir, "svid.pem"), leaf.certPem);
-      await Deno.writeTextFile(join(certDir, "svid_key.pem"), leaf.keyPem);
-      await Deno.writeTextFile(join(certDir, "svid_bundle.pem"), ca.certPem);
+      await writeLocalhostSvid(ca, dir, certDir);
       await server.ready;
       await waitFor("ready", async () => (await fetch(`${health}/readyz`)).status === 200, {
         timeoutMs: 5_000,

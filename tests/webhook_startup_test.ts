@@ -15,12 +15,12 @@ import {
   type CertificateFiles,
   createCa,
   freePorts,
-  issueCertificate,
   type ManagedProcess,
   needsTools,
   startKubeApiServer,
   startProcess,
   waitFor,
+  writeLocalhostSvid,
 } from "./harness/mod.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -64,14 +64,7 @@ async function logLines(process: ManagedProcess): Promise<{ level: string; msg: 
 
 /** Writes an SVID set the way spiffe-helper does (cert, key, bundle) and returns its serial. */
 async function writeSvid(dir: string, certDir: string, name: string, ca: CertificateFiles) {
-  const leaf = await issueCertificate(ca, dir, name, {
-    commonName: "localhost",
-    dnsNames: ["localhost"],
-    usage: "server",
-  });
-  await Deno.writeTextFile(join(certDir, "svid.pem"), leaf.certPem);
-  await Deno.writeTextFile(join(certDir, "svid_key.pem"), leaf.keyPem);
-  await Deno.writeTextFile(join(certDir, "svid_bundle.pem"), ca.certPem);
+  const leaf = await writeLocalhostSvid(ca, dir, certDir, name);
   return new X509Certificate(leaf.certPem).serialNumber;
 }
 

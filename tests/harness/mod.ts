@@ -49,6 +49,7 @@ export {
   generateKeyPair,
   issueCertificate,
   type IssueOptions,
+  writeLocalhostSvid,
 } from "./pki.ts";
 export {
   type KubeApiServer,

@@ -173,3 +173,30 @@ export async function issueCertificate(
     keyPem: await Deno.readTextFile(keyPath),
   };
 }
+
+/**
+ * Issues a `localhost` server certificate from `ca` and writes it into `certDir` the way
+ * spiffe-helper writes an SVID set (cert, then key, then bundle).
+ *
+ * @param ca the signing CA
+ * @param dir where the key and certificate files are made
+ * @param certDir the SVID directory to write
+ * @param name file base name of the certificate (default `leaf`)
+ * @returns the issued certificate
+ */
+export async function writeLocalhostSvid(
+  ca: CertificateFiles,
+  dir: string,
+  certDir: string,
+  name = "leaf",
+): Promise<CertificateFiles> {
+  const leaf = await issueCertificate(ca, dir, name, {
+    commonName: "localhost",
+    dnsNames: ["localhost"],
+    usage: "server",
+  });
+  await Deno.writeTextFile(join(certDir, "svid.pem"), leaf.certPem);
+  await Deno.writeTextFile(join(certDir, "svid_key.pem"), leaf.keyPem);
+  await Deno.writeTextFile(join(certDir, "svid_bundle.pem"), ca.certPem);
+  return leaf;
+}
