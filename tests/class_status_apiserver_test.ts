@@ -25,6 +25,7 @@ import {
 } from "../webhook/class_status.ts";
 import {
   createCa,
+  installCrds,
   type KubeApiServer,
   needsTools,
   startKubeApiServer,
@@ -97,13 +98,7 @@ Deno.test({
         createCa(dir, "ca-two", "Status CA two"),
         createCa(dir, "ca-web", "Status CA web"),
       ]);
-      await kube.kubectl(["apply", "-f", CRD], { check: true });
-      await kube.kubectl(
-        ["wait", "--for=condition=Established", `crd/${CLASS_PLURAL}.${CLASS_GROUP}`],
-        {
-          check: true,
-        },
-      );
+      await installCrds(kube, CRD);
       for (const ns of ["spire", "spire-cacerts", "shop", "team"]) {
         await kube.kubectl(["create", "namespace", ns], { check: true });
       }

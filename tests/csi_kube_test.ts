@@ -1,15 +1,10 @@
 import assert from "node:assert/strict";
-import {
-  CLASS_API_VERSION,
-  CLASS_GROUP,
-  CLASS_KIND,
-  CLASS_PLURAL,
-  CLASSES_ATTRIBUTE,
-} from "../api/mod.ts";
+import { CLASS_API_VERSION, CLASS_KIND, CLASSES_ATTRIBUTE } from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import {
   createCa,
+  installCrds,
   type KubeApiServer,
   needsTools,
   runCommand,
@@ -104,15 +99,7 @@ Deno.test({
           createCa(dir, `ca-${n}`, `Test CA ${n}`)
         ),
       );
-      await kube.kubectl(["apply", "-f", CRD.pathname], { check: true });
-      await kube.kubectl(
-        [
-          "wait",
-          "--for=condition=established",
-          `crd/${CLASS_PLURAL}.${CLASS_GROUP}`,
-        ],
-        { check: true },
-      );
+      await installCrds(kube, CRD.pathname);
       for (const ns of ["shop", "spire"]) {
         await apply(kube, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
       }

@@ -9,7 +9,7 @@ import {
 import { X509Certificate } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
 import { Controller, DEFAULT_EXCLUDED_NAMESPACES, FIELD_MANAGER } from "../webhook/controller.ts";
-import { needsTools, runCommand, startKubeApiServer, waitFor } from "./harness/mod.ts";
+import { installCrds, needsTools, runCommand, startKubeApiServer, waitFor } from "./harness/mod.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
 const CRD_PATH = new URL("./harness/fixtures/caproviderclass_crd.yaml", import.meta.url).pathname;
@@ -80,13 +80,7 @@ Deno.test({
     const kube = await startKubeApiServer();
     const controllers: Controller[] = [];
     try {
-      await kube.kubectl(["apply", "-f", CRD_PATH], { check: true });
-      await kube.kubectl(
-        ["wait", "--for=condition=Established", `crd/${CLASS_PLURAL}.${CLASS_GROUP}`],
-        {
-          check: true,
-        },
-      );
+      await installCrds(kube, CRD_PATH);
       for (const ns of ["spire", "old-a", "old-b", "users"]) {
         await kube.kubectl(["create", "namespace", ns], { check: true });
       }

@@ -7,19 +7,13 @@
  */
 
 import * as grpc from "@grpc/grpc-js";
-import {
-  CLASS_API_VERSION,
-  CLASS_GROUP,
-  CLASS_KIND,
-  CLASS_PLURAL,
-  CLASSES_ATTRIBUTE,
-} from "../../api/mod.ts";
+import { CLASS_API_VERSION, CLASS_KIND, CLASSES_ATTRIBUTE } from "../../api/mod.ts";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { nodeService } from "../../csi/proto.ts";
 import { DevCa } from "../../x509/mod.ts";
-import { type KubeApiServer, runCommand, startKubeApiServer } from "../harness/mod.ts";
+import { installCrds, type KubeApiServer, runCommand, startKubeApiServer } from "../harness/mod.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
 /** The CAProviderClass CRD the harness ships. */
@@ -77,11 +71,7 @@ export async function startScratchApiServer(prefix: string): Promise<ScratchApiS
 
 /** Applies the CRD, waits until it is served and creates the test namespace. */
 export async function setupCluster(kube: KubeApiServer): Promise<void> {
-  await kube.kubectl(["apply", "-f", CRD_PATH], { check: true });
-  await kube.kubectl(
-    ["wait", "--for=condition=established", `crd/${CLASS_PLURAL}.${CLASS_GROUP}`],
-    { check: true },
-  );
+  await installCrds(kube, CRD_PATH);
   await kube.kubectl(["create", "namespace", NS], { check: true });
 }
 

@@ -338,3 +338,21 @@ export async function startKubeApiServer(
     throw error;
   }
 }
+
+/**
+ * Applies the CustomResourceDefinitions in `path` and waits until every one is Established, so
+ * objects of their kinds can be created right away.
+ *
+ * @param kube the API server
+ * @param path a manifest of CRDs
+ */
+export async function installCrds(
+  kube: Pick<KubeApiServer, "kubectl">,
+  path: string,
+): Promise<void> {
+  await kube.kubectl(["apply", "-f", path], { check: true });
+  await kube.kubectl(
+    ["wait", "--for=condition=Established", "--timeout=60s", "-f", path],
+    { check: true },
+  );
+}

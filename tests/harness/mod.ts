@@ -52,6 +52,7 @@ export {
   writeLocalhostSvid,
 } from "./pki.ts";
 export {
+  installCrds,
   type KubeApiServer,
   type KubeApiServerOptions,
   type KubeApiServerPki,
