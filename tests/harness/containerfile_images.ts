@@ -29,7 +29,7 @@
 
 import { basename, dirname, join, resolve } from "node:path";
 import { isCi } from "./tools.ts";
-import { runCommand } from "./process.ts";
+import { hasCommand, runCommand } from "./process.ts";
 import {
   baseLayer,
   cachedLayer,
@@ -155,17 +155,7 @@ async function buildah(cacheDir: string, args: string[], what: string): Promise<
 
 /** Whether the builders are installed; in CI a missing one fails the test instead of skipping. */
 export function hasImageBuilders(): boolean {
-  if (isCi()) return true;
-  const path = (Deno.env.get("PATH") ?? "").split(":");
-  return BUILDER_COMMANDS.every((name) =>
-    path.some((dir) => {
-      try {
-        return Deno.statSync(join(dir, name)).isFile;
-      } catch {
-        return false;
-      }
-    })
-  );
+  return isCi() || BUILDER_COMMANDS.every(hasCommand);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import protobuf from "protobufjs";
 import { loadAllYaml } from "@kubernetes/client-node";
 import { isCi, toolPath, toolsBinDir } from "./tools.ts";
-import { freePorts, runCommand, startProcess, waitFor } from "./process.ts";
+import { freePorts, hasCommand, runCommand, startProcess, waitFor } from "./process.ts";
 import { writeLayer } from "./oci_archive.ts";
 import {
   buildLocalImages,
@@ -284,17 +284,6 @@ Deno.test({
     }
   },
 });
-
-function hasCommand(name: string): boolean {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    try {
-      if (Deno.statSync(join(dir, name)).isFile) return true;
-    } catch {
-      // not in this directory
-    }
-  }
-  return false;
-}
 
 const containerdReady = ["containerd", "ctr", "runc"].every(hasCommand) && Deno.uid() === 0;
 

@@ -34,6 +34,7 @@ export {
   CommandFailedError,
   type CommandResult,
   freePorts,
+  hasCommand,
   ManagedProcess,
   ProcessExitedError,
   runCommand,

@@ -315,3 +315,19 @@ export function freePorts(count: number): number[] {
   for (const listener of listeners) listener.close();
   return ports;
 }
+
+/**
+ * Whether a program of that name is on `PATH` (a regular file in one of its directories).
+ *
+ * @param name the program, e.g. `buildah`
+ */
+export function hasCommand(name: string): boolean {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/${name}`).isFile) return true;
+    } catch {
+      // not in this directory
+    }
+  }
+  return false;
+}
