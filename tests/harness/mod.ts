@@ -92,6 +92,15 @@ export {
   SVID_FILE_NAMES,
 } from "./spiffe_helper.ts";
 export {
+  CgroupError,
+  MEMORY_CGROUP_MOUNT,
+  MemoryCgroup,
+  type MemoryStats,
+  type OomControl,
+  ownMemoryCgroup,
+  parseOomControl,
+} from "./cgroup.ts";
+export {
   buildLocalImages,
   type BuildLocalImagesOptions,
   COREDNS_IMAGE,
