@@ -26,7 +26,8 @@ export type ToolName =
   | "spiffe-helper"
   | "csi-sanity"
   | "csc"
-  | "csi-churn";
+  | "csi-churn"
+  | "admission-client";
 
 /** Thrown when a test needs a binary that has not been built. */
 export class ToolMissingError extends Error {

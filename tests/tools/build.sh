@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the real components the test suite runs (kube-apiserver, kubectl, kubelet,
 # kube-controller-manager, kube-scheduler, kube-proxy, etcd, spire-server,
-# spire-agent, spiffe-helper, csi-sanity, csc, when present csi-churn, and the programs of the
-# local cluster's images: coredns, spire-controller-manager, pause and stand-ins for
-# csi-node-driver-registrar and livenessprobe) from the Go modules beside this script, into
+# spire-agent, spiffe-helper, csi-sanity, csc, when present csi-churn, admission-client (a Go
+# net/http webhook client like kube-apiserver's), and the programs of the local cluster's images:
+# coredns, spire-controller-manager, pause and stand-ins for csi-node-driver-registrar and
+# livenessprobe) from the Go modules beside this script, into
 # ${SPIRE_CACERTS_TOOLS_DIR:-$HOME/.cache/spire-cacerts/tools}/bin.
 #
 # Each module is rebuilt only when its stamp (hash of go.mod, go.sum, its sources when it has any,
@@ -78,6 +79,7 @@ spire|spiffe-helper|github.com/spiffe/spiffe-helper/cmd/spiffe-helper|github.com
 csi|csi-sanity|github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity|github.com/kubernetes-csi/csi-test/v5|0|-s -w
 csi|csc|github.com/dell/gocsi/csc|github.com/dell/gocsi|0|-s -w
 churn|csi-churn|.||0|-s -w
+admission-client|admission-client|.||0|-s -w
 cluster|coredns|./coredns|github.com/coredns/coredns|0|-s -w
 cluster|pause|./pause||0|-s -w
 cluster|csi-node-driver-registrar|./csi-node-driver-registrar||0|-s -w
@@ -87,7 +89,7 @@ EOF
 }
 
 modules=""
-for mod in ${SPIRE_CACERTS_TOOLS:-kubernetes etcd spire csi churn cluster}; do
+for mod in ${SPIRE_CACERTS_TOOLS:-kubernetes etcd spire csi churn admission-client cluster}; do
   modules+=" $mod"
   # spire-controller-manager pins an older client-go than CoreDNS: it is its own module.
   if [ "$mod" = cluster ]; then modules+=" cluster/controller-manager"; fi

@@ -1,0 +1,3 @@
+module spire-cacerts.test/tools/admission-client
+
+go 1.26.0
