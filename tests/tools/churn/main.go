@@ -2,7 +2,10 @@
 // (Identity.GetPluginInfo, Node.NodeGetCapabilities) and closes it, N times, the way kubelet
 // talks to a CSI driver (one connection per operation, GOAWAY on close). With -publish it instead
 // times NodePublishVolume calls on one connection and prints p50/p99 as JSON, with the same
-// connection's NodeGetCapabilities round trip as the baseline.
+// connection's NodeGetCapabilities round trip as the baseline. -unpublish does the same for
+// NodeUnpublishVolume of the volumes a -publish run made. -concurrency keeps that many calls in
+// flight on the one connection (kubelet publishes the volumes of many pods at once), and
+// -id-prefix names the volumes, so repeated runs can use new volume ids each time.
 package main
 
 import (
@@ -14,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	csi "github.com/container-storage-interface/spec/lib/go/csi"
@@ -28,13 +32,29 @@ func main() {
 	publish := flag.Int("publish", 0, "time this many NodePublishVolume calls instead of churning")
 	targetDir := flag.String("target-dir", "", "with -publish: directory under which targets are created")
 	volumeContext := flag.String("vol-context", "", "with -publish: k=v,k=v volume context")
+	unpublish := flag.Int("unpublish", 0, "time this many NodeUnpublishVolume calls (of -publish's volumes)")
+	concurrency := flag.Int("concurrency", 1, "with -publish/-unpublish: calls in flight at once")
+	idPrefix := flag.String("id-prefix", "bench-", "with -publish/-unpublish: volume ids are <prefix><i>")
 	flag.Parse()
 	if *endpoint == "" {
 		fmt.Fprintln(os.Stderr, "csi-churn: -endpoint is required")
 		os.Exit(2)
 	}
-	if *publish > 0 {
-		if err := timePublish(*endpoint, *publish, *targetDir, *volumeContext, *timeout); err != nil {
+	if *publish > 0 || *unpublish > 0 {
+		run := volumeRun{
+			endpoint: *endpoint, targetDir: *targetDir, volumeContext: *volumeContext,
+			timeout: *timeout, concurrency: *concurrency, idPrefix: *idPrefix,
+		}
+		if run.concurrency < 1 {
+			run.concurrency = 1
+		}
+		var err error
+		if *publish > 0 {
+			err = run.timeCalls(*publish, true)
+		} else {
+			err = run.timeCalls(*unpublish, false)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "csi-churn:", err)
 			os.Exit(1)
 		}
@@ -67,19 +87,29 @@ func cycle(endpoint string, timeout time.Duration) error {
 	return nil
 }
 
-func timePublish(endpoint string, n int, targetDir, volumeContext string, timeout time.Duration) error {
-	if targetDir == "" {
-		return fmt.Errorf("-target-dir is required with -publish")
+// volumeRun is one -publish or -unpublish run.
+type volumeRun struct {
+	endpoint, targetDir, volumeContext, idPrefix string
+	timeout                                      time.Duration
+	concurrency                                  int
+}
+
+// timeCalls makes n NodePublishVolume (publish) or NodeUnpublishVolume calls on one connection,
+// run.concurrency at a time, after as many NodeGetCapabilities calls as the baseline, and prints
+// the percentiles as JSON.
+func (run volumeRun) timeCalls(n int, publish bool) error {
+	if run.targetDir == "" {
+		return fmt.Errorf("-target-dir is required with -publish and -unpublish")
 	}
 	vc := map[string]string{}
-	for _, kv := range strings.Split(volumeContext, ",") {
+	for _, kv := range strings.Split(run.volumeContext, ",") {
 		if kv == "" {
 			continue
 		}
 		k, v, _ := strings.Cut(kv, "=")
 		vc[k] = v
 	}
-	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(run.endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
 	}
@@ -92,7 +122,7 @@ func timePublish(endpoint string, n int, targetDir, volumeContext string, timeou
 	// Baseline: the same connection's round trip for a call that does no work.
 	baseline := make([]time.Duration, 0, n)
 	for i := 0; i < n; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), run.timeout)
 		t0 := time.Now()
 		_, err := node.NodeGetCapabilities(ctx, &csi.NodeGetCapabilitiesRequest{})
 		baseline = append(baseline, time.Since(t0))
@@ -101,22 +131,52 @@ func timePublish(endpoint string, n int, targetDir, volumeContext string, timeou
 			return fmt.Errorf("NodeGetCapabilities %d: %w", i, err)
 		}
 	}
-	durations := make([]time.Duration, 0, n)
-	for i := 0; i < n; i++ {
-		target := filepath.Join(targetDir, fmt.Sprintf("v%d", i))
+	call := func(i int) error {
+		id := fmt.Sprintf("%s%d", run.idPrefix, i)
+		target := filepath.Join(run.targetDir, fmt.Sprintf("v%d", i))
+		ctx, cancel := context.WithTimeout(context.Background(), run.timeout)
+		defer cancel()
+		if !publish {
+			_, err := node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{
+				VolumeId: id, TargetPath: target,
+			})
+			return err
+		}
 		if err := os.MkdirAll(target, 0o750); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		t0 := time.Now()
 		_, err := node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
-			VolumeId: fmt.Sprintf("bench-%d", i), TargetPath: target, VolumeCapability: cap,
-			Readonly: true, VolumeContext: vc,
+			VolumeId: id, TargetPath: target, VolumeCapability: cap, Readonly: true, VolumeContext: vc,
 		})
-		durations = append(durations, time.Since(t0))
-		cancel()
+		return err
+	}
+	name := "NodeUnpublishVolume"
+	if publish {
+		name = "NodePublishVolume"
+	}
+	durations := make([]time.Duration, n)
+	errs := make([]error, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < run.concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				t0 := time.Now()
+				errs[i] = call(i)
+				durations[i] = time.Since(t0)
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	for i, err := range errs {
 		if err != nil {
-			return fmt.Errorf("NodePublishVolume %d: %w", i, err)
+			return fmt.Errorf("%s %d: %w", name, i, err)
 		}
 	}
 	pct := func(d []time.Duration, p float64) float64 {
