@@ -8,17 +8,23 @@
  * `admission.k8s.io/v1` AdmissionReview with a request uid) throws an `HTTPException` with the
  * reason as its message (and the underlying error as its `cause`); one `app.onError` turns it into
  * `{"error": reason}` with its 4xx status, reports it as `bad_request` and, like a 404, once to
- * `onRefused` with its {@link RefusalReason}. The body limit is
- * `hono/body-limit`, the only one on the request path: a declared `Content-Length` over the limit
- * is refused before any byte is read, a streamed body once it passes the limit; a declared length
- * within it takes the whole-body read, about 70 µs cheaper per review than reading the stream chunk
- * by chunk.
+ * `onRefused` with its {@link RefusalReason}. The body is read in one place, `guardBody`
+ * (`body_budget.ts`), which holds every limit on it: a declared `Content-Length` over the size
+ * limit is refused (413) before any byte is read, a streamed body once it passes the limit; a body
+ * that does not fit the process-wide budget of body bytes in flight is refused at once (429 with
+ * `Retry-After`), and one not received in full within the body timeout is refused (408). All three
+ * close the connection rather than read the rest. Within the limits a declared length takes the
+ * whole-body read, about 70 µs cheaper per review than reading the stream chunk by chunk.
+ *
+ * The budget defaults to 1/16 of the container memory limit (`inFlightBytesFor`; 24 MiB, eight
+ * 3 MiB reviews, at the manifest's 384Mi) and the body timeout to 2 s: the apiserver gives the
+ * whole call 5 s (`timeoutSeconds: 5`) and sends a 3 MiB body in well under 100 ms on a cluster
+ * network, so a body still arriving after 2 s is a stalled or hostile client.
  *
  * @module
  */
 
 import { type Context, Hono, type MiddlewareHandler } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { V1Pod } from "@kubernetes/client-node";
@@ -29,9 +35,29 @@ import {
   wantsInjection,
 } from "./mutate.ts";
 import { quoteValue } from "./quote.ts";
+import {
+  BodyAbortedError,
+  BodyTimeoutError,
+  BodyTooLargeError,
+  BudgetExhaustedError,
+  ByteBudget,
+  type HeldBody,
+  inFlightBytesFor,
+  readBody,
+} from "./body_budget.ts";
+import { readMemoryLimit } from "../cli/memory_limit.ts";
 
 /** Largest AdmissionReview accepted (the apiserver's own request limit is 3 MiB). */
 export const DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024;
+
+/** How long a request body may take to arrive in full (the apiserver allows the call 5 s). */
+export const DEFAULT_BODY_TIMEOUT_MS = 2_000;
+
+/** Container limit assumed when the process has none: the manifest's 384Mi. */
+export const FALLBACK_MEMORY_LIMIT_BYTES = 384 * 1024 * 1024;
+
+/** Seconds a client refused for a full budget is told to wait (`Retry-After`). */
+export const RETRY_AFTER_SECONDS = 1;
 
 /** What a review came to, for metrics and logs. */
 export type AdmissionResult =
@@ -61,12 +87,18 @@ export interface AdmissionEvent {
  * `spire_cacerts_webhook_requests_refused_total`): `body_too_large` (413),
  * `unsupported_media_type` (415), `empty_body`, `invalid_utf8`, `invalid_json`,
  * `not_admission_review` (400: not an `admission.k8s.io/v1` AdmissionReview with a request uid),
- * `not_found` (404: another route or method); `invalid_http` (400: a request the HTTP adapter cannot
+ * `not_found` (404: another route or method), `busy` (429: the budget of body bytes in flight has no
+ * room for this body), `body_timeout` (408: the body did not arrive within the body timeout),
+ * `body_aborted` (400: the body stream failed before it was complete; the client is usually gone);
+ * `invalid_http` (400: a request the HTTP adapter cannot
  * turn into a `Request`, e.g. a malformed Host header; counted by the server shell).
  */
 export type RefusalReason =
   | "invalid_http"
   | "body_too_large"
+  | "busy"
+  | "body_timeout"
+  | "body_aborted"
   | "unsupported_media_type"
   | "empty_body"
   | "invalid_utf8"
@@ -92,6 +124,13 @@ export interface AppConfig extends MutationConfig {
   failurePolicy?: "Fail" | "Ignore";
   /** Body size limit in bytes (default {@link DEFAULT_MAX_BODY_BYTES}). */
   maxBodyBytes?: number;
+  /**
+   * Request-body bytes in flight across all requests (default: 1/16 of the container memory
+   * limit, or of {@link FALLBACK_MEMORY_LIMIT_BYTES} without one, never below `maxBodyBytes`).
+   */
+  maxInFlightBytes?: number;
+  /** Milliseconds a body may take to arrive in full (default {@link DEFAULT_BODY_TIMEOUT_MS}). */
+  bodyTimeoutMs?: number;
   /** Called once per `/mutate` call; this is where the shell counts and logs. */
   onAdmission?: (event: AdmissionEvent) => void;
   /** Called once per refused request (every 4xx, `/mutate` or not): counted and logged. */
@@ -100,12 +139,17 @@ export interface AppConfig extends MutationConfig {
   plan?: typeof planMutation;
 }
 
-/** The Hono environment of {@link createApp}: `started` is set when a `/mutate` call begins. */
+/**
+ * The Hono environment of {@link createApp}: `started` is set when a `/mutate` call begins, `body`
+ * once its body has been read within the limits.
+ */
 export interface AdmissionEnv {
   /** Per-request values. */
   Variables: {
     /** `performance.now()` when the `/mutate` call began. */
     started: number;
+    /** The request body, read by `guardBody`. */
+    body: Uint8Array;
   };
 }
 
@@ -137,7 +181,7 @@ type AppContext = Context<AdmissionEnv>;
 /** A 4xx with the reason it is counted under. */
 class Refusal extends HTTPException {
   constructor(
-    status: 400 | 413 | 415,
+    status: 400 | 408 | 413 | 415 | 429,
     readonly reason: RefusalReason,
     message: string,
     cause?: unknown,
@@ -145,6 +189,14 @@ class Refusal extends HTTPException {
     super(status, { message, cause });
   }
 }
+
+/** Refusals that leave the body unread (in part): their connection is closed. */
+const UNREAD_BODY: ReadonlySet<RefusalReason> = new Set([
+  "body_too_large",
+  "busy",
+  "body_timeout",
+  "body_aborted",
+]);
 
 function badRequest(reason: RefusalReason, message: string, cause?: unknown): Refusal {
   return new Refusal(400, reason, message, cause);
@@ -169,29 +221,53 @@ const requireJson: MiddlewareHandler<AdmissionEnv> = async (c, next) => {
   await next();
 };
 
-/** The one body limit (413): by the declared length when there is one, else while streaming. */
-function limitBody(limit: number): MiddlewareHandler<AdmissionEnv> {
-  return bodyLimit({
-    maxSize: limit,
-    onError: (c) => {
-      const declared = c.req.raw.headers.has("transfer-encoding")
-        ? null
-        : c.req.header("content-length");
-      const message = declared !== undefined && declared !== null
-        ? `body of ${declared} bytes exceeds ${limit} bytes`
-        : `body exceeds ${limit} bytes`;
-      throw new Refusal(413, "body_too_large", message, {
-        limit,
-        declared: declared ?? undefined,
+/**
+ * The one body read, with every limit on it: size (413), budget of bytes in flight (429) and body
+ * timeout (408). The reservation is returned once the handler is done.
+ */
+function guardBody(
+  budget: ByteBudget,
+  maxBytes: number,
+  timeoutMs: number,
+): MiddlewareHandler<AdmissionEnv> {
+  return async (c, next) => {
+    const raw = c.req.raw;
+    const length = raw.headers.has("transfer-encoding") ? null : raw.headers.get("content-length");
+    const declared = length === null ? undefined : Number.parseInt(length, 10);
+    let held: HeldBody;
+    try {
+      held = await readBody(raw, {
+        budget,
+        maxBytes,
+        timeoutMs,
+        declared: Number.isNaN(declared) ? undefined : declared,
       });
-    },
-  });
+    } catch (error) {
+      if (error instanceof BodyTooLargeError) {
+        throw new Refusal(413, "body_too_large", error.message, error);
+      }
+      if (error instanceof BudgetExhaustedError) {
+        throw new Refusal(429, "busy", `server busy: ${error.message}`, error);
+      }
+      if (error instanceof BodyTimeoutError) {
+        throw new Refusal(408, "body_timeout", error.message, error);
+      }
+      if (error instanceof BodyAbortedError) {
+        throw new Refusal(400, "body_aborted", error.message, error);
+      }
+      throw error;
+    }
+    c.set("body", held.bytes);
+    try {
+      await next();
+    } finally {
+      held.release();
+    }
+  };
 }
 
-/** The body as text: present, not empty, valid UTF-8 (400 otherwise). */
-async function readText(request: Request): Promise<string> {
-  if (request.body === null) throw badRequest("empty_body", "empty body");
-  const bytes = new Uint8Array(await request.arrayBuffer());
+/** The body as text: not empty, valid UTF-8 (400 otherwise). */
+function decodeText(bytes: Uint8Array): string {
   if (bytes.byteLength === 0) throw badRequest("empty_body", "empty body");
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
@@ -331,15 +407,20 @@ export function createApp(config: AppConfig): Hono<AdmissionEnv> {
     c.set("started", performance.now());
     await next();
   };
+  const maxBodyBytes = config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+  const budget = new ByteBudget(
+    config.maxInFlightBytes ??
+      inFlightBytesFor(readMemoryLimit() ?? FALLBACK_MEMORY_LIMIT_BYTES, maxBodyBytes),
+  );
   const app = new Hono<AdmissionEnv>();
 
   app.post(
     "/mutate",
     startTimer,
     requireJson,
-    limitBody(config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES),
-    async (c) => {
-      const request = parseReview(await readText(c.req.raw));
+    guardBody(budget, maxBodyBytes, config.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS),
+    (c) => {
+      const request = parseReview(decodeText(c.get("body")));
       const answer = isPodToInject(request) ? planAnswer(request, config) : SKIPPED;
       const { uid } = request;
       done(c, { result: answer.result, uid, pod: podName(request), message: answer.message });
@@ -363,8 +444,10 @@ export function createApp(config: AppConfig): Hono<AdmissionEnv> {
     if (http) {
       refused(c, status, error instanceof Refusal ? error.reason : "not_admission_review");
     }
-    // A body over the limit was not read: close the connection rather than read it.
-    if (status === 413) c.header("connection", "close");
+    // A body over the limit, over the budget, too slow or broken was not read in full: close the
+    // connection rather than read the rest.
+    if (error instanceof Refusal && UNREAD_BODY.has(error.reason)) c.header("connection", "close");
+    if (status === 429) c.header("retry-after", String(RETRY_AFTER_SECONDS));
     return c.json({ error: message }, status);
   });
   app.notFound((c) => {

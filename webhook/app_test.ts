@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { getRequestListener } from "@hono/node-server";
 import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { type AdmissionEvent, createApp, type RefusalEvent } from "./app.ts";
 import { podCreateReview } from "./testdata/admission_review.ts";
@@ -302,4 +305,194 @@ Deno.test("echoed review fields are capped too", async () => {
     (await kind.json()).error,
     /^kind must be AdmissionReview, got \{"k":"t{58}…\(508 bytes\)$/,
   );
+});
+
+// ---- the budget of body bytes in flight and the body timeout, with real streams ----
+
+/** A body stream the test feeds by hand: `send` enqueues, `end` closes, `fail` errors it. */
+function controlledBody() {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  const stream = new ReadableStream<Uint8Array>({
+    start(c) {
+      controller = c;
+    },
+  });
+  const encoder = new TextEncoder();
+  return {
+    stream,
+    send: (text: string) => controller.enqueue(encoder.encode(text)),
+    end: () => controller.close(),
+    fail: (error: Error) => controller.error(error),
+  };
+}
+
+/** A review padded with spaces to exactly `size` bytes. */
+function reviewOf(size: number): string {
+  const text = JSON.stringify(podCreateReview(POD));
+  assert.ok(text.length <= size, `the review is ${text.length} bytes`);
+  return text + " ".repeat(size - text.length);
+}
+
+function budgetApp(maxInFlightBytes: number, bodyTimeoutMs = 60_000) {
+  const refusals: RefusalEvent[] = [];
+  const app = createApp({
+    driverName: DRIVER_NAME,
+    className: "spire-ca",
+    maxBodyBytes: LIMIT,
+    maxInFlightBytes,
+    bodyTimeoutMs,
+    onRefused: (event) => refusals.push(event),
+  });
+  const post = (body: BodyInit, declared?: number) =>
+    app.request("/mutate", {
+      method: "POST",
+      headers: declared === undefined
+        ? JSON_TYPE
+        : { ...JSON_TYPE, "content-length": String(declared) },
+      body,
+    });
+  return { app, refusals, post };
+}
+
+Deno.test("a declared length that does not fit the budget is 429 with Retry-After before it is read; the room comes back when the first is answered", async () => {
+  const { refusals, post } = budgetApp(1500);
+  const body = reviewOf(1000);
+  const first = controlledBody();
+  const pending = post(first.stream, 1000);
+  first.send(body.slice(0, 500));
+  let pulled = false;
+  const second = new ReadableStream<Uint8Array>({
+    pull() {
+      pulled = true;
+    },
+  }, { highWaterMark: 0 });
+  const busy = await post(second, 1000);
+  assert.equal(busy.status, 429);
+  assert.equal(busy.headers.get("retry-after"), "1");
+  assert.equal(busy.headers.get("connection"), "close");
+  assert.match((await busy.json()).error, /^server busy: 1000 of 1500 request-body bytes/);
+  assert.equal(pulled, false, "the refused body is not read");
+  assert.deepEqual(refusals.map((r) => [r.status, r.reason]), [[429, "busy"]]);
+  first.send(body.slice(500));
+  first.end();
+  const answered = await pending;
+  assert.equal(answered.status, 200);
+  assert.equal((await answered.json()).response.patchType, "JSONPatch");
+  const again = await post(body, 1000);
+  assert.equal(again.status, 200, "the first request's bytes were released");
+  await again.body?.cancel();
+});
+
+Deno.test("a chunked body reserves its bytes as they stream and is 429 once they no longer fit", async () => {
+  const { refusals, post } = budgetApp(1500);
+  const body = reviewOf(1000);
+  const first = controlledBody();
+  const pending = post(first.stream);
+  first.send(body.slice(0, 800));
+  const second = controlledBody();
+  const refused = post(second.stream);
+  second.send(body.slice(0, 400));
+  second.send(body.slice(400, 800));
+  const busy = await refused;
+  assert.equal(busy.status, 429);
+  assert.equal(busy.headers.get("connection"), "close");
+  assert.match(
+    (await busy.json()).error,
+    /1200 of 1500 request-body bytes in flight; no room for 400/,
+  );
+  first.send(body.slice(800));
+  first.end();
+  assert.equal((await pending).status, 200);
+  // Both reservations are back: a body needing 1000 of the 1500 passes.
+  const again = controlledBody();
+  const third = post(again.stream);
+  again.send(body);
+  again.end();
+  assert.equal((await third).status, 200);
+  assert.deepEqual(refusals.map((r) => r.reason), ["busy"]);
+});
+
+Deno.test("a body not received within the body timeout is 408 and closes the connection; its bytes come back once the stream ends", async () => {
+  const { refusals, post } = budgetApp(1000, 50);
+  const body = reviewOf(1000);
+  const stalled = controlledBody();
+  const pending = post(stalled.stream, 1000);
+  stalled.send(body.slice(0, 100));
+  const timedOut = await pending;
+  assert.equal(timedOut.status, 408);
+  assert.equal(timedOut.headers.get("connection"), "close");
+  assert.equal((await timedOut.json()).error, "body not received within 50 ms");
+  // Until the connection is gone the bytes stay reserved.
+  const meanwhile = await post(body, 1000);
+  assert.equal(meanwhile.status, 429);
+  await meanwhile.body?.cancel();
+  stalled.fail(new Error("connection closed"));
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const after = await post(body, 1000);
+  assert.equal(after.status, 200);
+  await after.body?.cancel();
+  // A chunked body that stalls is cut off the same way, and its bytes are released at once.
+  const chunked = controlledBody();
+  const cut = post(chunked.stream);
+  chunked.send(body.slice(0, 100));
+  const cutOff = await cut;
+  assert.equal(cutOff.status, 408);
+  assert.equal((await cutOff.json()).error, "body not received within 50 ms (100 bytes by then)");
+  const last = await post(body, 1000);
+  assert.equal(last.status, 200);
+  await last.body?.cancel();
+  assert.deepEqual(refusals.map((r) => [r.status, r.reason]), [
+    [408, "body_timeout"],
+    [429, "busy"],
+    [408, "body_timeout"],
+  ]);
+});
+
+Deno.test("a body stream that breaks is 400 body_aborted and gives its bytes back", async () => {
+  const { refusals, post } = budgetApp(1000);
+  const body = reviewOf(1000);
+  for (const declared of [1000, undefined]) {
+    const broken = controlledBody();
+    const pending = post(broken.stream, declared);
+    broken.send(body.slice(0, 300));
+    broken.fail(new Error("peer reset"));
+    const response = await pending;
+    assert.equal(response.status, 400);
+    assert.equal((await response.json()).error, "request body aborted: peer reset");
+    const next = await post(body, 1000);
+    assert.equal(next.status, 200, `declared ${declared}: the bytes were released`);
+    await next.body?.cancel();
+  }
+  assert.deepEqual(refusals.map((r) => r.reason), ["body_aborted", "body_aborted"]);
+});
+
+Deno.test("over a real socket, a stalled upload is answered 408 and its connection closed", async () => {
+  const { app, refusals } = budgetApp(4096, 100);
+  const server = createServer(getRequestListener(app.fetch, { overrideGlobalObjects: false }));
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    const body = reviewOf(1000);
+    await conn.write(new TextEncoder().encode(
+      `POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n` +
+        `content-length: 1000\r\n\r\n${body.slice(0, 200)}`,
+    ));
+    // Read until the server closes the connection: the 408 and then EOF.
+    let text = "";
+    const buffer = new Uint8Array(4096);
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      text += new TextDecoder().decode(buffer.subarray(0, n));
+    }
+    conn.close();
+    assert.match(text, /^HTTP\/1\.1 408 /);
+    assert.match(text, /\r\nconnection: close\r\n/i);
+    assert.match(text, /"body not received within 100 ms"/);
+    assert.deepEqual(refusals.map((r) => r.reason), ["body_timeout"]);
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
 });
