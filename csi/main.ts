@@ -2,6 +2,18 @@
  * `spire-cacerts-csi`: the CSI node plugin that puts CA certificates from CAProviderClasses into
  * pods' system trust stores and keeps them current.
  *
+ * On SIGTERM or SIGINT it stops in this order, so that nothing kubelet started is cut off: /healthz
+ * and the CSI Probe turn false first (the readiness probe sees it while the rest runs); the gRPC
+ * server stops accepting and answers the calls in flight, for at most `--shutdown-timeout`
+ * (default 10 s, a third of the pod's default 30 s grace period), then cancels what is left; then
+ * the object watches stop and the process exits 0. A signal that arrives while the driver is still
+ * restoring its volumes is kept and acted on as soon as serving has started.
+ *
+ * `@peculiar/x509` (and the `reflect-metadata` shim it needs) is only loaded by `--self-test`:
+ * the driver itself parses certificates with trust_store's own DER reader. Importing it costs
+ * 5–6 MB of resident memory and ~135 ms of start-up (bench/driver_memory_bench.ts), paid by
+ * every node for nothing; tests/csi_imports_test.ts keeps it out of the static import graph.
+ *
  * @module
  */
 
@@ -99,6 +111,12 @@ export const CSI_FLAGS = {
     help: "public roots under the CAs: none, bundled (this image's\n" +
       "ca-certificates) or file:/path (default {default})",
   },
+  "shutdown-timeout": {
+    type: "duration",
+    arg: "D",
+    default: "10s",
+    help: "on SIGTERM, wait this long for CSI calls in flight (default {default})",
+  },
   "render-concurrency": {
     type: "number",
     arg: "N",
@@ -153,6 +171,8 @@ export interface CsiFlags {
   baseRoots: BaseRoots;
   /** --render-concurrency */
   renderConcurrency: number;
+  /** --shutdown-timeout, in ms */
+  shutdownTimeoutMs: number;
   /** --help / --version / --self-test */
   mode: Mode;
 }
@@ -166,6 +186,7 @@ export function parseFlags(args: string[]): CsiFlags {
   const values = parseFlagTable(CSI_FLAGS, args);
   return {
     renderConcurrency: values["render-concurrency"],
+    shutdownTimeoutMs: values["shutdown-timeout"],
     baseRoots: values["base-roots"],
     endpoint: values.endpoint,
     nodeId: values["node-id"] || Deno.env.get("NODE_NAME") || hostname(),
@@ -198,6 +219,11 @@ export async function main(args: string[]): Promise<number> {
   });
   if (answered !== undefined) return answered;
   const logger = createLogger(flags.logLevel);
+  // Listening from here on: a SIGTERM during restore is acted on once serving has started.
+  const signal = new Promise<string>((resolve) => {
+    Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));
+    Deno.addSignalListener("SIGINT", () => resolve("SIGINT"));
+  });
   const kubeConfig = new KubeConfig();
   if (flags.kubeconfig) kubeConfig.loadFromFile(flags.kubeconfig);
   else kubeConfig.loadFromCluster();
@@ -233,13 +259,17 @@ export async function main(args: string[]): Promise<number> {
     healthPort: health.port,
     plainDir: flags.plainDir,
   });
-  const signal = await new Promise<string>((resolve) => {
-    Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));
-    Deno.addSignalListener("SIGINT", () => resolve("SIGINT"));
-  });
-  logger.info("stopping", { signal });
+  const received = await signal;
   ready = false;
-  await server.stop();
+  logger.info("stopping", { signal: received, inFlight: server.inFlight });
+  const stopped = await server.stop(flags.shutdownTimeoutMs);
+  if (stopped.drained) logger.info("CSI calls drained", { inFlight: stopped.inFlight });
+  else {
+    logger.warn("CSI calls cancelled after the shutdown timeout", {
+      inFlight: stopped.inFlight,
+      timeoutMs: flags.shutdownTimeoutMs,
+    });
+  }
   await driver.stop();
   await health.stop();
   logger.info("stopped");

@@ -9,6 +9,7 @@ Deno.test("flags: the defaults the manifests rely on", () => {
   assert.equal(flags.tmpfsSize, "8Mi");
   assert.deepEqual(flags.baseRoots, { kind: "bundled" });
   assert.equal(flags.renderConcurrency, 32);
+  assert.equal(flags.shutdownTimeoutMs, 10_000);
   assert.deepEqual(flags.allowedRefNamespaces, []);
   assert.equal(flags.plainDir, false);
   assert.equal(flags.mode, "run");
@@ -21,7 +22,9 @@ Deno.test("flags: values are converted once, by their kind", () => {
     "--allowed-ref-namespaces=spire, certs",
     "--render-concurrency=4",
     "--log-level=debug",
+    "--shutdown-timeout=2.5s",
   ]);
+  assert.equal(flags.shutdownTimeoutMs, 2_500);
   assert.equal(flags.plainDir, true);
   assert.deepEqual(flags.baseRoots, { kind: "file", path: "/etc/ssl/certs/ca-certificates.crt" });
   assert.deepEqual(flags.allowedRefNamespaces, ["spire", "certs"]);
@@ -35,6 +38,7 @@ Deno.test("flags: a bad value is a UsageError naming the flag and what it takes;
       ["--tmpfs-size=0", /--tmpfs-size: "0" is not a size such as 8Mi/],
       ["--base-roots=all", /--base-roots: "all" is not none, bundled or file:\/absolute\/path/],
       ["--render-concurrency=0", /--render-concurrency: "0" is not a positive integer/],
+      ["--shutdown-timeout=10", /--shutdown-timeout: "10" is not a positive duration/],
       ["--log-level=trace", /--log-level: "trace" is not debug, info, warn or error/],
       ["--nope", /Unknown option '--nope'/],
     ] as const

@@ -2,6 +2,14 @@
  * The CSI gRPC server on a unix socket: Identity and Node services backed by a
  * {@link NodeDriver}-like handler object.
  *
+ * Stopping drains: grpc-js `tryShutdown` closes the listener and sends GOAWAY, so no new call
+ * starts, while every call already running finishes and is answered; only when that takes longer
+ * than the caller's bound does `forceShutdown` cancel the rest. A publish normally takes
+ * milliseconds (p99 well under 50 ms in bench/publish_bench.ts), but one whose source lookup waits
+ * on a slow API server can take seconds, which is why the bound is a flag (`--shutdown-timeout`,
+ * default 10 s: a third of the pod's default 30 s termination grace period) rather than a
+ * constant.
+ *
  * @module
  */
 
@@ -44,12 +52,29 @@ export interface CsiServerOptions {
   ready?: () => boolean;
 }
 
+/** How {@link CsiServer.stop} ended. */
+export interface CsiServerStopped {
+  /** Calls running when the stop began. */
+  inFlight: number;
+  /** False when the bound passed and the remaining calls were cancelled (`forceShutdown`). */
+  drained: boolean;
+}
+
+/** Default bound of {@link CsiServer.stop}, in ms. */
+export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
 /** A running CSI server. */
 export interface CsiServer {
   /** The socket path. */
   socketPath: string;
-  /** Stops accepting calls, waits briefly for running ones, removes the socket. */
-  stop(): Promise<void>;
+  /** Calls running now (started, not yet answered). */
+  readonly inFlight: number;
+  /**
+   * Stops accepting calls and waits up to `timeoutMs` (default
+   * {@link DEFAULT_STOP_TIMEOUT_MS}) for the running ones to be answered, then cancels what is
+   * left; removes the socket.
+   */
+  stop(timeoutMs?: number): Promise<CsiServerStopped>;
 }
 
 /** The socket path of a `unix://` endpoint. */
@@ -64,13 +89,24 @@ type Unary = (
   cb: grpc.sendUnaryData<unknown>,
 ) => void;
 
+/** Counts the calls between their start and their answer. */
+interface CallCounter {
+  running: number;
+}
+
 function unary<Req>(
   logger: Logger,
   name: string,
   fn: (req: Req) => Promise<unknown> | unknown,
+  counter: CallCounter,
 ): Unary {
-  return (call, callback) => {
+  return (call, cb) => {
     const started = performance.now();
+    counter.running++;
+    const callback: grpc.sendUnaryData<unknown> = (error, value) => {
+      counter.running--;
+      cb(error, value);
+    };
     Promise.resolve().then(() => fn(call.request as Req)).then(
       (res) => callback(null, res ?? {}),
       (error) => {
@@ -96,18 +132,21 @@ export async function startCsiServer(options: CsiServerOptions): Promise<CsiServ
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   });
   const log = options.logger;
+  const counter: CallCounter = { running: 0 };
+  const call = <Req>(name: string, fn: (req: Req) => Promise<unknown> | unknown) =>
+    unary(log, name, fn, counter);
   const server = new grpc.Server();
   server.addService(identityService, {
-    GetPluginInfo: unary(log, "GetPluginInfo", () => ({
+    GetPluginInfo: call("GetPluginInfo", () => ({
       name: options.driverName,
       vendorVersion: options.version,
     })),
-    GetPluginCapabilities: unary(log, "GetPluginCapabilities", () => ({ capabilities: [] })),
-    Probe: unary(log, "Probe", () => ({ ready: { value: options.ready?.() ?? true } })),
+    GetPluginCapabilities: call("GetPluginCapabilities", () => ({ capabilities: [] })),
+    Probe: call("Probe", () => ({ ready: { value: options.ready?.() ?? true } })),
   });
   // Lists no capability (UNKNOWN): see controllerService. Nothing else of Controller is served.
   server.addService(controllerService, {
-    ControllerGetCapabilities: unary(log, "ControllerGetCapabilities", () => ({
+    ControllerGetCapabilities: call("ControllerGetCapabilities", () => ({
       capabilities: [{ rpc: { type: "UNKNOWN" } }],
     })),
   });
@@ -116,28 +155,25 @@ export async function startCsiServer(options: CsiServerOptions): Promise<CsiServ
     throw new CsiError(grpc.status.UNAVAILABLE, "the driver is starting");
   };
   server.addService(nodeService, {
-    NodePublishVolume: unary(
-      log,
+    NodePublishVolume: call(
       "NodePublishVolume",
       (req: NodePublishVolumeRequest) => node ? node.publish(req) : unavailable(),
     ),
-    NodeUnpublishVolume: unary(
-      log,
+    NodeUnpublishVolume: call(
       "NodeUnpublishVolume",
       (req: NodeUnpublishVolumeRequest) => node ? node.unpublish(req) : unavailable(),
     ),
-    NodeGetVolumeStats: unary(
-      log,
+    NodeGetVolumeStats: call(
       "NodeGetVolumeStats",
       (req: NodeGetVolumeStatsRequest) => node ? node.stats(req) : unavailable(),
     ),
-    NodeGetCapabilities: unary(log, "NodeGetCapabilities", () => ({
+    NodeGetCapabilities: call("NodeGetCapabilities", () => ({
       capabilities: [
         { rpc: { type: "GET_VOLUME_STATS" } },
         { rpc: { type: "VOLUME_CONDITION" } },
       ],
     })),
-    NodeGetInfo: unary(log, "NodeGetInfo", () => ({
+    NodeGetInfo: call("NodeGetInfo", () => ({
       nodeId: options.nodeId,
       maxVolumesPerNode: 0,
     })),
@@ -151,18 +187,23 @@ export async function startCsiServer(options: CsiServerOptions): Promise<CsiServ
   );
   return {
     socketPath,
-    stop: async () => {
-      await new Promise<void>((resolve) => {
+    get inFlight() {
+      return counter.running;
+    },
+    stop: async (timeoutMs = DEFAULT_STOP_TIMEOUT_MS) => {
+      const inFlight = counter.running;
+      const drained = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => {
           server.forceShutdown();
-          resolve();
-        }, 5_000);
+          resolve(false);
+        }, timeoutMs);
         server.tryShutdown(() => {
           clearTimeout(timer);
-          resolve();
+          resolve(true);
         });
       });
       await Deno.remove(socketPath).catch(() => {});
+      return { inFlight, drained };
     },
   };
 }
