@@ -80,6 +80,11 @@ const STEPS: Step[] = [
     args: ["bench/rotation_bench.ts", "--rotations=100"],
     quick: ["bench/rotation_bench.ts", "--rotations=5"],
   },
+  {
+    name: "admission-load",
+    args: ["bench/admission_load_bench.ts", "--rate=200", "--seconds=60"],
+    quick: ["bench/admission_load_bench.ts", "--rate=50", "--seconds=5"],
+  },
 ];
 
 /** How the figures were taken; printed before them in the report. */
@@ -109,6 +114,11 @@ const NOTES = `
   requests arrive at 100/s, each on a new TLS connection so every handshake uses the current
   certificate. "Distinct certificates served" shows the rotations took effect (the watchers
   debounce, so not every one of them is served).
+- **admission load**: pods created over HTTP/2 through a real kube-apiserver + etcd, open-loop,
+  with \`webhook/main.ts\` (the Deployment's args and env, in a cgroup v1 memory cgroup capped
+  at its \`limits.memory\`) registered by the shipped MutatingWebhookConfiguration and its SVID
+  rotating every 2 s. The baseline is unlabelled pods created in the same window, which the
+  objectSelector keeps away from the webhook. Memory is the cgroup's \`max_usage_in_bytes\`.
 `;
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));

@@ -1,0 +1,153 @@
+/**
+ * Pod creates through a real kube-apiserver with the shipped webhook in the admission path, at
+ * production rates: the setup of tests/webhook_load_test.ts (tests/harness/admission_load.ts:
+ * `webhook/main.ts` with the Deployment's args and env inside a memory cgroup capped at its
+ * `limits.memory`, registered with the shipped MutatingWebhookConfiguration, SVID rotating every
+ * `--rotate-ms`) with labelled pods created open-loop at `--rate` per second for `--seconds`.
+ * Unlabelled pods, which the objectSelector keeps away from the webhook, are created
+ * interleaved at `--baseline-rate` in the same window: their latency is the same API server and
+ * etcd under the same load without the webhook call, the same-run baseline.
+ *
+ * ```sh
+ * ./scripts/deno run -A bench/admission_load_bench.ts [--rate=200] [--seconds=60] \
+ *   [--baseline-rate=20] [--rotate-ms=2000]
+ * ```
+ *
+ * Targets: 0 failed admissions; the webhook's peak memory below its limit. Prints
+ * `BENCH {json}` lines (bench/report.ts).
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  createPodsAtRates,
+  type PodCreateResult,
+  startAdmissionLoad,
+} from "../tests/harness/admission_load.ts";
+import { benchLine, percentile } from "./report.ts";
+
+const SECTION = "pod creates through kube-apiserver with the webhook in the admission path";
+
+/** The figures of one load run. */
+interface LoadFigures {
+  labelled: PodCreateResult[];
+  unlabelled: PodCreateResult[];
+  elapsedS: number;
+}
+
+function positive(name: string, text: string): number {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new RangeError(`--${name}: a positive number, got ${JSON.stringify(text)}`);
+  }
+  return value;
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      rate: { type: "string", default: "200" },
+      seconds: { type: "string", default: "60" },
+      "baseline-rate": { type: "string", default: "20" },
+      "rotate-ms": { type: "string", default: "2000" },
+    },
+  });
+  const rate = positive("rate", values.rate);
+  const seconds = positive("seconds", values.seconds);
+  const baselineRate = positive("baseline-rate", values["baseline-rate"]);
+  const rotateMs = positive("rotate-ms", values["rotate-ms"]);
+
+  const load = await startAdmissionLoad({
+    rotateEveryMs: rotateMs,
+    log: (m) => console.error(`[admission-load] ${m}`),
+  });
+  try {
+    const idle = load.cgroup.stats();
+    const rotationsBefore = load.rotations;
+    const started = performance.now();
+    const results = await createPodsAtRates(load, {
+      labelledPerSecond: rate,
+      unlabelledPerSecond: baselineRate,
+      durationMs: seconds * 1000,
+    });
+    const figures: LoadFigures = {
+      labelled: results.filter((r) => r.labelled),
+      unlabelled: results.filter((r) => !r.labelled),
+      elapsedS: (performance.now() - started) / 1000,
+    };
+    const alive = load.webhook.exitCode === null;
+    const memory = load.cgroup.stats();
+    const rotations = load.rotations - rotationsBefore;
+
+    const failed = (list: PodCreateResult[]) => list.filter((r) => r.problem !== undefined);
+    const reasons = new Map<string, number>();
+    for (const r of failed(results)) {
+      const key = `HTTP ${r.status}: ${r.problem!.slice(0, 120)}`;
+      reasons.set(key, (reasons.get(key) ?? 0) + 1);
+    }
+    for (const [reason, count] of reasons) console.error(`[admission-load] ${count} × ${reason}`);
+    console.error(
+      `[admission-load] ${figures.labelled.length} labelled + ${figures.unlabelled.length} ` +
+        `unlabelled creates in ${figures.elapsedS.toFixed(1)} s, ${rotations} SVID rotations, ` +
+        `webhook ${alive ? "alive" : `exited ${load.webhook.exitCode}`}, cgroup peak ` +
+        `${(memory.peakBytes / 2 ** 20).toFixed(1)} MiB, failcnt ${memory.failcnt}, ` +
+        `OOM kills ${memory.oomKills}`,
+    );
+
+    const ms = (list: PodCreateResult[], p: number) =>
+      Math.round(percentile(list.map((r) => r.latencyMs), p) * 10) / 10;
+    const where = `${rate}/s labelled for ${seconds} s, SVID rotating every ${rotateMs} ms`;
+    const baselineLabel = `unlabelled pods (not sent to the webhook), ${baselineRate}/s, same run`;
+    console.log(benchLine({
+      id: "admission.load.failed",
+      section: SECTION,
+      label: `failed admissions (${where}; rejected, errored or stored unmutated)`,
+      unit: "pods",
+      value: failed(figures.labelled).length + (alive ? 0 : 1),
+      baseline: failed(figures.unlabelled).length,
+      baselineLabel,
+      target: { max: 0, text: "0 failed admissions" },
+    }));
+    console.log(benchLine({
+      id: "admission.load.sent",
+      section: SECTION,
+      label: `labelled creates sent (${where})`,
+      unit: "pods",
+      value: figures.labelled.length,
+      baseline: figures.unlabelled.length,
+      baselineLabel,
+    }));
+    for (const [name, p] of [["p50", 0.5], ["p99", 0.99]] as const) {
+      console.log(benchLine({
+        id: `admission.load.${name}`,
+        section: SECTION,
+        label: `create latency ${name} through the apiserver, labelled pods (${where})`,
+        unit: "ms",
+        value: ms(figures.labelled, p),
+        baseline: ms(figures.unlabelled, p),
+        baselineLabel,
+      }));
+    }
+    console.log(benchLine({
+      id: "admission.load.memory",
+      section: SECTION,
+      label: `webhook peak memory (cgroup max_usage_in_bytes) as % of limits.memory ` +
+        `${load.container.memoryLimit} (${where})`,
+      unit: "%",
+      value: Math.round((memory.peakBytes / memory.limitBytes) * 1000) / 10,
+      baseline: Math.round((idle.peakBytes / idle.limitBytes) * 1000) / 10,
+      baselineLabel: "peak from start until ready, before the load",
+      target: { max: 100, text: "peak below limits.memory, no OOM kill" },
+    }));
+    return memory.oomKills === 0 && alive ? 0 : 1;
+  } finally {
+    await load.deleteNamespace().catch((error) =>
+      console.error(`[admission-load] namespace cleanup: ${error}`)
+    );
+    await load.stop();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main());
