@@ -21,10 +21,13 @@
  * 5. A SPIRE CA change reaches the running pod's store without a restart, also after the driver
  *    pod was restarted.
  * 6. Deleting the workloads unpublishes their volumes and leaves nothing on the node.
+ * 7. A rolling restart of the webhook Deployment while labelled pods keep being created (server-
+ *    side dry runs, and real pods bound to a node that does not exist so they never run) rejects
+ *    none of them and mutates every one.
  */
 
 import assert from "node:assert/strict";
-import { DRIVER_NAME } from "../api/mod.ts";
+import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { connect } from "node:tls";
 import { join } from "node:path";
 import {
@@ -42,6 +45,7 @@ import {
   PAUSE_IMAGE,
 } from "./harness/images.ts";
 import { waitFor } from "./harness/process.ts";
+import { setTimeout as delay } from "node:timers/promises";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SPIRE_SOCKET = "/tmp/spire-server/private/api.sock";
@@ -533,6 +537,105 @@ Deno.test({
             throw new Error(`${error.message}; left: ${(await leftOnNode()).join(", ")}`);
           });
           log("workloads deleted: no mounts, pod directories or volume records left");
+        },
+      );
+
+      await t.step(
+        "7. rolling restart of the webhook while labelled pods are created: none rejected",
+        async () => {
+          // Every webhook pod, terminating ones included.
+          const webhookPods = async () =>
+            (await e.jsonpath(
+              ["pods", "-n", "spire-cacerts", "-l", "app.kubernetes.io/name=spire-cacerts-webhook"],
+              "{.items[*].metadata.name}",
+            )).split(/\s+/).filter(Boolean);
+          const before = await webhookPods();
+          assert.equal(before.length, 2, before.join(" "));
+          // Real pods are bound to a node that does not exist: stored, never run.
+          const pod = (name: string, real: boolean) =>
+            JSON.stringify({
+              apiVersion: "v1",
+              kind: "Pod",
+              metadata: { name, namespace: "spiffe-demo", labels: { [INJECT_LABEL]: "true" } },
+              spec: {
+                ...(real ? { nodeName: "no-such-node" } : {}),
+                containers: [{ name: "app", image: "registry.invalid/app:1" }],
+              },
+            });
+          const failures: string[] = [];
+          const created: string[] = [];
+          let attempts = 0;
+          const createOne = async (real: boolean) => {
+            const name = `rollout-${real ? "real" : "dry"}-${++attempts}`;
+            const r = await cluster.kubectl([
+              "create",
+              ...(real ? [] : ["--dry-run=server"]),
+              "-o",
+              "json",
+              "-f",
+              "-",
+            ], { stdin: pod(name, real) });
+            if (r.code !== 0) {
+              failures.push(`${elapsed()} ${name}: ${r.stderr.trim()}`);
+              return;
+            }
+            if (real) created.push(name);
+            const stored = JSON.parse(r.stdout) as {
+              spec: {
+                volumes?: { csi?: { driver: string } }[];
+                containers: { volumeMounts?: { name: string }[] }[];
+              };
+            };
+            const volume = (stored.spec.volumes ?? []).some((v) => v.csi?.driver === DRIVER_NAME);
+            const mounted = stored.spec.containers.every((c) =>
+              (c.volumeMounts ?? []).some((m) => m.name === "spire-cacerts")
+            );
+            if (!volume || !mounted) failures.push(`${name} admitted unmutated: ${r.stdout}`);
+          };
+          await e.k([
+            "rollout",
+            "restart",
+            "deployment/spire-cacerts-webhook",
+            "-n",
+            "spire-cacerts",
+          ]);
+          let rolledOut = false;
+          const status = cluster.kubectl([
+            "rollout",
+            "status",
+            "deployment/spire-cacerts-webhook",
+            "-n",
+            "spire-cacerts",
+            "--timeout=300s",
+          ]).finally(() => (rolledOut = true));
+          try {
+            // Until the rollout is done and the last old pod has finished terminating, then ~3 s
+            // more; 8 minutes at most.
+            const deadline = Date.now() + 480_000;
+            let drained = 0;
+            while (drained < 15 && Date.now() < deadline) {
+              await createOne(attempts % 10 === 0);
+              await delay(200);
+              if (rolledOut && (await webhookPods()).every((name) => !before.includes(name))) {
+                drained++;
+              }
+            }
+          } finally {
+            const done = await status;
+            assert.equal(done.code, 0, done.stderr);
+          }
+          const after = await webhookPods();
+          assert.ok(after.every((name) => !before.includes(name)), `${before} -> ${after}`);
+          log(
+            `rollout restart: ${attempts} labelled creates (${created.length} real), ` +
+              `${failures.length} failed; webhook pods ${before.join(",")} -> ${after.join(",")}`,
+          );
+          if (created.length) {
+            // Bound to a missing node, the pod GC may have removed some already.
+            await e.k(["delete", "pod", "-n", "spiffe-demo", "--ignore-not-found", ...created]);
+          }
+          assert.deepEqual(failures, []);
+          assert.ok(attempts >= 20, `only ${attempts} creates during the rollout`);
         },
       );
     } finally {
