@@ -58,6 +58,7 @@ export class ServerCertificateSource {
   #includeCa: boolean;
   #targets = new Set<SecureContextTarget>();
   #applied = 0;
+  #served: SvidSet | undefined;
   #onError: ((error: Error) => void) | undefined;
 
   /**
@@ -78,6 +79,15 @@ export class ServerCertificateSource {
   /** Number of `setSecureContext` calls made so far. */
   get appliedCount(): number {
     return this.#applied;
+  }
+
+  /**
+   * The set the attached servers present now: the last one a `setSecureContext` call took
+   * (undefined before {@link attach}). It differs from `watcher.current()` when a server refused a set the watcher accepted, so
+   * readiness and expiry are judged by this one.
+   */
+  served(): SvidSet | undefined {
+    return this.#served;
   }
 
   /**
@@ -112,6 +122,7 @@ export class ServerCertificateSource {
     try {
       target.setSecureContext(secureContextOptions(set, this.#includeCa));
       this.#applied++;
+      this.#served = set;
     } catch (error) {
       try {
         this.#onError?.(error as Error);

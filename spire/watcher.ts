@@ -21,6 +21,11 @@ export interface SvidWatcherOptions {
   retryMs?: number;
   /** Called for every rejected read (default: nothing). Errors thrown by it are swallowed. */
   onError?: (error: SvidSetError | Error) => void;
+  /**
+   * Called for a good read that follows a rejected one, whether or not the set changed (a file
+   * restored to what it was is a recovery but no update). Errors thrown by it are swallowed.
+   */
+  onRecovered?: () => void;
 }
 
 /** Listener for new sets; returns nothing, errors it throws are reported to `onError`. */
@@ -51,7 +56,9 @@ export class SvidWatcherClosedError extends Error {
 export class SvidWatcher {
   /** The watched directory. */
   readonly dir: string;
-  #options: Required<Omit<SvidWatcherOptions, "names" | "onError">> & SvidWatcherOptions;
+  #options:
+    & Required<Omit<SvidWatcherOptions, "names" | "onError" | "onRecovered">>
+    & SvidWatcherOptions;
   #latest = new LastGood<SvidSet>();
   #listeners = new Set<SvidListener>();
   #fsWatcher: Deno.FsWatcher | undefined;
@@ -218,7 +225,13 @@ export class SvidWatcher {
     // The same set read again is a good read too: it clears the error and keeps the object.
     const previous = this.#latest.value;
     const same = previous?.id === set.id;
+    const recovered = this.#latest.error !== undefined;
     this.#latest.accept(same ? previous : set);
+    if (recovered && !this.#closed) {
+      try {
+        this.#options.onRecovered?.();
+      } catch { /* a faulty callback must not stop the watcher */ }
+    }
     if (this.#closed) return;
     // The directory may have appeared, files and all, between two retries: without this the set
     // would be read once and later rotations only on the periodic re-read.

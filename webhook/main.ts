@@ -7,10 +7,17 @@
  * deno run -A webhook/main.ts --cert-dir /run/spiffe/certs --port 8443 --health-port 9440
  * ```
  *
+ * SIGTERM and SIGINT drain rather than drop (see `server.ts`): `/readyz` 503 at once, HTTPS
+ * serving on for `--shutdown-delay`, then in-flight requests finishing within
+ * `--shutdown-timeout`, the controllers stopped alongside, and exit 0. A second signal exits at
+ * once with 1.
+ *
+ * The controllers (`controllers.ts`, and with it `@kubernetes/client-node`) are loaded with a
+ * dynamic `import()` only when they run: with `--controller=false` the program idles at MEASURED
+ *
  * @module
  */
 
-import { KubeConfig } from "@kubernetes/client-node";
 import {
   answerMode,
   createLogger,
@@ -26,16 +33,25 @@ import {
 } from "../cli/mod.ts";
 import { ANNOTATION_PREFIX, DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { createApp } from "./app.ts";
-import { type ClassStatusController, startClassStatus } from "./class_status.ts";
-import { Controller, DEFAULT_EXCLUDED_NAMESPACES } from "./controller.ts";
-import {
-  DEFAULT_REGISTRATION_RESYNC_MS,
-  kubeRegistrationApi,
-  loadRegistrations,
-  RegistrationSync,
-} from "./registrations.ts";
+import type { Controllers } from "./controllers.ts";
 import { WebhookMetrics } from "./metrics.ts";
-import { startWebhookServer } from "./server.ts";
+import {
+  DEFAULT_EXPIRY_MARGIN_MS,
+  DEFAULT_SHUTDOWN_DELAY_MS,
+  DEFAULT_SHUTDOWN_TIMEOUT_MS,
+  startWebhookServer,
+} from "./server.ts";
+
+// Defaults of the controller modules, repeated because importing them would load the controller
+// (and `@kubernetes/client-node`); `main_test.ts` checks they are still equal.
+const DEFAULT_EXCLUDED_NAMESPACES = [
+  "kube-system",
+  "kube-public",
+  "kube-node-lease",
+  "spire",
+  "spire-cacerts",
+];
+const DEFAULT_REGISTRATION_RESYNC_MS = 5 * 60_000;
 
 /** Program name as it appears in `--version` and `--self-test`. */
 export const PROGRAM = "spire-cacerts-webhook";
@@ -118,6 +134,28 @@ export const WEBHOOK_FLAGS = {
     default: `${DEFAULT_REGISTRATION_RESYNC_MS / 60_000}m`,
     help: "re-apply them this often to repair drift (default {default}; ms, s, m, h)",
   },
+  "shutdown-delay": {
+    type: "duration",
+    arg: "D",
+    allowZero: true,
+    default: `${DEFAULT_SHUTDOWN_DELAY_MS / 1000}s`,
+    help: "on SIGTERM, keep serving this long with /readyz failing, so endpoint\n" +
+      "removal reaches kube-proxy and the API servers (default {default}; 0: none)",
+  },
+  "shutdown-timeout": {
+    type: "duration",
+    arg: "D",
+    default: `${DEFAULT_SHUTDOWN_TIMEOUT_MS / 1000}s`,
+    help: "then let in-flight requests finish for at most this long (default {default})",
+  },
+  "svid-expiry-margin": {
+    type: "duration",
+    arg: "D",
+    allowZero: true,
+    default: `${DEFAULT_EXPIRY_MARGIN_MS / 60_000}m`,
+    help: "/readyz fails this long before the served SVID expires (default {default};\n" +
+      "SPIRE's 1h SVIDs are renewed at half-life, so a healthy one has 30m left)",
+  },
   "failure-policy": {
     type: "enum",
     arg: "P",
@@ -178,6 +216,12 @@ export interface WebhookFlags {
   registrationsDir: string;
   /** Period of the registrations' repair pass (ms). */
   registrationsResyncMs: number;
+  /** Drain delay on SIGTERM/SIGINT (ms). */
+  shutdownDelayMs: number;
+  /** Bound on in-flight requests after the delay (ms). */
+  shutdownTimeoutMs: number;
+  /** `/readyz` fails this long before the served SVID expires (ms). */
+  svidExpiryMarginMs: number;
   /** Failure policy of the mutation. */
   failurePolicy: "Fail" | "Ignore";
   /** Log level. */
@@ -208,6 +252,9 @@ export function parseFlags(args: string[]): WebhookFlags {
     controller: values.controller,
     registrationsDir: values["registrations-dir"],
     registrationsResyncMs: values["registrations-resync"],
+    shutdownDelayMs: values["shutdown-delay"],
+    shutdownTimeoutMs: values["shutdown-timeout"],
+    svidExpiryMarginMs: values["svid-expiry-margin"],
     failurePolicy: values["failure-policy"],
     logLevel: values["log-level"],
     mode: modeOf(values),
@@ -256,13 +303,23 @@ export async function selfTest(): Promise<void> {
 async function run(flags: WebhookFlags): Promise<void> {
   const log = createLogger(flags.logLevel);
   const metrics = new WebhookMetrics();
-  // A registrations file that cannot be applied is a deployment error: say which one and stop.
-  const registered = flags.registrationsDir === ""
-    ? undefined
-    : await loadRegistrations(flags.registrationsDir).catch((error: Error) => {
+  // Loaded only when the controller runs (see the module doc). A registrations file that cannot
+  // be applied is a deployment error: say which one and stop before anything starts.
+  let controllers: Controllers | undefined;
+  if (flags.controller) {
+    const { prepareControllers } = await import("./controllers.ts");
+    controllers = await prepareControllers({
+      kubeconfig: flags.kubeconfig,
+      controller: { className: flags.className, excludedNamespaces: flags.excludedNamespaces },
+      registrationsDir: flags.registrationsDir,
+      registrationsResyncMs: flags.registrationsResyncMs,
+      log,
+      metrics,
+    }).catch((error: Error) => {
       log.error("cannot start: registrations unusable", { error: error.message });
       Deno.exit(1);
     });
+  }
   // The HTTPS port waits for the SVID; the health port and the controller start now, since the
   // webhook's own ClusterSPIFFEID (and so its SVID) may come from the controller.
   const server = await startWebhookServer({
@@ -277,57 +334,35 @@ async function run(flags: WebhookFlags): Promise<void> {
     },
     log,
     metrics,
+    expiryMarginMs: flags.svidExpiryMarginMs,
   });
-  let controller: Controller | undefined;
-  let registrations: RegistrationSync | undefined;
-  let classStatus: ClassStatusController | undefined;
-  if (flags.controller) {
-    const kubeConfig = new KubeConfig();
-    if (flags.kubeconfig) kubeConfig.loadFromFile(flags.kubeconfig);
-    else kubeConfig.loadFromCluster();
-    controller = new Controller({
-      kubeConfig,
-      className: flags.className,
-      excludedNamespaces: flags.excludedNamespaces,
-      log,
-      onWrite: (what) => what === "class" ? metrics.classApplied() : metrics.bundleWritten(),
-    });
-    controller.start().then(
-      () => log.info("controller watching namespaces and the SPIRE bundle"),
-      (error) => log.error("controller failed to start", { error: String(error) }),
-    );
-    startClassStatus({ kubeConfig, log, metrics: metrics.registry }).then(
-      (started) => {
-        classStatus = started;
-        log.info("writing the status of every CAProviderClass");
-      },
-      (error) => log.error("CAProviderClass status failed to start", { error: String(error) }),
-    );
-    if (registered !== undefined) {
-      registrations = new RegistrationSync({
-        dir: flags.registrationsDir,
-        api: kubeRegistrationApi(kubeConfig),
-        initial: registered,
-        resyncMs: flags.registrationsResyncMs,
-        log,
-      });
-      await registrations.start();
-      log.info("keeping ClusterSPIFFEIDs applied", {
-        dir: flags.registrationsDir,
-        names: registered.map((r) => r.object.metadata.name),
-      });
-    }
-  }
+  let stopping = false;
   const stop = async (signal: string) => {
+    if (stopping) {
+      log.warn("second signal: exiting now", { signal });
+      Deno.exit(1);
+    }
+    stopping = true;
     log.info("stopping", { signal });
-    await controller?.stop();
-    await classStatus?.stop();
-    await registrations?.stop();
-    await server.close();
+    // The controllers stop alongside the drain; neither may hold the exit past its bound.
+    const bound = flags.shutdownDelayMs + flags.shutdownTimeoutMs;
+    const stopControllers = (controllers?.stop() ?? Promise.resolve()).catch((error) =>
+      log.warn("controllers did not stop cleanly", { error: String(error) })
+    );
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.all([
+      server.shutdown({ delayMs: flags.shutdownDelayMs, timeoutMs: flags.shutdownTimeoutMs }),
+      Promise.race([
+        stopControllers,
+        new Promise<void>((resolve) => timer = setTimeout(resolve, bound)),
+      ]),
+    ]);
+    clearTimeout(timer);
     Deno.exit(0);
   };
-  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
-  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => void stop("SIGTERM"));
+  Deno.addSignalListener("SIGINT", () => void stop("SIGINT"));
+  await controllers?.start();
 }
 
 /**

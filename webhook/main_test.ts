@@ -32,3 +32,33 @@ Deno.test("flags: bad registrations settings are refused with the fix", () => {
     /--registrations-dir needs the controller; drop --controller=false/,
   );
 });
+
+Deno.test("flags: shutdown drain and expiry margin defaults, and their checks", () => {
+  const flags = parseFlags([]);
+  assert.equal(flags.shutdownDelayMs, 5_000);
+  assert.equal(flags.shutdownTimeoutMs, 10_000);
+  assert.equal(flags.svidExpiryMarginMs, 5 * 60_000);
+  const set = parseFlags([
+    "--shutdown-delay=0s",
+    "--shutdown-timeout=30s",
+    "--svid-expiry-margin=10m",
+  ]);
+  assert.deepEqual(
+    [set.shutdownDelayMs, set.shutdownTimeoutMs, set.svidExpiryMarginMs],
+    [0, 30_000, 600_000],
+  );
+  assert.throws(
+    () => parseFlags(["--shutdown-timeout=0"]),
+    /--shutdown-timeout: "0" is not a positive duration/,
+  );
+  assert.throws(() => parseFlags(["--shutdown-delay=soon"]), UsageError);
+});
+
+Deno.test("flags: the controller defaults main.ts repeats are still the controller's own", async () => {
+  // Imported here only: main.ts must not load these modules (see tests/webhook_lazy_load_test.ts).
+  const { DEFAULT_EXCLUDED_NAMESPACES } = await import("./controller.ts");
+  const { DEFAULT_REGISTRATION_RESYNC_MS } = await import("./registrations.ts");
+  const flags = parseFlags([]);
+  assert.deepEqual(flags.excludedNamespaces, [...DEFAULT_EXCLUDED_NAMESPACES]);
+  assert.equal(flags.registrationsResyncMs, DEFAULT_REGISTRATION_RESYNC_MS);
+});
