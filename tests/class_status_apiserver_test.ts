@@ -105,10 +105,22 @@ Deno.test({
       await kube.kubectl(["apply", "-f", RBAC], { check: true });
       const can = async (...args: string[]) =>
         (await kube.kubectl(["auth", "can-i", `--as=${SA_USER}`, ...args])).stdout.trim();
-      // Least privilege: sources are readable only where a RoleBinding grants it.
+      // Least privilege: sources are readable only where a RoleBinding grants it; in spire only
+      // the bundle Secret, by name.
       assert.equal(await can("list", "secrets", "-A"), "no");
-      assert.equal(await can("watch", "secrets", "-n", "spire"), "yes");
+      assert.equal(await can("watch", "secrets", "-n", "spire"), "no");
+      assert.equal(await can("watch", "secrets/spire-ca-bundle", "-n", "spire"), "yes");
       assert.equal(await can("list", "configmaps", "-n", "team"), "no");
+      // shop is a namespace whose owner granted reads (the documented RoleBinding).
+      await kube.kubectl([
+        "create",
+        "rolebinding",
+        "spire-cacerts-source-reader",
+        "--clusterrole=spire-cacerts-source-reader",
+        "--serviceaccount=spire-cacerts:spire-cacerts-webhook",
+        "-n",
+        "shop",
+      ], { check: true });
       assert.equal(
         await can("patch", `${CLASS_PLURAL}.${CLASS_GROUP}`, "--subresource=status", "-A"),
         "yes",
@@ -120,7 +132,7 @@ Deno.test({
       );
       await apply(
         kube,
-        secret("spire", "web-tls", {
+        secret("shop", "web-tls", {
           "tls.crt": caWeb.certPem,
           "tls.key": caWeb.keyPem,
         }, "kubernetes.io/tls"),
@@ -134,7 +146,7 @@ Deno.test({
           key: "ca.crt",
         }),
       );
-      await apply(kube, capClass("web", { kind: "Secret", namespace: "spire", name: "web-tls" }));
+      await apply(kube, capClass("web", { kind: "Secret", namespace: "shop", name: "web-tls" }));
       await apply(
         kube,
         capClass("team", {
@@ -209,7 +221,7 @@ Deno.test({
         }, { timeoutMs: 15_000, intervalMs: 100 });
         assert.deepEqual(status.resolvedRefs?.[0], {
           kind: "Secret",
-          namespace: "spire",
+          namespace: "shop",
           name: "web-tls",
           key: "tls.crt",
           keySource: "Fallback",

@@ -7,9 +7,22 @@ import {
   CLASS_VERSION,
 } from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
-import { CoreV1Api, CustomObjectsApi } from "@kubernetes/client-node";
-import { Controller, DEFAULT_EXCLUDED_NAMESPACES, FIELD_MANAGER } from "../webhook/controller.ts";
-import { installCrds, needsTools, runCommand, startKubeApiServer, waitFor } from "./harness/mod.ts";
+import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import {
+  BundlePublishError,
+  Controller,
+  type ControllerOptions,
+  DEFAULT_EXCLUDED_NAMESPACES,
+  FIELD_MANAGER,
+} from "../webhook/controller.ts";
+import {
+  installCrds,
+  type KubeApiServer,
+  needsTools,
+  runCommand,
+  startKubeApiServer,
+  waitFor,
+} from "./harness/mod.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
 const CRD_PATH = new URL("./harness/fixtures/caproviderclass_crd.yaml", import.meta.url).pathname;
@@ -248,6 +261,337 @@ Deno.test({
           "CN=current-root",
           "CN=next-root",
         ]);
+      });
+    } finally {
+      for (const controller of controllers) await controller.stop();
+      await kube.stop();
+    }
+  },
+});
+
+const ROOT = new URL("..", import.meta.url).pathname;
+const WEBHOOK_RBAC = `${ROOT}manifests/webhook/rbac.yaml`;
+const CLASS_CRD = `${ROOT}manifests/crds/caproviderclasses.yaml`;
+const SIGNER = "cacerts.csi.cert-manager.io/spire-example.org";
+const BUNDLE = "cacerts.csi.cert-manager.io:spire-example.org:bundle";
+
+/** A kubeconfig that authenticates with the webhook ServiceAccount's token (`kubectl create token`). */
+async function webhookKubeConfig(kube: KubeApiServer): Promise<KubeConfig> {
+  const token = (await kube.kubectl(
+    ["create", "token", "spire-cacerts-webhook", "-n", "spire-cacerts", "--duration=1h"],
+    { check: true },
+  )).stdout.trim();
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: "test", server: kube.url, caData: btoa(kube.caPem) }],
+    users: [{ name: "webhook", token }],
+    contexts: [{ name: "webhook", cluster: "test", user: "webhook" }],
+    currentContext: "webhook",
+  });
+  return kc;
+}
+
+/** The HTTP status of a failed call, or "ok". */
+async function outcome(call: () => Promise<unknown>): Promise<number | "ok"> {
+  try {
+    await call();
+    return "ok";
+  } catch (error) {
+    if (error instanceof ApiException) return error.code;
+    throw error;
+  }
+}
+
+Deno.test({
+  name: "bundle mirror as the webhook's ServiceAccount: ClusterTrustBundle and Secret, each " +
+    "switchable, under exactly the manifests' RBAC",
+  ...needsTools(["etcd", "kube-apiserver", "kubectl"]),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const kube = await startKubeApiServer();
+    const controllers: Controller[] = [];
+    try {
+      await installCrds(kube, CLASS_CRD);
+      for (const ns of ["spire", "spire-cacerts", "shop"]) {
+        await kube.kubectl(["create", "namespace", ns], { check: true });
+      }
+      await kube.kubectl(["apply", "-f", WEBHOOK_RBAC], { check: true });
+      const sa = await webhookKubeConfig(kube);
+
+      const day = 86_400_000;
+      const now = Date.now();
+      const [expired, current, next] = await Promise.all([
+        selfSignedCa("expired-root", new Date(now - 3 * day), new Date(now - day)),
+        selfSignedCa("current-root", new Date(now - day), new Date(now + day)),
+        selfSignedCa("next-root", new Date(now - day), new Date(now + 2 * day)),
+      ]);
+      const core = kube.kubeConfig.makeApiClient(CoreV1Api);
+      const custom = kube.kubeConfig.makeApiClient(CustomObjectsApi);
+      const setBundle = async (pem: string) => {
+        await kube.kubectl(["apply", "-f", "-"], {
+          stdin: JSON.stringify({
+            apiVersion: "v1",
+            kind: "ConfigMap",
+            metadata: { namespace: "spire", name: "spire-bundle" },
+            data: { "bundle.crt": pem },
+          }),
+          check: true,
+        });
+      };
+      const readBundle = () =>
+        custom.getClusterCustomObject({
+          group: "certificates.k8s.io",
+          version: "v1",
+          plural: "clustertrustbundles",
+          name: BUNDLE,
+        }).then(
+          (o) =>
+            o as {
+              metadata: { labels?: Record<string, string> };
+              spec: { signerName: string; trustBundle: string };
+            },
+          () => undefined,
+        );
+      const readSecret = () =>
+        core.readNamespacedSecret({ namespace: "spire", name: "spire-ca-bundle" }).catch(() =>
+          undefined
+        );
+      const bundleRoots = async () => subjects((await readBundle())?.spec.trustBundle ?? "").sort();
+      const secretRoots = async () => {
+        const data = (await readSecret())?.data?.["ca.crt"];
+        return data === undefined ? [] : subjects(atob(data)).sort();
+      };
+      const start = async (options: Partial<ControllerOptions>) => {
+        const controller = new Controller({
+          kubeConfig: sa,
+          className: "spire-ca",
+          excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
+          clusterTrustBundle: { trustDomain: "example.org" },
+          ...options,
+        });
+        controllers.push(controller);
+        await controller.start();
+        return controller;
+      };
+      await setBundle(expired + current);
+
+      await t.step(
+        "SPIRE's roots reach the ClusterTrustBundle and the Secret, expired dropped",
+        async () => {
+          await start({});
+          await waitFor("ClusterTrustBundle", async () => (await bundleRoots()).length > 0, {
+            timeoutMs: 10_000,
+          });
+          const bundle = (await readBundle())!;
+          assert.equal(bundle.spec.signerName, SIGNER);
+          assert.equal(bundle.metadata.labels?.["app.kubernetes.io/managed-by"], "spire-cacerts");
+          assert.deepEqual(await bundleRoots(), ["CN=current-root"]);
+          await waitFor("Secret", async () => (await secretRoots()).length > 0, {
+            timeoutMs: 10_000,
+          });
+          assert.deepEqual(await secretRoots(), ["CN=current-root"]);
+          // The namespace controller ran under the same token: the managed class exists.
+          await waitFor("class in shop", () =>
+            custom.getNamespacedCustomObject({
+              group: CLASS_GROUP,
+              version: CLASS_VERSION,
+              namespace: "shop",
+              plural: CLASS_PLURAL,
+              name: "spire-ca",
+            }).catch(() => undefined), { timeoutMs: 10_000 });
+        },
+      );
+
+      await t.step("a new CA is added and the old one kept while SPIRE has it", async () => {
+        await setBundle(expired + current + next);
+        await waitFor("next root published", async () => (await bundleRoots()).length === 2, {
+          timeoutMs: 10_000,
+        });
+        assert.deepEqual(await bundleRoots(), ["CN=current-root", "CN=next-root"]);
+        await waitFor("next root in Secret", async () => (await secretRoots()).length === 2, {
+          timeoutMs: 10_000,
+        });
+      });
+
+      await t.step("the old CA goes once SPIRE drops it", async () => {
+        await setBundle(next + expired);
+        await waitFor("old root dropped", async () => (await bundleRoots()).length === 1, {
+          timeoutMs: 10_000,
+        });
+        assert.deepEqual(await bundleRoots(), ["CN=next-root"]);
+        await waitFor(
+          "old root dropped from Secret",
+          async () => (await secretRoots()).length === 1,
+          { timeoutMs: 10_000 },
+        );
+        assert.deepEqual(await secretRoots(), ["CN=next-root"]);
+      });
+      for (const c of controllers.splice(0)) await c.stop();
+
+      await t.step("--bundle-secret=false: only the ClusterTrustBundle is written", async () => {
+        await core.deleteNamespacedSecret({ namespace: "spire", name: "spire-ca-bundle" });
+        await custom.deleteClusterCustomObject({
+          group: "certificates.k8s.io",
+          version: "v1",
+          plural: "clustertrustbundles",
+          name: BUNDLE,
+        });
+        const controller = new Controller({
+          kubeConfig: sa,
+          className: "spire-ca",
+          excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
+          clusterTrustBundle: { trustDomain: "example.org" },
+          writeBundleSecret: false,
+        });
+        assert.deepEqual(await controller.syncBundle(), {
+          secret: false,
+          clusterTrustBundle: true,
+        });
+        assert.deepEqual(await bundleRoots(), ["CN=next-root"]);
+        assert.equal(await readSecret(), undefined);
+        assert.deepEqual(await controller.syncBundle(), {
+          secret: false,
+          clusterTrustBundle: false,
+        });
+      });
+
+      await t.step("--cluster-trust-bundle=false: only the Secret is written", async () => {
+        await custom.deleteClusterCustomObject({
+          group: "certificates.k8s.io",
+          version: "v1",
+          plural: "clustertrustbundles",
+          name: BUNDLE,
+        });
+        const controller = new Controller({
+          kubeConfig: sa,
+          className: "spire-ca",
+          excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
+        });
+        assert.deepEqual(await controller.syncBundle(), {
+          secret: true,
+          clusterTrustBundle: false,
+        });
+        assert.deepEqual(await secretRoots(), ["CN=next-root"]);
+        assert.equal(await readBundle(), undefined);
+      });
+
+      await t.step(
+        "another trust domain is refused by RBAC; the Secret is still written",
+        async () => {
+          await core.deleteNamespacedSecret({ namespace: "spire", name: "spire-ca-bundle" });
+          const controller = new Controller({
+            kubeConfig: sa,
+            className: "spire-ca",
+            excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
+            clusterTrustBundle: { trustDomain: "other.org" },
+          });
+          const error = await controller.syncBundle().then(() => undefined, (e) => e);
+          assert.ok(error instanceof BundlePublishError, String(error));
+          assert.deepEqual(error.failures.map((f) => f.target), [
+            "ClusterTrustBundle cacerts.csi.cert-manager.io:spire-other.org:bundle",
+          ]);
+          assert.match(error.message, /HTTP 403.*manifests\/webhook\/rbac\.yaml/);
+          assert.deepEqual(await secretRoots(), ["CN=next-root"]);
+        },
+      );
+
+      await t.step("the token can do nothing else", async () => {
+        const saCore = sa.makeApiClient(CoreV1Api);
+        const saCustom = sa.makeApiClient(CustomObjectsApi);
+        const ctb = (name: string, signerName: string) => ({
+          apiVersion: "certificates.k8s.io/v1",
+          kind: "ClusterTrustBundle",
+          metadata: { name },
+          spec: { signerName, trustBundle: next },
+        });
+        const createCtb = (body: unknown) => () =>
+          saCustom.createClusterCustomObject({
+            group: "certificates.k8s.io",
+            version: "v1",
+            plural: "clustertrustbundles",
+            body,
+          });
+        // Our signer, another object name: no create of other names.
+        assert.equal(
+          await outcome(createCtb(ctb(`${BUNDLE.replace(/bundle$/, "")}x`, SIGNER))),
+          403,
+        );
+        // Another signer: no attest.
+        assert.equal(
+          await outcome(createCtb(ctb("example.com:other:bundle", "example.com/other"))),
+          403,
+        );
+        // A bundle without signer under another name.
+        assert.equal(await outcome(createCtb(ctb("plain", ""))), 403);
+        // Deleting its own bundle is not granted either.
+        assert.equal(
+          await outcome(() =>
+            saCustom.deleteClusterCustomObject({
+              group: "certificates.k8s.io",
+              version: "v1",
+              plural: "clustertrustbundles",
+              name: BUNDLE,
+            })
+          ),
+          403,
+        );
+        const secret = (namespace: string, name: string) => ({
+          apiVersion: "v1",
+          kind: "Secret",
+          metadata: { namespace, name },
+          data: { "ca.crt": btoa(next) },
+        });
+        assert.equal(
+          await outcome(() =>
+            saCore.createNamespacedSecret({ namespace: "spire", body: secret("spire", "other") })
+          ),
+          403,
+        );
+        assert.equal(
+          await outcome(() =>
+            saCore.createNamespacedSecret({ namespace: "shop", body: secret("shop", "x") })
+          ),
+          403,
+        );
+        assert.equal(
+          await outcome(() => saCore.listNamespacedSecret({ namespace: "spire" })),
+          403,
+        );
+        assert.equal(
+          await outcome(() =>
+            saCore.deleteNamespacedSecret({ namespace: "spire", name: "spire-ca-bundle" })
+          ),
+          403,
+        );
+        assert.equal(
+          await outcome(() => saCore.listNamespacedConfigMap({ namespace: "spire" })),
+          403,
+        );
+        assert.equal(
+          await outcome(() =>
+            saCustom.createNamespacedCustomObject({
+              group: CLASS_GROUP,
+              version: CLASS_VERSION,
+              namespace: "shop",
+              plural: CLASS_PLURAL,
+              body: {
+                apiVersion: CLASS_API_VERSION,
+                kind: CLASS_KIND,
+                metadata: { namespace: "shop", name: "not-managed" },
+                spec: { refs: [{ apiGroup: "", kind: "Secret", name: "x" }] },
+              },
+            })
+          ),
+          403,
+        );
+        // What it may do, for contrast: read its own Secret by name.
+        assert.equal(
+          await outcome(() =>
+            saCore.readNamespacedSecret({ namespace: "spire", name: "spire-ca-bundle" })
+          ),
+          "ok",
+        );
       });
     } finally {
       for (const controller of controllers) await controller.stop();

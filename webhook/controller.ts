@@ -5,8 +5,14 @@
  *   written with server-side apply under its own field manager and labelled as managed. One a
  *   user wrote (no managed label) is never touched; one whose fields another manager took over
  *   makes the (unforced) apply fail with a conflict, which is logged and left alone.
- * - The Secret `spire/spire-ca-bundle` (key `ca.crt`) follows SPIRE's bundle ConfigMap
- *   `spire/spire-bundle` (key `bundle.crt`), expired roots dropped.
+ * - SPIRE's bundle ConfigMap `spire/spire-bundle` (key `bundle.crt`) is mirrored, expired roots
+ *   dropped and every other root kept (so an old CA stays until SPIRE drops it), into two
+ *   targets, each switchable: the Secret `spire/spire-ca-bundle` (key `ca.crt`, for classes
+ *   written the kubeops way) and the ClusterTrustBundle of the trust domain's signer
+ *   (`cacerts.csi.cert-manager.io/spire-<trust-domain>`, see `cluster_trust_bundle.ts`), which
+ *   needs no Secret read by anyone. The ConfigMap is watched by name
+ *   (`fieldSelector=metadata.name=spire-bundle`), so the webhook's Role names it. One target
+ *   failing does not hold back the other.
  *
  * Every write is compare-before-write and the desired state is a pure function of what is read,
  * so two replicas running this at once converge on the same objects; no leader election is needed.
@@ -32,6 +38,14 @@ import {
   CLASS_VERSION,
 } from "../api/mod.ts";
 import { buildTrustSet } from "../trust_store/mod.ts";
+import {
+  bundleObjectName,
+  clusterTrustBundle,
+  CTB_GROUP,
+  CTB_PLURAL,
+  CTB_VERSION,
+  signerNameFor,
+} from "./cluster_trust_bundle.ts";
 import { toPem } from "../spire/mod.ts";
 import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 
@@ -79,6 +93,13 @@ export interface ControllerOptions {
   bundleConfigMap?: KeyRef;
   /** The Secret kept equal to it (default `spire/spire-ca-bundle` key `ca.crt`). */
   bundleSecret?: KeyRef;
+  /** Whether that Secret is kept (default true; `--bundle-secret`). */
+  writeBundleSecret?: boolean;
+  /**
+   * Publish the bundle as the ClusterTrustBundle of this trust domain's signer
+   * (`--cluster-trust-bundle`, `--trust-domain`); absent: not published.
+   */
+  clusterTrustBundle?: { trustDomain: string };
   /**
    * How often every namespace and the bundle are re-checked without an event (ms, default 10 min):
    * roots that expired meanwhile are dropped and deleted classes come back.
@@ -86,8 +107,59 @@ export interface ControllerOptions {
   resyncMs?: number;
   /** Where events go. */
   log?: Logger;
-  /** Called after each class write and each Secret write. */
-  onWrite?: (what: "class" | "secret") => void;
+  /** Called after each class write, each Secret write and each ClusterTrustBundle write. */
+  onWrite?: (what: BundleWrite) => void;
+}
+
+/** What a controller write changed. */
+export type BundleWrite = "class" | "secret" | "cluster-trust-bundle";
+
+/** What {@link Controller.syncBundle} wrote. */
+export interface BundleSync {
+  /** The Secret was written. */
+  secret: boolean;
+  /** The ClusterTrustBundle was written. */
+  clusterTrustBundle: boolean;
+}
+
+/** One or both bundle targets could not be written; the other was still tried. */
+export class BundlePublishError extends Error {
+  /** The targets that failed, e.g. `Secret spire/spire-ca-bundle`, each with its error. */
+  readonly failures: readonly { target: string; error: unknown }[];
+
+  /**
+   * Makes the error.
+   *
+   * @param failures each target that failed and why (the first is the `cause`)
+   */
+  constructor(failures: readonly { target: string; error: unknown }[]) {
+    super(
+      `SPIRE bundle not published to ${
+        failures.map((f) => `${f.target} (${describeError(f.error)})`).join("; ")
+      }`,
+      { cause: failures[0]?.error },
+    );
+    this.name = "BundlePublishError";
+    this.failures = failures;
+  }
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof ApiException) {
+    let message: unknown;
+    try {
+      message = (JSON.parse(String(error.body)) as { message?: unknown }).message;
+    } catch {
+      message = undefined;
+    }
+    const hint = error.code === 403
+      ? "; grant it in manifests/webhook/rbac.yaml or turn this target off"
+      : error.code === 404
+      ? "; is the API served? turn this target off if the cluster lacks it"
+      : "";
+    return `HTTP ${error.code}${typeof message === "string" ? `: ${message}` : ""}${hint}`;
+  }
+  return error instanceof Error ? error.message : String(error);
 }
 
 /** The CAProviderClass the controller wants in a namespace (built by `buildClass`). */
@@ -135,11 +207,15 @@ function canonical(value: unknown): string {
   );
 }
 
+function countRoots(pem: string): number {
+  return pem.match(/BEGIN CERTIFICATE/g)?.length ?? 0;
+}
+
 function isStatus(error: unknown, code: number): boolean {
   return error instanceof ApiException && error.code === code;
 }
 
-/** Keeps per-namespace CAProviderClasses and the bundle Secret current. */
+/** Keeps per-namespace CAProviderClasses, the bundle Secret and the ClusterTrustBundle current. */
 export class Controller {
   #options: ControllerOptions;
   #core: CoreV1Api;
@@ -148,12 +224,17 @@ export class Controller {
   #secret: KeyRef;
   #configMap: KeyRef;
   #excluded: Set<string>;
+  #signerName: string | undefined;
   #log: Logger;
   #informers: { stop(): Promise<void> }[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
 
-  /** Creates the controller; nothing runs until {@link start}. */
+  /**
+   * Creates the controller; nothing runs until {@link start}.
+   *
+   * @throws {TrustDomainError} when `clusterTrustBundle.trustDomain` cannot name a signer
+   */
   constructor(options: ControllerOptions) {
     this.#options = options;
     this.#core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
@@ -164,6 +245,9 @@ export class Controller {
     this.#configMap = options.bundleConfigMap ??
       { namespace: "spire", name: "spire-bundle", key: "bundle.crt" };
     this.#excluded = new Set(options.excludedNamespaces);
+    this.#signerName = options.clusterTrustBundle === undefined
+      ? undefined
+      : signerNameFor(options.clusterTrustBundle.trustDomain);
     this.#log = options.log ?? SILENT_LOGGER;
   }
 
@@ -220,10 +304,14 @@ export class Controller {
   }
 
   /**
-   * Copies the current roots of the bundle ConfigMap into the Secret when they differ.
-   * Returns whether the Secret was written.
+   * Copies the current roots of the bundle ConfigMap into each enabled target that differs: the
+   * Secret and the ClusterTrustBundle. A target that fails does not stop the other.
+   *
+   * @throws {BundlePublishError} naming each target that failed, after trying both
+   * @throws {PemError} when SPIRE's bundle is not a clean list of CERTIFICATE blocks
+   * @throws {EmptyTrustSetError} when no valid root remains (the targets are then left as they are)
    */
-  async syncBundle(configMap?: V1ConfigMap): Promise<boolean> {
+  async syncBundle(configMap?: V1ConfigMap): Promise<BundleSync> {
     const source =
       `ConfigMap ${this.#configMap.namespace}/${this.#configMap.name} key ${this.#configMap.key}`;
     const cm = configMap ?? await this.#core.readNamespacedConfigMap({
@@ -234,12 +322,40 @@ export class Controller {
       throw error;
     });
     const text = cm?.data?.[this.#configMap.key];
+    const result: BundleSync = { secret: false, clusterTrustBundle: false };
     if (!text) {
       this.#log.warn("SPIRE bundle not published yet", { source });
-      return false;
+      return result;
     }
     const { pem, warnings } = await bundleSecretPem(text, source);
     for (const warning of warnings) this.#log.debug("SPIRE bundle entry left out", { warning });
+    const failures: { target: string; error: unknown }[] = [];
+    const targets: [string, () => Promise<void>][] = [];
+    if (this.#options.writeBundleSecret ?? true) {
+      targets.push([
+        `Secret ${this.#secret.namespace}/${this.#secret.name}`,
+        async () => {
+          result.secret = await this.#syncSecret(pem);
+        },
+      ]);
+    }
+    if (this.#signerName !== undefined) {
+      const signerName = this.#signerName;
+      targets.push([
+        `ClusterTrustBundle ${bundleObjectName(signerName)}`,
+        async () => {
+          result.clusterTrustBundle = await this.#syncClusterTrustBundle(signerName, pem);
+        },
+      ]);
+    }
+    await Promise.all(
+      targets.map(([target, work]) => work().catch((error) => failures.push({ target, error }))),
+    );
+    if (failures.length > 0) throw new BundlePublishError(failures);
+    return result;
+  }
+
+  async #syncSecret(pem: string): Promise<boolean> {
     const current = await this.#core.readNamespacedSecret({
       namespace: this.#secret.namespace,
       name: this.#secret.name,
@@ -250,6 +366,7 @@ export class Controller {
     const currentPem = current?.data?.[this.#secret.key];
     if (
       currentPem !== undefined &&
+      current?.metadata?.labels?.[MANAGED_LABEL] === MANAGED_VALUE &&
       new TextDecoder().decode(Uint8Array.fromBase64(currentPem)) === pem
     ) return false;
     await this.#objects.patch(
@@ -273,7 +390,45 @@ export class Controller {
     this.#options.onWrite?.("secret");
     this.#log.info("SPIRE CA bundle Secret updated", {
       secret: `${this.#secret.namespace}/${this.#secret.name}`,
-      roots: pem.match(/BEGIN CERTIFICATE/g)?.length ?? 0,
+      roots: countRoots(pem),
+    });
+    return true;
+  }
+
+  async #syncClusterTrustBundle(signerName: string, pem: string): Promise<boolean> {
+    const desired = clusterTrustBundle(signerName, pem, { [MANAGED_LABEL]: MANAGED_VALUE });
+    const name = desired.metadata.name;
+    const current = await this.#custom.getClusterCustomObject({
+      group: CTB_GROUP,
+      version: CTB_VERSION,
+      plural: CTB_PLURAL,
+      name,
+    }).catch((error) => {
+      if (isStatus(error, 404)) return undefined;
+      throw error;
+    }) as { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined;
+    if (
+      current !== undefined &&
+      current.metadata?.labels?.[MANAGED_LABEL] === MANAGED_VALUE &&
+      canonical(current.spec) === canonical(desired.spec)
+    ) return false;
+    await this.#custom.patchClusterCustomObject(
+      {
+        group: CTB_GROUP,
+        version: CTB_VERSION,
+        plural: CTB_PLURAL,
+        name,
+        body: desired,
+        fieldManager: FIELD_MANAGER,
+        force: true,
+      },
+      k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.ServerSideApply),
+    );
+    this.#options.onWrite?.("cluster-trust-bundle");
+    this.#log.info(current ? "ClusterTrustBundle updated" : "ClusterTrustBundle created", {
+      clusterTrustBundle: name,
+      signerName,
+      roots: countRoots(pem),
     });
     return true;
   }
@@ -306,10 +461,16 @@ export class Controller {
     this.#watchErrors(namespaces, "namespaces");
 
     const cmRef = this.#configMap;
-    const bundle = k8s.makeInformer<V1ConfigMap>(
-      this.#options.kubeConfig,
+    // Watched by name: the Role grants the ConfigMap by resourceNames, not the namespace's.
+    const byName = `metadata.name=${cmRef.name}`;
+    const bundle = new k8s.ListWatch<V1ConfigMap>(
       `/api/v1/namespaces/${cmRef.namespace}/configmaps`,
-      () => this.#core.listNamespacedConfigMap({ namespace: cmRef.namespace }),
+      new k8s.Watch(this.#options.kubeConfig),
+      () =>
+        this.#core.listNamespacedConfigMap({ namespace: cmRef.namespace, fieldSelector: byName }),
+      false,
+      undefined,
+      byName,
     );
     const onConfigMap = (cm: V1ConfigMap) => {
       if (cm.metadata?.name !== cmRef.name) return;

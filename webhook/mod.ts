@@ -58,7 +58,10 @@ export {
   wantsInjection,
 } from "./mutate.ts";
 export {
+  BundlePublishError,
   bundleSecretPem,
+  type BundleSync,
+  type BundleWrite,
   Controller,
   type ControllerOptions,
   DEFAULT_EXCLUDED_NAMESPACES,
