@@ -7,7 +7,7 @@
  * @module
  */
 
-import { concat, encodeElement, encodeOid } from "./der.ts";
+import { concat, encodeElement } from "./der.ts";
 import { UnknownOsFamilyError } from "./errors.ts";
 import { encodeJks } from "./jks.ts";
 import { encodePem } from "./pem.ts";
@@ -166,22 +166,19 @@ export function certificateStem(cert: TrustedCertificate): string {
   return `${base}_${cert.sha256.slice(0, 8)}`;
 }
 
-const TRUST_OIDS = [
-  "1.3.6.1.5.5.7.3.1", // serverAuth
-  "1.3.6.1.5.5.7.3.2", // clientAuth
-  "1.3.6.1.5.5.7.3.4", // emailProtection
-  "1.3.6.1.5.5.7.3.3", // codeSigning
-];
-
 /**
  * Encodes a certificate as an OpenSSL `TRUSTED CERTIFICATE` PEM block: the DER certificate
- * followed by an `X509_CERT_AUX` (trust OIDs and an alias), as `openssl x509 -trustout` and
- * p11-kit's `openssl-bundle` write it.
+ * followed by an `X509_CERT_AUX` holding only the alias, byte for byte what p11-kit 0.24's
+ * `trust extract --format=openssl-bundle` writes for an anchor without stapled purposes. With
+ * no trust list OpenSSL falls back to its compatibility rule (a self-signed certificate in the
+ * store is trusted for every purpose), so `openssl verify` accepts the CA for the default
+ * purpose, `-purpose any` and timestamping as well as `sslserver`; an explicit list of
+ * purposes would make OpenSSL reject every purpose not on it (error 28, "certificate
+ * rejected").
  */
 export function trustedCertificatePem(cert: TrustedCertificate): string {
-  const trust = encodeElement(0x30, concat(TRUST_OIDS.map(encodeOid)));
   const alias = encodeElement(0x0c, enc.encode(cert.label));
-  const aux = encodeElement(0x30, concat([trust, alias]));
+  const aux = encodeElement(0x30, alias);
   return encodePem("TRUSTED CERTIFICATE", concat([cert.der, aux]));
 }
 

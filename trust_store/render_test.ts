@@ -230,20 +230,65 @@ Deno.test("every layout works with openssl verify, keytool and a TLS client", as
   }
 });
 
-Deno.test("TRUSTED CERTIFICATE bundles carry the custom CA with trust settings", async () => {
+Deno.test("TRUSTED CERTIFICATE blocks carry only an alias, as p11-kit writes an anchor", async () => {
   const set = await buildTrustSet([{ name: "ca", text: ca.pem }]);
   const payload = renderTrustStore("rhel", set);
   const text = new TextDecoder().decode(payload.get("openssl/ca-bundle.trust.crt"));
   assert.match(text, /^# CN=SPIRE Test Root, O=spire-cacerts\n-----BEGIN TRUSTED CERTIFICATE-----/);
   const r = await run("openssl", ["x509", "-noout", "-text", "-fingerprint", "-sha256"], text);
   assert.equal(r.code, 0, r.stderr);
-  assert.match(
-    r.stdout,
-    /Trusted Uses:\n\s*TLS Web Server Authentication, TLS Web Client Authentication, E-mail Protection, Code Signing/,
-  );
-  assert.match(r.stdout, /Alias: SPIRE Test Root/);
+  assert.match(r.stdout, /No Trusted Uses\.\nNo Rejected Uses\.\nAlias: SPIRE Test Root\n/);
   const fp = set.certificates[0].sha256.toUpperCase().match(/../g)!.join(":");
   assert.match(r.stdout, new RegExp(fp));
   const out = await run("openssl", ["x509", "-trustout"], text);
   assert.match(out.stdout, /BEGIN TRUSTED CERTIFICATE/);
+});
+
+Deno.test("openssl verify accepts the CA from every TRUSTED file for every purpose", async () => {
+  const scratch = await scratchDir("trust-purpose-");
+  try {
+    const leafPath = await writePem(scratch.dir, "leaf.pem", leaf);
+    const otherLeafPath = await writePem(scratch.dir, "other-leaf.pem", otherLeaf);
+    const set = await buildTrustSet([{ name: "ca", text: ca.pem + otherCa.pem }]);
+    const only = await buildTrustSet([{ name: "ca", text: ca.pem }]);
+    let checked = 0;
+    for (const family of ["rhel", "sles"] as const) {
+      const root = join(scratch.dir, family);
+      await Deno.mkdir(root);
+      const onlyRoot = join(scratch.dir, `${family}-only`);
+      await Deno.mkdir(onlyRoot);
+      await new AtomicWriter(root).write(renderTrustStore(family, set));
+      await new AtomicWriter(onlyRoot).write(renderTrustStore(family, only));
+      const files = storeFiles(family);
+      const trusted: string[][] = files.trustBundles.map((p) => ["-CAfile", join(root, p)]);
+      const rejectOther: string[][] = files.trustBundles.map((p) => ["-CAfile", join(onlyRoot, p)]);
+      if (files.trustHashDir !== undefined) {
+        trusted.push(["-CApath", join(root, files.trustHashDir), "-no-CAfile"]);
+        rejectOther.push(["-CApath", join(onlyRoot, files.trustHashDir), "-no-CAfile"]);
+        for (const c of set.certificates.filter((c) => c.label === "SPIRE Test Root")) {
+          trusted.push(["-CAfile", join(root, files.trustHashDir, `${certificateStem(c)}.pem`)]);
+        }
+      }
+      assert.ok(trusted.length >= 2, family);
+      for (const where of trusted) {
+        for (const purpose of [[], ["-purpose", "any"], ["-purpose", "sslserver"]]) {
+          const ok = await run("openssl", ["verify", ...purpose, ...where, leafPath]);
+          assert.equal(
+            ok.code,
+            0,
+            `${family} ${where.join(" ")} ${purpose}: ${ok.stdout}${ok.stderr}`,
+          );
+          assert.match(ok.stdout, /: OK/);
+          checked++;
+        }
+      }
+      for (const where of rejectOther) {
+        const bad = await run("openssl", ["verify", "-purpose", "any", ...where, otherLeafPath]);
+        assert.notEqual(bad.code, 0, `${family} ${where.join(" ")} trusted a CA not in the set`);
+      }
+    }
+    assert.ok(checked >= 12);
+  } finally {
+    await scratch.cleanup();
+  }
 });
