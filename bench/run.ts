@@ -82,8 +82,8 @@ const STEPS: Step[] = [
   },
   {
     name: "admission-load",
-    args: ["bench/admission_load_bench.ts", "--rate=200", "--seconds=60"],
-    quick: ["bench/admission_load_bench.ts", "--rate=50", "--seconds=5"],
+    args: ["bench/admission_load_bench.ts", "--rates=50,200", "--seconds=60"],
+    quick: ["bench/admission_load_bench.ts", "--rates=50", "--seconds=5"],
   },
 ];
 

@@ -380,14 +380,18 @@ export async function startAdmissionLoad(
         return pods;
       },
       async deleteNamespace() {
-        const call = async (path: string, init: RequestInit, ok: number[]) => {
-          const response = await api(path, init);
-          const text = await response.text();
-          if (!ok.includes(response.status)) {
-            throw new AdmissionLoadError(`${init.method} ${path}: HTTP ${response.status} ${text}`);
-          }
-          return text;
-        };
+        // Retried: after an overload the API server may have closed the HTTP/2 connection.
+        const call = (path: string, init: RequestInit, ok: number[]) =>
+          waitFor(`${init.method ?? "GET"} ${path}`, async () => {
+            const response = await api(path, init);
+            const text = await response.text();
+            if (!ok.includes(response.status)) {
+              throw new AdmissionLoadError(
+                `${init.method} ${path}: HTTP ${response.status} ${text}`,
+              );
+            }
+            return text;
+          }, { timeoutMs: 30_000, intervalMs: 1_000 });
         await call(`/api/v1/namespaces/${namespace}`, { method: "DELETE" }, [200, 202]);
         // Unscheduled pods go at once (no kubelet to wait for).
         await call(`/api/v1/namespaces/${namespace}/pods`, { method: "DELETE" }, [200]);

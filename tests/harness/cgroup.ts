@@ -227,6 +227,16 @@ export class MemoryCgroup {
     ];
   }
 
+  /**
+   * Starts {@link MemoryStats.peakBytes} over from the current usage (writes 0 to
+   * memory.max_usage_in_bytes), to take the peak of one phase.
+   *
+   * @throws {CgroupError}
+   */
+  resetPeak(): void {
+    this.#write("memory.max_usage_in_bytes", "0");
+  }
+
   /** Pids of the processes in this cgroup. */
   pids(): number[] {
     return this.#read("cgroup.procs").split("\n").filter(Boolean).map(Number);

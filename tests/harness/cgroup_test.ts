@@ -62,6 +62,8 @@ Deno.test("a memory cgroup: limit, a program inside from its start, peak, OOM ki
     assert.ok(after.peakBytes < 256 * MiB, `peak ${after.peakBytes}`);
     assert.equal(after.oomKills, 0);
     assert.equal(after.failcnt + after.memswFailcnt, 0);
+    cgroup.resetPeak();
+    assert.ok(cgroup.stats().peakBytes < 40 * MiB, "peak starts over from the usage");
     assert.equal(after.underOom, false);
 
     // Over the limit without swap: the kernel OOM-kills the program (SIGKILL, exit 137).
