@@ -1,15 +1,26 @@
 /**
  * Parsing of the `caProviderClasses` volume attribute, and CAProviderClass objects
  * (`cacerts.csi.cert-manager.io/v1alpha1`, the kubeops/csi-driver-cacerts schema:
- * `spec.refs[]` of `{apiGroup, kind, namespace, name, key}`): {@link buildClass}, which the
- * webhook applies, and {@link parseClassRefs}, which the driver and the status controller read
- * them with, side by side so the shape is written down once.
+ * `spec.refs[]` of `{apiGroup, kind, namespace, name, key}`, plus this driver's
+ * `ClusterTrustBundle` refs, `trust_bundle_ref.ts`): {@link buildClass}, which the webhook
+ * applies, and {@link parseClassRefs}, which the driver and the status controller read them with,
+ * side by side so the shape is written down once.
  *
  * @module
  */
 
-import { CLASS_API_VERSION, CLASS_KIND } from "./contract.ts";
+import {
+  CLASS_API_VERSION,
+  CLASS_KIND,
+  TRUST_BUNDLE_GROUP,
+  TRUST_BUNDLE_KIND,
+} from "./contract.ts";
 import { KeyNotFoundError, SourceError } from "./errors.ts";
+import {
+  parseTrustBundleRef,
+  type TrustBundleRef,
+  trustBundleRefName,
+} from "./trust_bundle_ref.ts";
 /**
  * First key a ref without `key` reads (cert-manager's CA key, `kube-root-ca.crt`, service-account
  * token Secrets); see {@link refKey}.
@@ -40,6 +51,14 @@ export interface SourceRef extends ObjectName {
   key: string | undefined;
   /** Position in `spec.refs`, for messages. */
   index: number;
+}
+
+/** A parsed `spec.refs` entry: a Secret or ConfigMap key, or ClusterTrustBundles. */
+export type ClassRef = SourceRef | TrustBundleRef;
+
+/** Whether a parsed ref is a Secret or ConfigMap ref (not ClusterTrustBundles). */
+export function isSourceRef(ref: ClassRef): ref is SourceRef {
+  return ref.kind !== TRUST_BUNDLE_KIND;
 }
 
 /** How the key a ref reads was chosen. */
@@ -163,31 +182,47 @@ function str(value: unknown): string | undefined {
 }
 
 /**
- * Reads the refs of a CAProviderClass object. Refs without a namespace live in the class's
- * namespace; refs without a key keep `key` undefined ({@link refKey} picks it per object). Only
- * core Secrets and ConfigMaps are supported.
+ * Reads the refs of a CAProviderClass object. Secret and ConfigMap refs (`apiGroup` empty) without
+ * a namespace live in the class's namespace; refs without a key keep `key` undefined
+ * ({@link refKey} picks it per object). `ClusterTrustBundle` refs (`apiGroup:
+ * certificates.k8s.io`) select bundles by `name`, or by `signerName` and `labelSelector` (see
+ * `parseTrustBundleRef`).
  *
  * @param object the object as returned by the API server
  * @param where `namespace/name` of the class, for messages
  * @throws {SourceError} naming the class and the ref index when a ref is unusable
  */
-export function parseClassRefs(object: unknown, where: ObjectName): SourceRef[] {
+export function parseClassRefs(object: unknown, where: ObjectName): ClassRef[] {
   const label = `CAProviderClass ${where.namespace}/${where.name}`;
   const spec = (object as { spec?: { refs?: unknown } } | null)?.spec;
   const refs = spec?.refs;
   if (!Array.isArray(refs) || refs.length === 0) {
     throw new SourceError(`${label} has no spec.refs`);
   }
-  return refs.map((raw, i) => {
+  return refs.map((raw, i): ClassRef => {
     const ref = (raw ?? {}) as Record<string, unknown>;
     const at = `${label} spec.refs[${i}]`;
     const apiGroup = str(ref.apiGroup) ?? "";
     const kind = str(ref.kind);
+    if (kind === TRUST_BUNDLE_KIND) {
+      if (apiGroup !== TRUST_BUNDLE_GROUP) {
+        throw new SourceError(
+          `${at}: kind ${TRUST_BUNDLE_KIND} needs apiGroup "${TRUST_BUNDLE_GROUP}", not ` +
+            `"${apiGroup}"`,
+        );
+      }
+      return parseTrustBundleRef(ref, at, i);
+    }
     if (apiGroup !== "" && apiGroup !== "core" && apiGroup !== "v1") {
-      throw new SourceError(`${at}: apiGroup "${apiGroup}" is not supported (use "" for core)`);
+      throw new SourceError(
+        `${at}: apiGroup "${apiGroup}" is not supported (use "" for Secret and ConfigMap, ` +
+          `"${TRUST_BUNDLE_GROUP}" for ${TRUST_BUNDLE_KIND})`,
+      );
     }
     if (kind !== "Secret" && kind !== "ConfigMap") {
-      throw new SourceError(`${at}: kind "${kind ?? ""}" is not supported (Secret or ConfigMap)`);
+      throw new SourceError(
+        `${at}: kind "${kind ?? ""}" is not supported (Secret, ConfigMap or ${TRUST_BUNDLE_KIND})`,
+      );
     }
     const name = str(ref.name);
     if (!name || !DNS_SUBDOMAIN.test(name)) {
@@ -201,9 +236,12 @@ export function parseClassRefs(object: unknown, where: ObjectName): SourceRef[] 
   });
 }
 
-/** `Secret ns/name` or `ConfigMap ns/name`. */
-export function refObjectName(ref: SourceRef): string {
-  return `${ref.kind} ${ref.namespace}/${ref.name}`;
+/**
+ * `Secret ns/name`, `ConfigMap ns/name`, `ClusterTrustBundle name` or `ClusterTrustBundles of
+ * signer s`.
+ */
+export function refObjectName(ref: ClassRef): string {
+  return isSourceRef(ref) ? `${ref.kind} ${ref.namespace}/${ref.name}` : trustBundleRefName(ref);
 }
 
 function stringMap(value: unknown): Record<string, unknown> {

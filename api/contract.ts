@@ -1,8 +1,9 @@
 /**
  * The names the webhook writes and the CSI driver reads, defined once: the driver name, the
- * `CAProviderClass` API (group, version, plural, kind), the inline volume's attributes, the OS
- * family assumed when a pod names none and where each family's store is mounted, the pod label
- * and annotations the webhook reads, and the Java keystore password of every rendered store.
+ * `CAProviderClass` API (group, version, plural, kind), the `ClusterTrustBundle` API a ref may
+ * name, the inline volume's attributes, the OS family assumed when a pod names none and where
+ * each family's store is mounted, the pod label and annotations the webhook reads, and the Java
+ * keystore password of every rendered store.
  * The class object itself is built by `buildClass` next to `parseClassRefs`, the parser that
  * reads it (`class_ref.ts`); the files inside a store come from the renderer's own table
  * ({@link storeFiles}).
@@ -34,6 +35,17 @@ export const CLASS_PLURAL = "caproviderclasses";
 export const CLASS_KIND = "CAProviderClass";
 /** `apiVersion` of a CAProviderClass object: `cacerts.csi.cert-manager.io/v1alpha1`. */
 export const CLASS_API_VERSION = `${CLASS_GROUP}/${CLASS_VERSION}` as const;
+
+/** API group of ClusterTrustBundle, the `apiGroup` of a CAProviderClass ref of that kind. */
+export const TRUST_BUNDLE_GROUP = "certificates.k8s.io";
+/** API version of ClusterTrustBundle the driver reads (GA, served by default). */
+export const TRUST_BUNDLE_VERSION = "v1";
+/** Plural resource name of ClusterTrustBundle (cluster-scoped). */
+export const TRUST_BUNDLE_PLURAL = "clustertrustbundles";
+/** Kind of ClusterTrustBundle. */
+export const TRUST_BUNDLE_KIND = "ClusterTrustBundle";
+/** Field selector key ClusterTrustBundles are listed by signer with (`spec.signerName=<signer>`). */
+export const TRUST_BUNDLE_SIGNER_FIELD = "spec.signerName";
 
 /** Volume attribute naming the OS family whose layout is rendered ({@link DEFAULT_OS_FAMILY} when absent). */
 export const OS_ATTRIBUTE = "os";

@@ -2,17 +2,25 @@
  * The contract between the webhook and the CSI driver, defined once and imported by both: the
  * driver name, the `CAProviderClass` API (`cacerts.csi.cert-manager.io/v1alpha1`, the
  * kubeops/csi-driver-cacerts schema) with the builder the webhook applies and the parser the
- * driver reads it with, which key a keyless ref reads, the inline volume's attribute keys, the
+ * driver reads it with (Secret and ConfigMap refs, and `ClusterTrustBundle` refs by name or by
+ * signer and labels), which key a keyless ref reads, the inline volume's attribute keys, the
  * default OS family and mount path per family, the injection label and annotations, the Java
  * keystore password and the store's file paths (re-exported from the renderer), and why a source
  * cannot be used.
  *
  * ```ts
- * import { buildClass, DRIVER_NAME, parseClassRefs, readRefText, volumeAttributes } from "./mod.ts";
+ * import {
+ *   buildClass,
+ *   DRIVER_NAME,
+ *   isSourceRef,
+ *   parseClassRefs,
+ *   readRefText,
+ *   volumeAttributes,
+ * } from "./mod.ts";
  * const where = { namespace: "shop", name: "spire-ca" };
  * const object = buildClass({ ...where, refs: [{ kind: "Secret", name: "ca" }] });
- * const refs = parseClassRefs(object, where);
- * const { key, text } = readRefText(refs[0], { data: { "tls.crt": btoa("PEM") } }, "class");
+ * const [ref] = parseClassRefs(object, where).filter(isSourceRef);
+ * const { key, text } = readRefText(ref, { data: { "tls.crt": btoa("PEM") } }, "class");
  * console.log(DRIVER_NAME, volumeAttributes("debian", "spire-ca"), key, text);
  * ```
  *
@@ -21,4 +29,5 @@
 
 export * from "./contract.ts";
 export * from "./class_ref.ts";
+export * from "./trust_bundle_ref.ts";
 export * from "./errors.ts";

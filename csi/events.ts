@@ -10,6 +10,11 @@ import type { PodRef } from "./validation.ts";
 
 /** Reason of the Warning Event for an update refused while the last good store is kept. */
 export const UPDATE_FAILED_REASON = "TrustStoreUpdateFailed";
+/**
+ * Reason of the Warning Event for a first publish refused because the driver may not read a
+ * source (403): its message names the namespace and the RoleBinding that grants the read.
+ */
+export const SOURCE_FORBIDDEN_REASON = "TrustStoreSourceForbidden";
 
 /** One Event about a pod. */
 export interface PodEvent {

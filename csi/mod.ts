@@ -9,8 +9,14 @@
 export { createNodeDriver, type NodeDriverOptions } from "./driver.ts";
 export { DATA_LINK, NodeServer, type NodeServerOptions, type VolumeStats } from "./node_server.ts";
 export {
+  DRIVER_CLUSTER_ROLE,
+  DRIVER_SERVICE_ACCOUNT,
+  DRIVER_SOURCE_READER_ROLE,
+  type DriverIdentity,
+  forbiddenMessage,
   type ObjectSource,
   type ResolveRequest,
+  roleBindingCommand,
   SourceResolver,
   type SourceResolverOptions,
 } from "./resolver.ts";
@@ -22,6 +28,7 @@ export {
   KubeEventRecorder,
   type KubeEventRecorderOptions,
   type PodEvent,
+  SOURCE_FORBIDDEN_REASON,
   UPDATE_FAILED_REASON,
 } from "./events.ts";
 export { KeyedLock, Semaphore } from "./concurrency.ts";

@@ -30,7 +30,7 @@ import { Registry } from "../prometheus/mod.ts";
 import { CsiError, toCsiError } from "./errors.ts";
 import { KeyedLock, Semaphore } from "./concurrency.ts";
 import { DependencyIndex } from "./dependency_index.ts";
-import { type EventRecorder, UPDATE_FAILED_REASON } from "./events.ts";
+import { type EventRecorder, SOURCE_FORBIDDEN_REASON, UPDATE_FAILED_REASON } from "./events.ts";
 import {
   defineNodeMetrics,
   PUBLISH_TOTAL,
@@ -52,6 +52,9 @@ import { type PodRef, validatePublish, validateStats, validateUnpublish } from "
 
 /** Name of the AtomicWriter's current-data link inside a volume. */
 export const DATA_LINK = "..data";
+
+/** Volumes whose last refused first publish is remembered, so its Event is not repeated. */
+const MAX_REFUSED = 1024;
 
 /** Options for {@link NodeServer}: settings and collaborators. */
 export interface NodeServerOptions {
@@ -128,6 +131,8 @@ export class NodeServer {
   readonly #deps = new DependencyIndex<Volume>();
   readonly #locks = new KeyedLock();
   readonly #renders: Semaphore;
+  /** Volume id → message of the last `Forbidden` first publish (its Event was recorded). */
+  readonly #refused = new Map<string, string>();
 
   /**
    * Builds the server; nothing is read until {@link NodeServer.restore} or a publish.
@@ -311,8 +316,12 @@ export class NodeServer {
     } catch (error) {
       this.#release(volume);
       await this.#cleanTarget(targetPath, mounted).catch(() => {});
+      if (error instanceof SourceError && error.reason === "Forbidden") {
+        this.#forbidden(volumeId, pod, error.message);
+      }
       throw toCsiError(error, ` (${who})`);
     }
+    this.#refused.delete(volumeId);
     this.#volumes.set(volumeId, volume);
     volume.log.info("volume published", {
       targetPath,
@@ -322,9 +331,30 @@ export class NodeServer {
     });
   }
 
+  /**
+   * A first publish the driver may not read a source for: one Warning Event on the pod per
+   * distinct message (kubelet retries the publish), naming the namespace and the RoleBinding.
+   */
+  #forbidden(volumeId: string, pod: PodRef, message: string): void {
+    if (this.#refused.get(volumeId) === message) return;
+    this.#refused.delete(volumeId);
+    this.#refused.set(volumeId, message);
+    if (this.#refused.size > MAX_REFUSED) {
+      this.#refused.delete(this.#refused.keys().next().value!);
+    }
+    this.#opts.events.record({ pod, type: "Warning", reason: SOURCE_FORBIDDEN_REASON, message })
+      .catch((error) => {
+        this.#log.warn("event not recorded", {
+          pod: `${pod.namespace}/${pod.name}`,
+          error: errorText(error),
+        });
+      });
+  }
+
   /** NodeUnpublishVolume: forget, unmount and empty the target (idempotent). */
   unpublish(req: NodeUnpublishVolumeRequest): Promise<void> {
     const { volumeId, targetPath } = validateUnpublish(req);
+    this.#refused.delete(volumeId);
     return this.#locks.run(volumeId, async () => {
       const volume = this.#volumes.get(volumeId);
       if (volume) {

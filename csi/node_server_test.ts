@@ -234,7 +234,10 @@ Deno.test("an unreadable source (403) fails the first publish PERMISSION_DENIED 
     await assert.rejects(h.server.publish(h.publishRequest("v1")), (e: unknown) => {
       assert.ok(e instanceof CsiError);
       assert.equal(e.code, status.PERMISSION_DENIED);
-      assert.match(e.message, /HTTP 403: secrets is forbidden \(grant the driver's ServiceAccount/);
+      assert.match(
+        e.message,
+        /HTTP 403: secrets is forbidden; the driver's ServiceAccount .* `kubectl create rolebinding /,
+      );
       return true;
     });
   } finally {

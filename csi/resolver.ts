@@ -1,23 +1,98 @@
 /**
  * A volume's CAProviderClasses turned into PEM sources: each class and each object it refers to is
  * read through an injected {@link ObjectSource} (in the driver, `kube/`'s ObjectWatcher: a
- * list+watch of that single object), the namespace rule (`--allowed-ref-namespaces`) is applied,
- * and every failure is a {@link SourceError} whose reason `toCsiError` maps to a gRPC code. Every
- * object read is recorded, even an unusable one, so a fix to it is picked up.
+ * list+watch of that single object, or of the ClusterTrustBundles of a signer), the namespace rule
+ * (`--allowed-ref-namespaces`) is applied to Secret and ConfigMap refs, and every failure is a
+ * {@link SourceError} whose reason `toCsiError` maps to a gRPC code. Every object read is
+ * recorded, even an unusable one, so a fix to it is picked up. A ref the driver may not read (403)
+ * is `Forbidden`, with a message naming the namespace and the RoleBinding that grants the read
+ * ({@link forbiddenMessage}).
  *
  * @module
  */
 
 import {
+  isSourceRef,
   type ObjectName,
   parseClassRefs,
   readRefText,
+  readTrustBundles,
   refObjectName,
   SourceError,
+  type SourceRef,
+  TRUST_BUNDLE_GROUP,
+  TRUST_BUNDLE_PLURAL,
+  TRUST_BUNDLE_SIGNER_FIELD,
+  type TrustBundleRef,
 } from "../api/mod.ts";
 import { describeApiError, type WatchedObject } from "../kube/mod.ts";
 import type { PemSource } from "../trust_store/mod.ts";
 import type { PodRef } from "./validation.ts";
+
+/** The driver's ServiceAccount (manifests/csi/rbac.yaml), named in `Forbidden` messages. */
+export const DRIVER_SERVICE_ACCOUNT: ObjectName = {
+  namespace: "spire-cacerts",
+  name: "spire-cacerts-csi",
+};
+/**
+ * The ClusterRole a namespace binds (RoleBinding) to let the driver read its Secrets and
+ * ConfigMaps (manifests/csi/rbac.yaml binds it in `spire` only).
+ */
+export const DRIVER_SOURCE_READER_ROLE = "spire-cacerts-csi-source-reader";
+/** The driver's cluster-wide ClusterRole, which grants the ClusterTrustBundle reads. */
+export const DRIVER_CLUSTER_ROLE = "spire-cacerts-csi";
+
+/** Who the driver runs as, for the grant a `Forbidden` message names. */
+export interface DriverIdentity {
+  /** The driver's ServiceAccount (default {@link DRIVER_SERVICE_ACCOUNT}). */
+  serviceAccount?: ObjectName;
+  /** ClusterRole bound per namespace for Secret and ConfigMap reads. */
+  sourceReaderRole?: string;
+  /** ClusterRole bound cluster-wide (ClusterTrustBundle reads). */
+  clusterRole?: string;
+}
+
+/**
+ * The exact command that lets the driver read Secrets and ConfigMaps in `namespace`:
+ * `kubectl create rolebinding <role> --clusterrole=<role> --serviceaccount=<ns>:<sa> -n <ns>`.
+ */
+export function roleBindingCommand(namespace: string, identity: DriverIdentity = {}): string {
+  const sa = identity.serviceAccount ?? DRIVER_SERVICE_ACCOUNT;
+  const role = identity.sourceReaderRole ?? DRIVER_SOURCE_READER_ROLE;
+  return `kubectl create rolebinding ${role} --clusterrole=${role} ` +
+    `--serviceaccount=${sa.namespace}:${sa.name} -n ${namespace}`;
+}
+
+/**
+ * The message of a ref the driver may not read (403 from its list): the object, the class, the
+ * API server's answer, the namespace and the grant that fixes it (the RoleBinding command; for
+ * ClusterTrustBundles the ClusterRole rule).
+ *
+ * @param ref the ref
+ * @param from where it comes from, e.g. `CAProviderClass shop/ca`
+ * @param identity the ServiceAccount and ClusterRoles to name (default: the manifests')
+ * @param answer the API server's answer, e.g. `HTTP 403: secrets is forbidden: ...`
+ */
+export function forbiddenMessage(
+  ref: SourceRef | TrustBundleRef,
+  from: string,
+  identity: DriverIdentity = {},
+  answer?: string,
+): string {
+  const sa = identity.serviceAccount ?? DRIVER_SERVICE_ACCOUNT;
+  const who = `ServiceAccount ${sa.namespace}/${sa.name}`;
+  const what = `cannot read ${refObjectName(ref)} (from ${from})${answer ? `: ${answer}` : ""}`;
+  if (!isSourceRef(ref)) {
+    const role = identity.clusterRole ?? DRIVER_CLUSTER_ROLE;
+    return `${what}; the driver's ${who} may not list ${TRUST_BUNDLE_PLURAL}.` +
+      `${TRUST_BUNDLE_GROUP}; add get, list and watch on them to ClusterRole ${role} ` +
+      `(manifests/csi/rbac.yaml)`;
+  }
+  const role = identity.sourceReaderRole ?? DRIVER_SOURCE_READER_ROLE;
+  return `${what}; the driver's ${who} may not read Secrets and ConfigMaps in namespace ` +
+    `"${ref.namespace}" (no RoleBinding to ClusterRole ${role} there); grant it with ` +
+    `\`${roleBindingCommand(ref.namespace, identity)}\``;
+}
 
 /**
  * Reads and follows single API objects (the shape of `kube/`'s `ObjectWatcher`, which the driver
@@ -55,12 +130,15 @@ export interface SourceResolverOptions {
   objects: ObjectSource;
   /** Namespaces besides the pod's that classes and refs may be in (`*`: any). */
   allowedRefNamespaces: readonly string[];
+  /** Who the driver runs as, for `Forbidden` messages (default: the manifests' names). */
+  identity?: DriverIdentity;
 }
 
 /** Resolves CAProviderClasses into PEM sources; see the module documentation. */
 export class SourceResolver {
   readonly #objects: ObjectSource;
   readonly #allowed: readonly string[];
+  readonly #identity: DriverIdentity;
 
   /**
    * Makes a resolver.
@@ -70,6 +148,7 @@ export class SourceResolver {
   constructor(options: SourceResolverOptions) {
     this.#objects = options.objects;
     this.#allowed = options.allowedRefNamespaces;
+    this.#identity = options.identity ?? {};
   }
 
   /**
@@ -93,23 +172,24 @@ export class SourceResolver {
       }
       const watchedClass: WatchedObject = { kind: "CAProviderClass", ...cls };
       const object = await this.#use(deps, watchedClass);
-      this.#unreadable(watchedClass, object, label);
+      if (object === null && this.#objects.error(watchedClass) !== undefined) {
+        const error = this.#objects.error(watchedClass);
+        const forbidden = (error as { code?: unknown }).code === 403;
+        const role = this.#identity.clusterRole ?? DRIVER_CLUSTER_ROLE;
+        throw new SourceError(
+          `cannot read ${label}: ${describeApiError(error)}` +
+            (forbidden
+              ? `; ClusterRole ${role} must grant get, list and watch on caproviderclasses`
+              : "; retrying"),
+          { reason: forbidden ? "Forbidden" : "SourceUnreadable", cause: error },
+        );
+      }
       if (!object) {
         throw new SourceError(`${label} not found`, { reason: "ClassNotFound" });
       }
       for (const ref of parseClassRefs(object, cls)) {
-        if (!this.#isAllowed(ref.namespace, pod)) {
-          throw new SourceError(
-            `${label} refers to ${ref.kind} ${ref.namespace}/${ref.name} in another namespace and ` +
-              `"${ref.namespace}" is not in --allowed-ref-namespaces`,
-            { reason: "NotAllowed" },
-          );
-        }
-        const watched: WatchedObject = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
-        const source = await this.#use(deps, watched);
-        this.#unreadable(watched, source, `${refObjectName(ref)} (from ${label})`);
-        const { key, text } = readRefText(ref, source, label);
-        sources.push({ name: `${refObjectName(ref)} key ${key}`, text });
+        if (isSourceRef(ref)) sources.push(await this.#readSource(ref, pod, label, deps));
+        else sources.push(...await this.#readBundles(ref, label, deps));
       }
     }
     return sources;
@@ -120,6 +200,56 @@ export class SourceResolver {
       this.#allowed.includes("*");
   }
 
+  /** A Secret or ConfigMap ref: the namespace rule, then the key's PEM. */
+  async #readSource(
+    ref: SourceRef,
+    pod: PodRef,
+    label: string,
+    deps: WatchedObject[],
+  ): Promise<PemSource> {
+    if (!this.#isAllowed(ref.namespace, pod)) {
+      throw new SourceError(
+        `${label} refers to ${ref.kind} ${ref.namespace}/${ref.name} in another namespace and ` +
+          `"${ref.namespace}" is not in --allowed-ref-namespaces`,
+        { reason: "NotAllowed" },
+      );
+    }
+    const watched: WatchedObject = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+    const source = await this.#use(deps, watched);
+    this.#unreadable(watched, source, ref, label);
+    const { key, text } = readRefText(ref, source, label);
+    return { name: `${refObjectName(ref)} key ${key}`, text };
+  }
+
+  /**
+   * A ClusterTrustBundle ref: the bundle by name, or every bundle of the signer matching the
+   * labels (one list+watch with `spec.signerName` and label selectors). Bundles are cluster-scoped
+   * trust anchors, so the namespace rule does not apply.
+   */
+  async #readBundles(
+    ref: TrustBundleRef,
+    label: string,
+    deps: WatchedObject[],
+  ): Promise<PemSource[]> {
+    const watched: WatchedObject = ref.name !== undefined
+      ? { kind: "ClusterTrustBundle", namespace: "", name: ref.name }
+      : {
+        kind: "ClusterTrustBundle",
+        namespace: "",
+        name: "",
+        selector: {
+          fieldSelector: `${TRUST_BUNDLE_SIGNER_FIELD}=${ref.signerName}`,
+          ...(ref.labelSelector ? { labelSelector: ref.labelSelector } : {}),
+        },
+      };
+    const state = await this.#use(deps, watched);
+    this.#unreadable(watched, state, ref, label);
+    const bundles = ref.name !== undefined
+      ? (state ? [state] : [])
+      : ((state?.items ?? []) as Record<string, unknown>[]);
+    return readTrustBundles(ref, bundles, label);
+  }
+
   async #use(deps: WatchedObject[], o: WatchedObject): Promise<Record<string, unknown> | null> {
     deps.push(o);
     await this.#objects.acquire(o);
@@ -127,14 +257,23 @@ export class SourceResolver {
   }
 
   /** An object never read because its list failed is unreadable, not missing: say so. */
-  #unreadable(o: WatchedObject, object: Record<string, unknown> | null, what: string): void {
+  #unreadable(
+    o: WatchedObject,
+    object: Record<string, unknown> | null,
+    ref: SourceRef | TrustBundleRef,
+    label: string,
+  ): void {
     const error = this.#objects.error(o);
     if (object !== null || error === undefined) return;
-    const forbidden = (error as { code?: unknown }).code === 403;
+    if ((error as { code?: unknown }).code === 403) {
+      throw new SourceError(forbiddenMessage(ref, label, this.#identity, describeApiError(error)), {
+        reason: "Forbidden",
+        cause: error,
+      });
+    }
     throw new SourceError(
-      `cannot read ${what}: ${describeApiError(error)}` +
-        (forbidden ? ` (grant the driver's ServiceAccount get, list and watch on it)` : ""),
-      { reason: forbidden ? "Forbidden" : "SourceUnreadable", cause: error },
+      `cannot read ${refObjectName(ref)} (from ${label}): ${describeApiError(error)}; retrying`,
+      { reason: "SourceUnreadable", cause: error },
     );
   }
 }

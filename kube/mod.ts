@@ -1,6 +1,7 @@
 /**
  * Kubernetes API helpers shared by the programs: shared, reference-counted list+watch of single
- * objects (Secrets, ConfigMaps, CAProviderClasses), each re-listed after a failure.
+ * objects (Secrets, ConfigMaps, CAProviderClasses, ClusterTrustBundles) and of selections of them
+ * (ClusterTrustBundles by signer and labels), each re-listed after a failure with backoff.
  *
  * ```ts
  * import { KubeConfig } from "@kubernetes/client-node";

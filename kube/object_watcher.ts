@@ -1,8 +1,11 @@
 /**
- * Ref-counted watches of single named objects (Secrets, ConfigMaps, CAProviderClasses). Each
- * object that a published volume uses is listed and watched with
- * `fieldSelector=metadata.name=<name>` in its namespace, shared by every volume that uses it, and
- * dropped when the last one goes: no cluster-wide or namespace-wide Secret watch. After a watch
+ * Ref-counted watches of single named objects (Secrets, ConfigMaps, CAProviderClasses,
+ * ClusterTrustBundles) and of selections of ClusterTrustBundles. Each object that a published
+ * volume uses is listed and watched with `fieldSelector=metadata.name=<name>` in its namespace
+ * (none for a cluster-scoped kind), shared by every volume that uses it, and dropped when the last
+ * one goes: no cluster-wide or namespace-wide Secret watch. A selection (a
+ * {@link WatchSelector}: e.g. `spec.signerName=<signer>` and a label selector) is listed and
+ * watched with its selectors, and its state is every object they match. After a watch
  * ends (timeout, 410 Gone, network error) the object is listed again and the watch resumes from
  * the list's resourceVersion. A list that fails (403, network) is retried with backoff; its error
  * is kept ({@link ObjectWatcher.error}) until a list succeeds, and both changes are reported.
@@ -11,32 +14,71 @@
  */
 
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
-import { CLASS_GROUP, CLASS_PLURAL, CLASS_VERSION } from "../api/mod.ts";
+import {
+  CLASS_GROUP,
+  CLASS_PLURAL,
+  CLASS_VERSION,
+  TRUST_BUNDLE_GROUP,
+  TRUST_BUNDLE_PLURAL,
+  TRUST_BUNDLE_VERSION,
+} from "../api/mod.ts";
 import { Backoff, LOG_KEYS, type Logger } from "../cli/mod.ts";
 
 /** Kinds the driver watches. */
-export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass";
+export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass" | "ClusterTrustBundle";
 
-/** Identity of a watched object. */
+/** Kinds without a namespace: their {@link WatchedObject.namespace} is `""`. */
+export const CLUSTER_SCOPED_KINDS: ReadonlySet<WatchedKind> = new Set(["ClusterTrustBundle"]);
+
+/** The selectors of a watched selection (at least one of them). */
+export interface WatchSelector {
+  /** A field selector, e.g. `spec.signerName=example.com/signer`. */
+  fieldSelector?: string;
+  /** A label selector, e.g. `team=a,tier in (x,y)`; `""` matches everything. */
+  labelSelector?: string;
+}
+
+/** Identity of a watched object, or of a selection of objects. */
 export interface WatchedObject {
   /** Kind. */
   kind: WatchedKind;
-  /** Namespace. */
+  /** Namespace; `""` for a kind in {@link CLUSTER_SCOPED_KINDS}. */
   namespace: string;
-  /** Name. */
+  /** Name; `""` for a selection. */
   name: string;
+  /**
+   * Watch every object these selectors match instead of the one named: {@link ObjectWatcher.get}
+   * gives a `List` object whose `items` are the matches, in name order.
+   */
+  selector?: WatchSelector;
 }
 
-/** The key used for a watched object: `Kind/namespace/name`. */
+/**
+ * The key used for a watched object: `Kind/namespace/name`; a selection's ends in its selectors
+ * (`ClusterTrustBundle//?fieldSelector=...&labelSelector=...`).
+ */
 export function objectKey(o: WatchedObject): string {
-  return `${o.kind}/${o.namespace}/${o.name}`;
+  const base = `${o.kind}/${o.namespace}/${o.name}`;
+  if (!o.selector) return base;
+  const query = new URLSearchParams();
+  if (o.selector.fieldSelector !== undefined) {
+    query.set("fieldSelector", o.selector.fieldSelector);
+  }
+  if (o.selector.labelSelector !== undefined) {
+    query.set("labelSelector", o.selector.labelSelector);
+  }
+  return `${base}?${query}`;
 }
 
 interface Entry extends WatchedObject {
   key: string;
   refs: number;
-  /** undefined: not loaded yet; null: does not exist. */
+  /** undefined: not loaded yet; null: does not exist (never for a loaded selection). */
   object: Record<string, unknown> | null | undefined;
+  /** What a change is detected by: the resourceVersion(s) of the state stored. */
+  version?: string;
+  /** A selection's matches by name. */
+  items?: Map<string, Record<string, unknown>>;
   /** The last list's error; undefined once a list succeeded. */
   error?: unknown;
   loaded: Promise<void>;
@@ -71,11 +113,22 @@ function pathOf(o: WatchedObject): string {
       return `/api/v1/namespaces/${o.namespace}/configmaps`;
     case "CAProviderClass":
       return `/apis/${CLASS_GROUP}/${CLASS_VERSION}/namespaces/${o.namespace}/${CLASS_PLURAL}`;
+    case "ClusterTrustBundle":
+      return `/apis/${TRUST_BUNDLE_GROUP}/${TRUST_BUNDLE_VERSION}/${TRUST_BUNDLE_PLURAL}`;
   }
+}
+
+/** The list and watch query of an entry: its name, or its selection's selectors. */
+function selectorsOf(o: WatchedObject): WatchSelector {
+  return o.selector ?? { fieldSelector: `metadata.name=${o.name}` };
 }
 
 function rvOf(o: unknown): string | undefined {
   return (o as ObjectMeta | null | undefined)?.metadata?.resourceVersion;
+}
+
+function nameOf(o: unknown): string {
+  return (o as ObjectMeta | null | undefined)?.metadata?.name ?? "";
 }
 
 /** What identifies an error for change detection: the HTTP status code, else the message. */
@@ -107,7 +160,7 @@ export class ObjectWatcher {
   readonly #entries = new Map<string, Entry>();
 
   /**
-   * Creates the error.
+   * Creates the watcher; nothing is read until {@link acquire}.
    *
    * @param options cluster access, logger and change callback
    */
@@ -151,7 +204,11 @@ export class ObjectWatcher {
     this.#stopEntry(entry);
   }
 
-  /** Current state: the object, null when it does not exist, undefined when not watched. */
+  /**
+   * Current state: the object, null when it does not exist, undefined when not watched. For a
+   * selection: a `List` object whose `items` are the matches in name order (null only when no
+   * list ever succeeded).
+   */
   get(o: WatchedObject): Record<string, unknown> | null | undefined {
     return this.#entries.get(objectKey(o))?.object;
   }
@@ -192,41 +249,72 @@ export class ObjectWatcher {
     entry.wake?.();
   }
 
-  /** Stores the state; reports a change (and returns true) unless it is the first load. */
+  /** Stores an object's state; reports a change (and returns true) unless it is the first load. */
   #set(entry: Entry, object: Record<string, unknown> | null): boolean {
+    return this.#store(entry, object, object === null ? "absent" : `rv ${rvOf(object)}`);
+  }
+
+  /** Stores a selection's state from {@link Entry.items}; see {@link ObjectWatcher.#set}. */
+  #setItems(entry: Entry): boolean {
+    const items = [...entry.items!.entries()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+      .map(([, item]) => item);
+    const version = items.map((item) => `${nameOf(item)}@${rvOf(item)}`).join(",");
+    return this.#store(entry, { apiVersion: "v1", kind: "List", items }, version);
+  }
+
+  #store(entry: Entry, object: Record<string, unknown> | null, version: string): boolean {
     const before = entry.object;
+    const beforeVersion = entry.version;
     entry.object = object;
-    if (before === undefined) return false;
-    if ((before === null) !== (object === null) || rvOf(before) !== rvOf(object)) {
-      this.#opts.onChange(entry.key);
-      return true;
-    }
-    return false;
+    entry.version = version;
+    if (before === undefined || beforeVersion === version) return false;
+    this.#opts.onChange(entry.key);
+    return true;
   }
 
   async #list(entry: Entry): Promise<string | undefined> {
-    const fieldSelector = `metadata.name=${entry.name}`;
+    const { fieldSelector, labelSelector } = selectorsOf(entry);
     let list: { metadata?: { resourceVersion?: string }; items?: unknown[] };
     if (entry.kind === "Secret") {
-      list = await this.#core.listNamespacedSecret({ namespace: entry.namespace, fieldSelector });
+      list = await this.#core.listNamespacedSecret({
+        namespace: entry.namespace,
+        fieldSelector,
+        labelSelector,
+      });
     } else if (entry.kind === "ConfigMap") {
       list = await this.#core.listNamespacedConfigMap({
         namespace: entry.namespace,
         fieldSelector,
+        labelSelector,
       });
-    } else {
+    } else if (entry.kind === "CAProviderClass") {
       list = await this.#custom.listNamespacedCustomObject({
         group: CLASS_GROUP,
         version: CLASS_VERSION,
         namespace: entry.namespace,
         plural: CLASS_PLURAL,
         fieldSelector,
+        labelSelector,
+      }) as typeof list;
+    } else {
+      list = await this.#custom.listClusterCustomObject({
+        group: TRUST_BUNDLE_GROUP,
+        version: TRUST_BUNDLE_VERSION,
+        plural: TRUST_BUNDLE_PLURAL,
+        fieldSelector,
+        labelSelector,
       }) as typeof list;
     }
-    const item = list.items?.find((i) => (i as ObjectMeta).metadata?.name === entry.name);
+    const items = (list.items ?? []) as Record<string, unknown>[];
     const failed = entry.error !== undefined;
     entry.error = undefined;
-    const reported = this.#set(entry, (item as Record<string, unknown> | undefined) ?? null);
+    let reported: boolean;
+    if (entry.selector) {
+      entry.items = new Map(items.map((item) => [nameOf(item), item]));
+      reported = this.#setItems(entry);
+    } else {
+      reported = this.#set(entry, items.find((item) => nameOf(item) === entry.name) ?? null);
+    }
     if (failed && !reported && !entry.stopped) this.#opts.onChange(entry.key);
     return list.metadata?.resourceVersion;
   }
@@ -274,15 +362,21 @@ export class ObjectWatcher {
         this.#watch.watch(
           pathOf(entry),
           {
-            fieldSelector: `metadata.name=${entry.name}`,
+            ...selectorsOf(entry),
             resourceVersion: rv,
             allowWatchBookmarks: true,
             timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
           },
           (phase, obj) => {
-            if (phase === "ADDED" || phase === "MODIFIED") this.#set(entry, obj);
+            if (phase === "ERROR") finish();
+            else if (entry.selector && (phase === "ADDED" || phase === "MODIFIED")) {
+              entry.items!.set(nameOf(obj), obj);
+              this.#setItems(entry);
+            } else if (entry.selector && phase === "DELETED") {
+              entry.items!.delete(nameOf(obj));
+              this.#setItems(entry);
+            } else if (phase === "ADDED" || phase === "MODIFIED") this.#set(entry, obj);
             else if (phase === "DELETED") this.#set(entry, null);
-            else if (phase === "ERROR") finish();
           },
           (err) => {
             if (err && !entry.stopped && (err as Error).name !== "AbortError") {
