@@ -85,6 +85,11 @@ const STEPS: Step[] = [
     args: ["bench/admission_load_bench.ts", "--rates=50,200", "--seconds=60"],
     quick: ["bench/admission_load_bench.ts", "--rates=50", "--seconds=5"],
   },
+  {
+    name: "keepalive",
+    args: ["bench/keepalive_bench.ts"],
+    quick: ["bench/keepalive_bench.ts", "--gaps=1,6", "--window=12"],
+  },
 ];
 
 /** How the figures were taken; printed before them in the report. */
