@@ -3,13 +3,19 @@
  * filter (each filter configurable and reported as a warning), add the chosen base roots, and
  * order deterministically (custom certificates first, then base roots, each by fingerprint).
  *
+ * A certificate OpenSSL 3 would refuse to load ({@link opensslRefusal}) is always dropped, with
+ * a `dropped OpenSSL-unloadable` warning naming the field: written into a bundle it would make
+ * OpenSSL refuse the whole file, so this filter cannot be turned off.
+ *
  * @module
  */
 
 import { readFile } from "node:fs/promises";
 import { BaseRootsError, EmptyTrustSetError, PemError } from "./errors.ts";
 import { parseCertificate, type TrustedCertificate } from "./certificate.ts";
+import { opensslRefusal } from "./openssl_compat.ts";
 import { parsePem } from "./pem.ts";
+import { createHash } from "node:crypto";
 
 /** A named PEM input; the name appears in every error and warning about it. */
 export interface PemSource {
@@ -90,8 +96,31 @@ async function packageVersion(paths: readonly string[]): Promise<string> {
   return "unknown";
 }
 
-function parseSource(source: PemSource, fromBase: boolean): TrustedCertificate[] {
+/** A certificate OpenSSL would refuse to load: never written, reported with its reason. */
+interface Unloadable {
+  readonly unloadable: string;
+  readonly sha256: string;
+  readonly subject: string;
+  readonly source: string;
+  readonly fromBase: boolean;
+}
+
+function parseSource(
+  source: PemSource,
+  fromBase: boolean,
+): (TrustedCertificate | Unloadable)[] {
   return parsePem(source.name, source.text).map((block) => {
+    const unloadable = opensslRefusal(block.der);
+    if (unloadable !== undefined) {
+      let subject = "(unreadable subject)";
+      try {
+        subject = parseCertificate(block.der, source.name, fromBase).subject;
+      } catch {
+        // The reason already says what is wrong; the subject is only for the reader.
+      }
+      const sha256 = createHash("sha256").update(block.der).digest("hex");
+      return { unloadable, sha256, subject, source: source.name, fromBase };
+    }
     try {
       return parseCertificate(block.der, source.name, fromBase);
     } catch (e) {
@@ -105,7 +134,7 @@ function parseSource(source: PemSource, fromBase: boolean): TrustedCertificate[]
 
 async function readBase(
   base: BaseRoots,
-): Promise<{ info: BaseInfo; certs: TrustedCertificate[] }> {
+): Promise<{ info: BaseInfo; certs: (TrustedCertificate | Unloadable)[] }> {
   if (base.kind === "none") return { info: { kind: "none" }, certs: [] };
   const path = base.kind === "file" ? base.path : base.path ?? DEFAULT_BUNDLED_PATH;
   let text: string;
@@ -145,7 +174,7 @@ export async function buildTrustSet(
   const custom = sources.flatMap((s) => parseSource(s, false));
   const { info, certs: baseCerts } = await readBase(options.base ?? { kind: "none" });
   const warnings: string[] = [];
-  const seen = new Map<string, TrustedCertificate>();
+  const seen = new Map<string, { source: string }>();
   const kept: TrustedCertificate[] = [];
   for (const cert of [...custom, ...baseCerts]) {
     const what = `${cert.subject} (sha256 ${cert.sha256.slice(0, 16)}) from ${cert.source}`;
@@ -155,6 +184,10 @@ export async function buildTrustSet(
       continue;
     }
     seen.set(cert.sha256, cert);
+    if ("unloadable" in cert) {
+      warnings.push(`dropped OpenSSL-unloadable ${what}: ${cert.unloadable}`);
+      continue;
+    }
     if (dropExpired && cert.notAfter.getTime() < now.getTime()) {
       warnings.push(`dropped expired ${what}: notAfter ${cert.notAfter.toISOString()}`);
       continue;
