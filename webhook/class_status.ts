@@ -5,8 +5,10 @@
  *
  * - Classes are listed and watched cluster-wide; the Secrets and ConfigMaps they reference are
  *   watched one by one (`fieldSelector=metadata.name=<name>`, the driver's {@link ObjectWatcher}),
- *   so the webhook needs no namespace-wide or cluster-wide read of Secrets. A source change
- *   reaches the status within one watch event and one patch.
+ *   so the webhook needs no namespace-wide or cluster-wide read of Secrets. ClusterTrustBundle
+ *   refs are watched the same way: by name, or as the selection of their signer
+ *   (`fieldSelector=spec.signerName=<signer>` and the ref's label selector, {@link bundleWatch}).
+ *   A source change reaches the status within one watch event and one patch.
  * - Certificates are counted with the driver's own admission rules (the trust-store engine's
  *   {@link buildTrustSet}: strict PEM, dedupe by SHA-256 of the DER, expired, not-yet-valid,
  *   non-CA and intermediate certificates dropped), and keyless refs pick their key with the
@@ -42,13 +44,19 @@ import {
   CLASS_GROUP,
   CLASS_PLURAL,
   CLASS_VERSION,
+  type ClassRef,
+  isSourceRef,
   type KeyOrigin,
   type ObjectName,
   parseClassRefs,
   readRefText,
+  readTrustBundles,
   refObjectName,
   type SourceKind,
-  type SourceRef,
+  TRUST_BUNDLE_KIND,
+  TRUST_BUNDLE_SIGNER_FIELD,
+  type TrustBundleRef,
+  trustBundleRefName,
 } from "../api/mod.ts";
 import { SourceError } from "../api/mod.ts";
 import { Backoff, type Logger, SILENT_LOGGER } from "../cli/mod.ts";
@@ -74,7 +82,10 @@ export type ReadyReason =
   | "Resolved"
   /** spec.refs is missing or a ref is malformed */
   | "InvalidRef"
-  /** a referenced Secret or ConfigMap does not exist */
+  /**
+   * a referenced Secret, ConfigMap or ClusterTrustBundle does not exist, or no ClusterTrustBundle
+   * has the ref's signer (and labels)
+   */
   | "SourceNotFound"
   /** reading a referenced object failed for another reason than permissions */
   | "SourceUnreadable"
@@ -105,12 +116,18 @@ export interface ReadyCondition {
 
 /** One ref as it was resolved. */
 export interface ResolvedRef {
-  /** Secret or ConfigMap. */
-  kind: SourceKind;
-  /** Namespace (the class's when the ref names none). */
-  namespace: string;
-  /** Name. */
-  name: string;
+  /** Secret, ConfigMap or ClusterTrustBundle. */
+  kind: SourceKind | typeof TRUST_BUNDLE_KIND;
+  /** Namespace (the class's when the ref names none); absent for a ClusterTrustBundle. */
+  namespace?: string;
+  /** Name; absent for a ClusterTrustBundle ref by signer. */
+  name?: string;
+  /** The signer of a ClusterTrustBundle ref by signer. */
+  signerName?: string;
+  /** The label selector of a ClusterTrustBundle ref by signer, as a list selector. */
+  labelSelector?: string;
+  /** The ClusterTrustBundles read for this ref, in name order. */
+  bundles?: string[];
   /** The key read (absent when a keyless ref could not be resolved). */
   key?: string;
   /** `Ref` (named in the ref), `Default` (keyless: ca.crt) or `Fallback` (keyless: tls.crt). */
@@ -243,6 +260,57 @@ export function forbiddenMessage(
     `-n ${ref.namespace}\``;
 }
 
+/**
+ * The message of a `Forbidden` ClusterTrustBundle ref: names the bundle (or signer) and the rule
+ * the webhook's ClusterRole needs.
+ */
+export function forbiddenBundleMessage(
+  ref: TrustBundleRef,
+  serviceAccount: ObjectName = DEFAULT_SERVICE_ACCOUNT,
+): string {
+  return `cannot read ${trustBundleRefName(ref)}: ServiceAccount ` +
+    `${serviceAccount.namespace}/${serviceAccount.name} may not get, list and watch ` +
+    `clustertrustbundles (certificates.k8s.io); grant them in its ClusterRole ` +
+    `(manifests/webhook/rbac.yaml, ClusterRole spire-cacerts-webhook)`;
+}
+
+/**
+ * What the status controller watches for a ClusterTrustBundle ref: the bundle by name, or the
+ * selection of every bundle with the ref's signer (and labels).
+ */
+export function bundleWatch(ref: TrustBundleRef): WatchedObject {
+  if (ref.name !== undefined) return { kind: TRUST_BUNDLE_KIND, namespace: "", name: ref.name };
+  return {
+    kind: TRUST_BUNDLE_KIND,
+    namespace: "",
+    name: "",
+    selector: {
+      fieldSelector: `${TRUST_BUNDLE_SIGNER_FIELD}=${ref.signerName}`,
+      ...(ref.labelSelector === undefined ? {} : { labelSelector: ref.labelSelector }),
+    },
+  };
+}
+
+/** What a class's ref is watched as. */
+function watchOf(ref: ClassRef): WatchedObject {
+  return isSourceRef(ref)
+    ? { kind: ref.kind, namespace: ref.namespace, name: ref.name }
+    : bundleWatch(ref);
+}
+
+/** The bundles a watched ClusterTrustBundle ref currently selects. */
+function bundlesOf(ref: TrustBundleRef, object: Record<string, unknown> | null) {
+  if (object === null) return [];
+  if (ref.name !== undefined) return [object];
+  const items = object.items;
+  return Array.isArray(items) ? items.filter(isRecord) : [];
+}
+
+function bundleName(bundle: Record<string, unknown>): string {
+  const metadata = isRecord(bundle.metadata) ? bundle.metadata : {};
+  return typeof metadata.name === "string" ? metadata.name : "";
+}
+
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -260,6 +328,16 @@ const MAX_MESSAGE = 8192;
 
 function clip(text: string): string {
   return text.length <= MAX_MESSAGE ? text : `${text.slice(0, MAX_MESSAGE - 1)}…`;
+}
+
+/** How the message names what a resolved ref read. */
+function describeRead(ref: ClassRef, entry: ResolvedRef): string {
+  if (!isSourceRef(ref)) {
+    return ref.name !== undefined
+      ? trustBundleRefName(ref)
+      : `${trustBundleRefName(ref)} (${entry.bundles?.join(", ") ?? ""})`;
+  }
+  return `${refObjectName(ref)} ${describeKey(entry.key!, entry.keySource!)}`;
 }
 
 function describeKey(key: string, origin: KeyOrigin): string {
@@ -305,7 +383,7 @@ export async function computeClassStatus(
     ],
   });
 
-  let refs: SourceRef[];
+  let refs: ClassRef[];
   try {
     refs = parseClassRefs(cls, name);
   } catch (error) {
@@ -318,6 +396,60 @@ export async function computeClassStatus(
   const sources: PemSource[] = [];
   const notes: string[] = [];
   for (const ref of refs) {
+    if (!isSourceRef(ref)) {
+      const entry: ResolvedRef = { kind: ref.kind };
+      if (ref.name !== undefined) entry.name = ref.name;
+      if (ref.signerName !== undefined) entry.signerName = ref.signerName;
+      if (ref.labelSelector !== undefined) entry.labelSelector = ref.labelSelector;
+      resolved.push(entry);
+      const state = lookup(bundleWatch(ref));
+      const code = httpCode(state.error);
+      if (code === 403) {
+        problems.push({
+          reason: "Forbidden",
+          message: forbiddenBundleMessage(ref, options.serviceAccount),
+        });
+        continue;
+      }
+      if (state.error !== undefined && state.object === null) {
+        problems.push({
+          reason: "SourceUnreadable",
+          message: `cannot read ${trustBundleRefName(ref)} (from ${label}): ` +
+            `${code !== undefined ? `HTTP ${code}` : errorText(state.error)}; retrying`,
+        });
+        continue;
+      }
+      const bundles = bundlesOf(ref, state.object);
+      let texts;
+      try {
+        texts = readTrustBundles(ref, bundles, label);
+      } catch (error) {
+        if (!(error instanceof SourceError)) throw error;
+        problems.push({
+          reason: error.reason === "SourceNotFound" ? "SourceNotFound" : "InvalidPEM",
+          message: error.message,
+        });
+        continue;
+      }
+      entry.bundles = bundles.map(bundleName).sort();
+      const refSources = texts.map((t) => ({ name: t.name, text: t.text }));
+      try {
+        entry.certificates = (await buildTrustSet(refSources, { now })).customCount;
+      } catch (error) {
+        entry.certificates = 0;
+        if (error instanceof PemError) {
+          problems.push({ reason: "InvalidPEM", message: `${error.message} (from ${label})` });
+          continue;
+        }
+        if (!(error instanceof EmptyTrustSetError)) throw error;
+        notes.push(
+          `${describeRead(ref, entry)} holds no usable CA` +
+            (error.warnings.length ? ` (${error.warnings.join("; ")})` : " (no certificate)"),
+        );
+      }
+      sources.push(...refSources);
+      continue;
+    }
     const entry: ResolvedRef = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
     if (ref.key !== undefined) entry.key = ref.key;
     resolved.push(entry);
@@ -402,9 +534,7 @@ export async function computeClassStatus(
     (min, c) => c.notAfter.getTime() < min.getTime() ? c.notAfter : min,
     set.certificates[0].notAfter,
   );
-  const from = refs.map((ref, i) =>
-    `${refObjectName(ref)} ${describeKey(resolved[i].key!, resolved[i].keySource!)}`
-  );
+  const from = refs.map((ref, i) => describeRead(ref, resolved[i]));
   const message = `${plural(set.customCount, "CA certificate")} from ${from.join(", ")}; ` +
     `earliest NotAfter ${rfc3339(earliest)}` + (notes.length ? `; ${notes.join("; ")}` : "");
   return {
@@ -691,7 +821,7 @@ export class ClassStatusController {
     try {
       const seen = new Set<string>();
       for (const ref of parseClassRefs(cls, t.name)) {
-        const d: WatchedObject = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+        const d = watchOf(ref);
         if (!seen.has(objectKey(d))) {
           seen.add(objectKey(d));
           deps.push(d);

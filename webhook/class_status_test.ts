@@ -4,11 +4,13 @@ import { makeCert, type TestCert } from "../trust_store/testdata/pki.ts";
 import { objectKey, type WatchedObject } from "../kube/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
 import {
+  bundleWatch,
   type ClassFeed,
   type ClassObject,
   type ClassStatus,
   ClassStatusController,
   computeClassStatus,
+  forbiddenBundleMessage,
   forbiddenMessage,
   nextReadyCondition,
   rfc3339,
@@ -229,6 +231,188 @@ Deno.test("status: every failing ref is named, the first one gives the reason", 
     { kind: "Secret", namespace: "shop", name: "gone" },
     { kind: "ConfigMap", namespace: "other", name: "locked", key: "bundle.crt" },
   ]);
+});
+
+function bundle(name: string, signerName: string | undefined, pem: string) {
+  return {
+    metadata: { name, resourceVersion: "1" },
+    spec: { ...(signerName ? { signerName } : {}), trustBundle: pem },
+  };
+}
+
+const SIGNER = "cacerts.csi.cert-manager.io/spire-example.org";
+const BY_NAME = {
+  apiGroup: "certificates.k8s.io",
+  kind: "ClusterTrustBundle",
+  name: "cacerts.csi.cert-manager.io:spire-example.org:bundle",
+};
+const BY_SIGNER = {
+  apiGroup: "certificates.k8s.io",
+  kind: "ClusterTrustBundle",
+  signerName: SIGNER,
+  labelSelector: { matchLabels: { tier: "prod" } },
+};
+
+Deno.test("status: a ClusterTrustBundle ref by name counts its CAs and names the bundle", async () => {
+  const watch = bundleWatch({
+    kind: "ClusterTrustBundle",
+    name: BY_NAME.name,
+    signerName: undefined,
+    labelSelector: undefined,
+    index: 0,
+  });
+  assert.deepEqual(watch, { kind: "ClusterTrustBundle", namespace: "", name: BY_NAME.name });
+  const { status, recheckAt } = await computeClassStatus(
+    cls([BY_NAME]),
+    lookupFrom({
+      [objectKey(watch)]: {
+        object: bundle(BY_NAME.name, SIGNER, pki.rootA.pem + pki.rootB.pem + pki.expired.pem),
+      },
+    }),
+    { now: NOW },
+  );
+  const [ready] = status.conditions;
+  assert.equal(ready.status, "True");
+  assert.equal(ready.reason, "Resolved");
+  assert.match(
+    ready.message,
+    /^2 CA certificates from ClusterTrustBundle cacerts\.csi\.cert-manager\.io:spire-example\.org:bundle; earliest NotAfter /,
+  );
+  assert.equal(status.certificates, 2);
+  assert.deepEqual(status.fingerprints, [sha(pki.rootA), sha(pki.rootB)].sort());
+  assert.deepEqual(status.resolvedRefs, [{
+    kind: "ClusterTrustBundle",
+    name: BY_NAME.name,
+    bundles: [BY_NAME.name],
+    certificates: 2,
+  }]);
+  assert.equal(recheckAt?.getTime(), pki.at(5).getTime());
+});
+
+Deno.test("status: a ClusterTrustBundle ref by signer reads every matching bundle", async () => {
+  const watch = bundleWatch({
+    kind: "ClusterTrustBundle",
+    name: undefined,
+    signerName: SIGNER,
+    labelSelector: "tier=prod",
+    index: 0,
+  });
+  assert.deepEqual(watch.selector, {
+    fieldSelector: `spec.signerName=${SIGNER}`,
+    labelSelector: "tier=prod",
+  });
+  const list = {
+    kind: "List",
+    items: [
+      bundle("cacerts.csi.cert-manager.io:spire-example.org:b", SIGNER, pki.rootB.pem),
+      bundle("cacerts.csi.cert-manager.io:spire-example.org:a", SIGNER, pki.rootA.pem),
+    ],
+  };
+  const { status } = await computeClassStatus(
+    cls([BY_SIGNER, { kind: "Secret", namespace: "spire", name: "bundle", key: "ca.crt" }]),
+    lookupFrom({
+      [objectKey(watch)]: { object: list },
+      "Secret/spire/bundle": { object: secret({ "ca.crt": pki.rootA.pem }) },
+    }),
+    { now: NOW },
+  );
+  const [ready] = status.conditions;
+  assert.equal(ready.status, "True", ready.message);
+  assert.equal(status.certificates, 2, "rootA from both refs counts once");
+  assert.match(
+    ready.message,
+    /from ClusterTrustBundles of signer cacerts\.csi\.cert-manager\.io\/spire-example\.org matching labels "tier=prod" \(cacerts\.csi\.cert-manager\.io:spire-example\.org:a, cacerts\.csi\.cert-manager\.io:spire-example\.org:b\), Secret spire\/bundle key ca\.crt;/,
+  );
+  assert.deepEqual(status.resolvedRefs?.[0], {
+    kind: "ClusterTrustBundle",
+    signerName: SIGNER,
+    labelSelector: "tier=prod",
+    bundles: [
+      "cacerts.csi.cert-manager.io:spire-example.org:a",
+      "cacerts.csi.cert-manager.io:spire-example.org:b",
+    ],
+    certificates: 2,
+  });
+});
+
+Deno.test("status: a missing bundle, no bundle of the signer, forbidden and expired-only", async () => {
+  const byName = objectKey(bundleWatch({
+    kind: "ClusterTrustBundle",
+    name: BY_NAME.name,
+    signerName: undefined,
+    labelSelector: undefined,
+    index: 0,
+  }));
+  const bySigner = objectKey(bundleWatch({
+    kind: "ClusterTrustBundle",
+    name: undefined,
+    signerName: SIGNER,
+    labelSelector: "tier=prod",
+    index: 0,
+  }));
+  const cases: [unknown, string, SourceState, string, RegExp][] = [
+    [
+      BY_NAME,
+      byName,
+      { object: null },
+      "SourceNotFound",
+      /^ClusterTrustBundle cacerts\.csi\.cert-manager\.io:spire-example\.org:bundle \(from CAProviderClass shop\/trust\) not found$/,
+    ],
+    [
+      BY_SIGNER,
+      bySigner,
+      { object: { kind: "List", items: [] } },
+      "SourceNotFound",
+      /no ClusterTrustBundle has spec\.signerName cacerts\.csi\.cert-manager\.io\/spire-example\.org and labels matching "tier=prod"; create one, or fix spec\.refs\[0\]$/,
+    ],
+    [
+      BY_SIGNER,
+      bySigner,
+      { object: null, error: Object.assign(new Error("forbidden"), { code: 403 }) },
+      "Forbidden",
+      /^cannot read ClusterTrustBundles of signer .*: ServiceAccount spire-cacerts\/spire-cacerts-webhook may not get, list and watch clustertrustbundles \(certificates\.k8s\.io\); grant them in its ClusterRole \(manifests\/webhook\/rbac\.yaml/,
+    ],
+    [
+      BY_NAME,
+      byName,
+      { object: null, error: Object.assign(new Error("boom"), { code: 503 }) },
+      "SourceUnreadable",
+      /^cannot read ClusterTrustBundle \S+ \(from CAProviderClass shop\/trust\): HTTP 503; retrying$/,
+    ],
+    [
+      BY_NAME,
+      byName,
+      { object: bundle(BY_NAME.name, SIGNER, pki.expired.pem) },
+      "NoUsableCA",
+      /^CAProviderClass shop\/trust: no usable CA certificate; ClusterTrustBundle \S+ holds no usable CA \(dropped expired CN=Old/,
+    ],
+  ];
+  for (const [ref, key, state, reason, message] of cases) {
+    const { status } = await computeClassStatus(cls([ref]), lookupFrom({ [key]: state }), {
+      now: NOW,
+    });
+    const [ready] = status.conditions;
+    assert.equal(ready.status, "False", reason);
+    assert.equal(ready.reason, reason);
+    assert.match(ready.message, message);
+    assert.equal(status.certificates, 0);
+    assert.equal(status.resolvedRefs?.[0].kind, "ClusterTrustBundle");
+  }
+  assert.equal(
+    forbiddenBundleMessage(
+      {
+        kind: "ClusterTrustBundle",
+        name: "x",
+        signerName: undefined,
+        labelSelector: undefined,
+        index: 0,
+      },
+      { namespace: "ops", name: "hook" },
+    ),
+    "cannot read ClusterTrustBundle x: ServiceAccount ops/hook may not get, list and watch " +
+      "clustertrustbundles (certificates.k8s.io); grant them in its ClusterRole " +
+      "(manifests/webhook/rbac.yaml, ClusterRole spire-cacerts-webhook)",
+  );
 });
 
 Deno.test("conditions keep lastTransitionTime while the status stays, and move on a transition", () => {
