@@ -269,11 +269,13 @@ export async function startAdmissionLoad(
     const namespace = `load-${crypto.randomUUID().slice(0, 8)}`;
     const client = Deno.createHttpClient({ caCerts: [kube.caPem], http2: true });
     cleanups.push(() => Promise.resolve(client.close()));
-    const api = (path: string, init: RequestInit = {}) =>
+    // The API server's own request timeout is 60 s; a deletecollection of thousands of pods
+    // may take longer.
+    const api = (path: string, init: RequestInit = {}, timeoutMs = 60_000) =>
       fetch(`${kube.url}${path}`, {
         ...init,
         client,
-        signal: AbortSignal.timeout(60_000),
+        signal: AbortSignal.timeout(timeoutMs),
         headers: {
           authorization: `Bearer ${kube.token}`,
           "content-type": "application/json",
@@ -380,19 +382,32 @@ export async function startAdmissionLoad(
         return pods;
       },
       async deleteNamespace() {
-        // Retried: after an overload the API server may have closed the HTTP/2 connection.
-        const call = (path: string, init: RequestInit, ok: number[]) =>
-          waitFor(`${init.method ?? "GET"} ${path}`, async () => {
-            const response = await api(path, init);
+        // A failed request is retried (after an overload the API server may have closed the
+        // HTTP/2 connection); a wrong status is not.
+        const call = async (path: string, init: RequestInit, ok: number[]) => {
+          for (let attempt = 1;; attempt++) {
+            let response: Response;
+            try {
+              response = await api(path, init, 300_000);
+            } catch (error) {
+              if (attempt >= 5) {
+                throw new AdmissionLoadError(`${init.method ?? "GET"} ${path} failed`, {
+                  cause: error,
+                });
+              }
+              await delay(1_000);
+              continue;
+            }
             const text = await response.text();
             if (!ok.includes(response.status)) {
               throw new AdmissionLoadError(
-                `${init.method} ${path}: HTTP ${response.status} ${text}`,
+                `${init.method ?? "GET"} ${path}: HTTP ${response.status} ${text}`,
               );
             }
             return text;
-          }, { timeoutMs: 30_000, intervalMs: 1_000 });
-        await call(`/api/v1/namespaces/${namespace}`, { method: "DELETE" }, [200, 202]);
+          }
+        };
+        await call(`/api/v1/namespaces/${namespace}`, { method: "DELETE" }, [200, 202, 409]);
         // Unscheduled pods go at once (no kubelet to wait for).
         await call(`/api/v1/namespaces/${namespace}/pods`, { method: "DELETE" }, [200]);
         await call(
