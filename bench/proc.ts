@@ -110,3 +110,58 @@ export async function idleRssMB(specifiers: string[], settleMs = 2000): Promise<
     await child.status;
   }
 }
+
+/** The measured process exited before it printed that its imports were loaded. */
+export class IdleProcessError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message what happened, with the process's stderr
+   * @param options the cause
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "IdleProcessError";
+  }
+}
+
+/**
+ * VmRSS (MB) of an idle Deno process `settleMs` after it finished importing `specifiers`
+ * (resolved with this project's import map, in order) — unlike {@link idleRssMB}, which reads at
+ * a fixed time after the spawn, the clock starts only once the imports are done, so a slow
+ * import (the Kubernetes client takes ~0.5 s, a program's whole graph over 1 s) is not caught
+ * half-loaded. 1.5 s is enough for the post-load growth seen here (the npm resolver reading
+ * package metadata, within ~1 s of the import) to have happened; RSS is flat after it.
+ *
+ * @throws {IdleProcessError} when the process exits before its imports finish
+ */
+export async function loadedIdleRssMB(specifiers: string[], settleMs = 1500): Promise<number> {
+  const imports = specifiers.map((s) => `await import(${JSON.stringify(s)});`).join(" ");
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["eval", `${imports} console.log("loaded"); setInterval(() => {}, 1e9)`],
+    cwd: new URL("..", import.meta.url).pathname,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  try {
+    const reader = child.stdout.getReader();
+    const first = await reader.read();
+    reader.releaseLock();
+    if (first.done) {
+      const { code } = await child.status;
+      throw new IdleProcessError(
+        `importing ${specifiers.join(", ")} failed (exit ${code}): ${(await stderr).trim()}`,
+      );
+    }
+    await delay(settleMs);
+    return readRss(child.pid).rssMB;
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+    await child.status;
+    await child.stdout.cancel().catch(() => {});
+    await stderr;
+  }
+}

@@ -67,7 +67,12 @@ export interface AdmissionClientOptions {
 
 /** `admission-client` exited non-zero or printed something that is not its result. */
 export class AdmissionClientError extends Error {
-  /** @param message what went wrong; @param options the underlying error */
+  /**
+   * Creates the error.
+   *
+   * @param message what went wrong
+   * @param options the underlying error
+   */
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
     this.name = "AdmissionClientError";
