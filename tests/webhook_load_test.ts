@@ -18,7 +18,7 @@ import {
   type PodCreateResult,
   startAdmissionLoad,
 } from "./harness/admission_load.ts";
-import { INJECT_LABEL } from "../api/mod.ts";
+import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { needsTools } from "./harness/mod.ts";
 import { readWebhookContainer } from "./harness/webhook_manifest.ts";
 
@@ -81,15 +81,12 @@ Deno.test({
               continue;
             }
             assert.equal(pod.metadata?.labels?.[INJECT_LABEL] === "true", r.labelled, r.name);
-            const problem = mutationProblem(
-              pod,
-              r.labelled,
-              "cacerts.csi.cert-manager.io",
-              "spire-ca",
-            );
+            const problem = mutationProblem(pod, r.labelled, load.driverName, load.className);
             if (problem) problems.push(problem);
           }
           assert.deepEqual(problems, []);
+          // The Deployment's flags name the API's driver.
+          assert.equal(load.driverName, DRIVER_NAME);
           assert.ok(all.filter((r) => r.labelled).length >= 400);
           assert.ok(all.filter((r) => !r.labelled).length >= 250);
         },

@@ -88,6 +88,10 @@ export interface AdmissionLoad {
   args: string[];
   /** The namespace the pods are created in. */
   namespace: string;
+  /** The CSI driver the webhook puts in a labelled pod (its `--driver-name`). */
+  driverName: string;
+  /** The CAProviderClass the volume names (its `--class-name`). */
+  className: string;
   /** How many new leaves were written so far. */
   readonly rotations: number;
   /** The webhook's `spire_cacerts_webhook_svid_updates_total`. */
@@ -352,6 +356,8 @@ export async function startAdmissionLoad(
       container,
       args,
       namespace,
+      driverName,
+      className,
       get rotations() {
         return rotations;
       },
