@@ -27,9 +27,6 @@ import { Backoff, LOG_KEYS, type Logger } from "../cli/mod.ts";
 /** Kinds the driver watches. */
 export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass" | "ClusterTrustBundle";
 
-/** Kinds without a namespace: their {@link WatchedObject.namespace} is `""`. */
-export const CLUSTER_SCOPED_KINDS: ReadonlySet<WatchedKind> = new Set(["ClusterTrustBundle"]);
-
 /** The selectors of a watched selection (at least one of them). */
 export interface WatchSelector {
   /** A field selector, e.g. `spec.signerName=example.com/signer`. */
@@ -42,7 +39,7 @@ export interface WatchSelector {
 export interface WatchedObject {
   /** Kind. */
   kind: WatchedKind;
-  /** Namespace; `""` for a kind in {@link CLUSTER_SCOPED_KINDS}. */
+  /** Namespace; `""` for a cluster-scoped kind (ClusterTrustBundle). */
   namespace: string;
   /** Name; `""` for a selection. */
   name: string;
