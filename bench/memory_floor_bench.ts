@@ -24,8 +24,9 @@
  * package the program names from the cache (`…/registry.npmjs.org/<name>/registry.json`, seen
  * with `strace -e openat` right after the import; the JS heap stays the same, RssAnon grows
  * within ~1 s), and hono publishes so many versions that its file is 3.5 MB (grpc-js 0.2 MB,
- * the Kubernetes client 0.07 MB): ~16 MB resident. For the webhook that is the gap between its
- * libraries imported by name (~95 MB) and by file (~76 MB). A `deno compile`d binary resolves at
+ * the Kubernetes client 0.07 MB): ~16 MB resident. For the webhook that is most of the gap
+ * between its start-up libraries imported by name and by file (104 against 85 MB on 2026-12-01).
+ * A `deno compile`d binary resolves at
  * build time and should not pay it (not measured: the compile path does not run here).
  *
  * One sample per figure per run; repeated single runs differ by 1–2 MB (up to 4 MB for the
@@ -62,12 +63,13 @@ interface Library {
   note?: string;
 }
 
-const LIBRARIES: Library[] = [
+/**
+ * Libraries measured whether or not a program loads them at start-up, and how. Every npm package
+ * some program loads at start-up is measured too (found by bench/runtime_imports.ts, so a new
+ * dependency appears in the table without an edit here).
+ */
+const KNOWN_LIBRARIES: Library[] = [
   { specifier: "@kubernetes/client-node" },
-  { specifier: "@grpc/grpc-js" },
-  { specifier: "protobufjs" },
-  { specifier: "hono" },
-  { specifier: "@hono/node-server" },
   { specifier: "@peculiar/x509", before: ["reflect-metadata"] },
   {
     specifier: "reflect-metadata",
@@ -75,6 +77,17 @@ const LIBRARIES: Library[] = [
   },
   { specifier: "node:https" },
 ];
+
+/** {@link KNOWN_LIBRARIES} and every npm package the programs load at start-up, npm first. */
+function librariesToMeasure(imports: Map<string, RuntimeImports>): Library[] {
+  const known = new Map(KNOWN_LIBRARIES.map((l) => [l.specifier, l]));
+  const names = new Set([...imports.values()].flatMap((i) => i.npm));
+  for (const l of KNOWN_LIBRARIES) names.add(l.specifier);
+  const sorted = [...names].sort((a, b) =>
+    Number(a.startsWith("node:")) - Number(b.startsWith("node:")) || a.localeCompare(b)
+  );
+  return sorted.map((specifier) => known.get(specifier) ?? { specifier });
+}
 
 /** The programs, by entry point. */
 const PROGRAMS: { name: string; entry: string }[] = [
@@ -125,7 +138,7 @@ function usedBy(specifier: string, imports: Map<string, RuntimeImports>): string
 
 /** `packages` with the polyfills other libraries need (their `before`) first. */
 function importOrder(packages: string[]): string[] {
-  const first = new Set(LIBRARIES.flatMap((l) => l.before ?? []));
+  const first = new Set(KNOWN_LIBRARIES.flatMap((l) => l.before ?? []));
   return [...packages.filter((p) => first.has(p)), ...packages.filter((p) => !first.has(p))];
 }
 
@@ -176,7 +189,8 @@ if (import.meta.main) {
   for (const p of PROGRAMS) imports.set(p.entry, await runtimeImports(p.entry));
   const bare = await loadedIdleRssMB([]);
 
-  for (const lib of LIBRARIES) {
+  const libraries = librariesToMeasure(imports);
+  for (const lib of libraries) {
     const before = lib.before ?? [];
     const label = `import ${[...before, lib.specifier].join(" + ")} (${
       lib.note ? `${lib.note}; ` : ""
@@ -191,7 +205,7 @@ if (import.meta.main) {
       baselineLabel: BARE,
     }));
   }
-  for (const lib of LIBRARIES.filter((l) => !l.specifier.startsWith("node:"))) {
+  for (const lib of libraries.filter((l) => !l.specifier.startsWith("node:"))) {
     const files = [...(lib.before ?? []), lib.specifier].map(packageEntry);
     console.log(benchLine({
       id: `mem.floor.code.${lib.specifier}`,
@@ -207,14 +221,14 @@ if (import.meta.main) {
   const graphs = new Map<string, number>();
   for (const p of PROGRAMS) {
     const i = imports.get(p.entry)!;
-    const libraries = await loadedIdleRssMB([...i.node, ...importOrder(i.npm)]);
+    const librariesMB = await loadedIdleRssMB([...i.node, ...importOrder(i.npm)]);
     console.log(benchLine({
       id: `mem.floor.program.${p.entry}.libraries`,
       section: "memory floor: each program's imports",
       label: `${p.name}: its start-up libraries (${i.npm.join(", ")}; ${i.node.length} node: ` +
         "built-ins)",
       unit: "MB",
-      value: libraries,
+      value: librariesMB,
       baseline: bare,
       baselineLabel: BARE,
     }));
@@ -235,7 +249,7 @@ if (import.meta.main) {
       label: `${p.name}: its whole module graph (${p.entry} imported, not started)`,
       unit: "MB",
       value: graph,
-      baseline: libraries,
+      baseline: librariesMB,
       baselineLabel: "its libraries alone, same run",
     }));
   }
