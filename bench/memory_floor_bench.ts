@@ -26,8 +26,8 @@
  * within ~1 s), and hono publishes so many versions that its file is 3.5 MB (grpc-js 0.2 MB,
  * the Kubernetes client 0.07 MB): ~16 MB resident. For the webhook that is most of the gap
  * between its start-up libraries imported by name and by file (104 against 85 MB on 2026-12-01).
- * A `deno compile`d binary resolves at
- * build time and should not pay it (not measured: the compile path does not run here).
+ * A `deno compile`d binary resolves at build time and should not pay it (not measured: the
+ * compile path does not run here).
  *
  * One sample per figure per run; repeated single runs differ by 1–2 MB (up to 4 MB for the
  * Kubernetes client, whose import peaks near 127 MB before it settles), so compare medians over
