@@ -131,6 +131,16 @@ export interface ClassRefSpec {
   key?: string;
 }
 
+/** A `spec.refs` entry naming one ClusterTrustBundle, as {@link buildClass} writes it. */
+export interface TrustBundleRefSpec {
+  /** `certificates.k8s.io`. */
+  apiGroup: typeof TRUST_BUNDLE_GROUP;
+  /** `ClusterTrustBundle`. */
+  kind: typeof TRUST_BUNDLE_KIND;
+  /** The bundle's name. */
+  name: string;
+}
+
 /** A CAProviderClass object as {@link buildClass} makes it. */
 export interface CAProviderClassObject {
   /** `cacerts.csi.cert-manager.io/v1alpha1`. */
@@ -140,20 +150,27 @@ export interface CAProviderClassObject {
   /** Name, namespace and labels. */
   metadata: { name: string; namespace: string; labels?: Record<string, string> };
   /** The refs, in order. */
-  spec: { refs: ClassRefSpec[] };
+  spec: { refs: (ClassRefSpec | TrustBundleRefSpec)[] };
 }
 
 /** What {@link buildClass} needs. */
 export interface ClassOptions extends ObjectName {
   /** Labels of the object. */
   labels?: Record<string, string>;
-  /** The sources, in order; a ref without namespace or key leaves the field out. */
-  refs: readonly { kind: SourceKind; namespace?: string; name: string; key?: string }[];
+  /**
+   * The sources, in order: Secret or ConfigMap keys (a ref without namespace or key leaves the
+   * field out), or a ClusterTrustBundle by name.
+   */
+  refs: readonly (
+    | { kind: SourceKind; namespace?: string; name: string; key?: string }
+    | { kind: typeof TRUST_BUNDLE_KIND; name: string }
+  )[];
 }
 
 /**
  * Builds a CAProviderClass object (the shape {@link parseClassRefs} reads back): `apiVersion`,
- * `kind`, metadata, and `spec.refs` with `apiGroup: ""` and only the fields given.
+ * `kind`, metadata, and `spec.refs` with `apiGroup: ""` (`certificates.k8s.io` for a
+ * ClusterTrustBundle) and only the fields given.
  */
 export function buildClass(options: ClassOptions): CAProviderClassObject {
   const metadata: CAProviderClassObject["metadata"] = {
@@ -166,13 +183,17 @@ export function buildClass(options: ClassOptions): CAProviderClassObject {
     kind: CLASS_KIND,
     metadata,
     spec: {
-      refs: options.refs.map((ref) => ({
-        apiGroup: "" as const,
-        kind: ref.kind,
-        ...(ref.namespace === undefined ? {} : { namespace: ref.namespace }),
-        name: ref.name,
-        ...(ref.key === undefined ? {} : { key: ref.key }),
-      })),
+      refs: options.refs.map((ref) =>
+        ref.kind === TRUST_BUNDLE_KIND
+          ? { apiGroup: TRUST_BUNDLE_GROUP, kind: ref.kind, name: ref.name }
+          : {
+            apiGroup: "" as const,
+            kind: ref.kind,
+            ...(ref.namespace === undefined ? {} : { namespace: ref.namespace }),
+            name: ref.name,
+            ...(ref.key === undefined ? {} : { key: ref.key }),
+          }
+      ),
     },
   };
 }

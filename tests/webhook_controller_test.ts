@@ -391,15 +391,21 @@ Deno.test({
             timeoutMs: 10_000,
           });
           assert.deepEqual(await secretRoots(), ["CN=current-root"]);
-          // The namespace controller ran under the same token: the managed class exists.
-          await waitFor("class in shop", () =>
+          // The namespace controller ran under the same token: the managed class exists and
+          // references the ClusterTrustBundle by name, so reading it takes no Secret read.
+          const cls = await waitFor("class in shop", () =>
             custom.getNamespacedCustomObject({
               group: CLASS_GROUP,
               version: CLASS_VERSION,
               namespace: "shop",
               plural: CLASS_PLURAL,
               name: "spire-ca",
-            }).catch(() => undefined), { timeoutMs: 10_000 });
+            }).catch(() => undefined), { timeoutMs: 10_000 }) as { spec: { refs: unknown[] } };
+          assert.deepEqual(cls.spec.refs, [{
+            apiGroup: "certificates.k8s.io",
+            kind: "ClusterTrustBundle",
+            name: BUNDLE,
+          }]);
         },
       );
 

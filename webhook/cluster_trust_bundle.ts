@@ -17,16 +17,13 @@
  * @module
  */
 
-import { CLASS_GROUP } from "../api/mod.ts";
+import {
+  CLASS_GROUP,
+  TRUST_BUNDLE_GROUP,
+  TRUST_BUNDLE_KIND,
+  TRUST_BUNDLE_VERSION,
+} from "../api/mod.ts";
 
-/** API group of ClusterTrustBundle. */
-export const CTB_GROUP = "certificates.k8s.io";
-/** API version of ClusterTrustBundle the mirror writes. */
-export const CTB_VERSION = "v1";
-/** Plural resource name of ClusterTrustBundle. */
-export const CTB_PLURAL = "clustertrustbundles";
-/** Kind of ClusterTrustBundle. */
-export const CTB_KIND = "ClusterTrustBundle";
 /** The domain of every signer name this project uses (the CAProviderClass API group). */
 export const SIGNER_DOMAIN = CLASS_GROUP;
 /** Suffix of the published object's name after the signer prefix. */
@@ -124,9 +121,9 @@ export function bundleObjectName(signerName: string): string {
 /** A ClusterTrustBundle as the mirror applies it. */
 export interface ClusterTrustBundleObject {
   /** `certificates.k8s.io/v1`. */
-  apiVersion: `${typeof CTB_GROUP}/${typeof CTB_VERSION}`;
+  apiVersion: `${typeof TRUST_BUNDLE_GROUP}/${typeof TRUST_BUNDLE_VERSION}`;
   /** `ClusterTrustBundle`. */
-  kind: typeof CTB_KIND;
+  kind: typeof TRUST_BUNDLE_KIND;
   /** Name and labels. */
   metadata: { name: string; labels: Record<string, string> };
   /** Signer and PEM. */
@@ -151,8 +148,8 @@ export function clusterTrustBundle(
   const bytes = new TextEncoder().encode(pem).length;
   if (bytes > MAX_TRUST_BUNDLE_BYTES) throw new TrustBundleTooLargeError(name, bytes);
   return {
-    apiVersion: `${CTB_GROUP}/${CTB_VERSION}`,
-    kind: CTB_KIND,
+    apiVersion: `${TRUST_BUNDLE_GROUP}/${TRUST_BUNDLE_VERSION}`,
+    kind: TRUST_BUNDLE_KIND,
     metadata: { name, labels: { ...labels } },
     spec: { signerName, trustBundle: pem },
   };

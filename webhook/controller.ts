@@ -2,6 +2,7 @@
  * The namespace controller and the bundle sync.
  *
  * - Every namespace that is not excluded gets the CAProviderClass the webhook points pods at,
+ *   referencing the ClusterTrustBundle when it is published (else the Secret),
  *   written with server-side apply under its own field manager and labelled as managed. One a
  *   user wrote (no managed label) is never touched; one whose fields another manager took over
  *   makes the (unforced) apply fail with a conflict, which is logged and left alone.
@@ -36,16 +37,13 @@ import {
   CLASS_GROUP,
   CLASS_PLURAL,
   CLASS_VERSION,
+  TRUST_BUNDLE_GROUP,
+  TRUST_BUNDLE_KIND,
+  TRUST_BUNDLE_PLURAL,
+  TRUST_BUNDLE_VERSION,
 } from "../api/mod.ts";
 import { buildTrustSet } from "../trust_store/mod.ts";
-import {
-  bundleObjectName,
-  clusterTrustBundle,
-  CTB_GROUP,
-  CTB_PLURAL,
-  CTB_VERSION,
-  signerNameFor,
-} from "./cluster_trust_bundle.ts";
+import { bundleObjectName, clusterTrustBundle, signerNameFor } from "./cluster_trust_bundle.ts";
 import { toPem } from "../spire/mod.ts";
 import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 
@@ -162,17 +160,27 @@ function describeError(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
+/**
+ * What the managed class references: the ClusterTrustBundle by name (the default, when it is
+ * published: no one needs to read a Secret), or the bundle Secret's key.
+ */
+export type ClassSource = KeyRef | { clusterTrustBundle: string };
+
 /** The CAProviderClass the controller wants in a namespace (built by `buildClass`). */
 export function desiredClass(
   namespace: string,
   className: string,
-  secret: KeyRef,
+  source: ClassSource,
 ): CAProviderClassObject {
   return buildClass({
     namespace,
     name: className,
     labels: { [MANAGED_LABEL]: MANAGED_VALUE },
-    refs: [{ kind: "Secret", namespace: secret.namespace, name: secret.name, key: secret.key }],
+    refs: [
+      "clusterTrustBundle" in source
+        ? { kind: TRUST_BUNDLE_KIND, name: source.clusterTrustBundle }
+        : { kind: "Secret", namespace: source.namespace, name: source.name, key: source.key },
+    ],
   });
 }
 
@@ -260,7 +268,13 @@ export class Controller {
   ): Promise<"excluded" | "created" | "updated" | "unchanged" | "user-owned" | "conflict"> {
     if (this.#excluded.has(namespace)) return "excluded";
     const name = this.#options.className;
-    const desired = desiredClass(namespace, name, this.#secret);
+    const desired = desiredClass(
+      namespace,
+      name,
+      this.#signerName === undefined
+        ? this.#secret
+        : { clusterTrustBundle: bundleObjectName(this.#signerName) },
+    );
     const log = this.#log.with({ namespace, name });
     let existing: { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined;
     try {
@@ -399,9 +413,9 @@ export class Controller {
     const desired = clusterTrustBundle(signerName, pem, { [MANAGED_LABEL]: MANAGED_VALUE });
     const name = desired.metadata.name;
     const current = await this.#custom.getClusterCustomObject({
-      group: CTB_GROUP,
-      version: CTB_VERSION,
-      plural: CTB_PLURAL,
+      group: TRUST_BUNDLE_GROUP,
+      version: TRUST_BUNDLE_VERSION,
+      plural: TRUST_BUNDLE_PLURAL,
       name,
     }).catch((error) => {
       if (isStatus(error, 404)) return undefined;
@@ -414,9 +428,9 @@ export class Controller {
     ) return false;
     await this.#custom.patchClusterCustomObject(
       {
-        group: CTB_GROUP,
-        version: CTB_VERSION,
-        plural: CTB_PLURAL,
+        group: TRUST_BUNDLE_GROUP,
+        version: TRUST_BUNDLE_VERSION,
+        plural: TRUST_BUNDLE_PLURAL,
         name,
         body: desired,
         fieldManager: FIELD_MANAGER,

@@ -62,6 +62,7 @@ export {
   bundleSecretPem,
   type BundleSync,
   type BundleWrite,
+  type ClassSource,
   Controller,
   type ControllerOptions,
   DEFAULT_EXCLUDED_NAMESPACES,
