@@ -245,7 +245,7 @@ function toPem(bodies: string[]): string {
 }
 
 Deno.test({
-  name: "cluster e2e: images from the Containerfiles, one kubectl apply -k, points 1-6 converge",
+  name: "cluster e2e: images from the Containerfiles, one kubectl apply -k, points 1-7 converge",
   ignore: needsCluster().ignore || needsImageTools().ignore,
   sanitizeResources: false,
   sanitizeOps: false,
