@@ -18,9 +18,9 @@ import {
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 /** The webhook Deployment manifest. */
-export const WEBHOOK_DEPLOYMENT_PATH = join(ROOT, "manifests/webhook/deployment.yaml");
+export const WEBHOOK_DEPLOYMENT_PATH: string = join(ROOT, "manifests/webhook/deployment.yaml");
 /** The MutatingWebhookConfiguration manifest. */
-export const WEBHOOK_CONFIGURATION_PATH = join(
+export const WEBHOOK_CONFIGURATION_PATH: string = join(
   ROOT,
   "manifests/webhook/mutatingwebhookconfiguration.yaml",
 );
