@@ -245,6 +245,12 @@ export function parseClassRefs(object: unknown, where: ObjectName): ClassRef[] {
         `${at}: kind "${kind ?? ""}" is not supported (Secret, ConfigMap or ${TRUST_BUNDLE_KIND})`,
       );
     }
+    if (str(ref.signerName) !== undefined || (ref.labelSelector ?? null) !== null) {
+      throw new SourceError(
+        `${at}: signerName and labelSelector apply to ${TRUST_BUNDLE_KIND} refs only; remove ` +
+          `them from this ${kind} ref`,
+      );
+    }
     const name = str(ref.name);
     if (!name || !DNS_SUBDOMAIN.test(name)) {
       throw new SourceError(`${at}: name "${name ?? ""}" is missing or invalid`);
