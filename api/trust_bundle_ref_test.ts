@@ -112,6 +112,10 @@ Deno.test("ClusterTrustBundle refs that cannot work name the field and the fix",
       /apiGroup "apps" is not supported .*"certificates\.k8s\.io" for ClusterTrustBundle/,
     ],
     [
+      { kind: "Secret", name: "x", signerName: "example.com/s" },
+      /signerName and labelSelector apply to ClusterTrustBundle refs only; remove them from this Secret ref/,
+    ],
+    [
       { kind: "Issuer", name: "x" },
       /kind "Issuer" is not supported \(Secret, ConfigMap or ClusterTrustBundle\)/,
     ],
