@@ -93,7 +93,7 @@ export function signerNameFor(trustDomain: string): string {
   const bad = (why: string) =>
     new TrustDomainError(
       trustDomain,
-      `--trust-domain "${trustDomain}" ${why}; set --trust-domain to SPIRE's trust_domain ` +
+      `trust domain "${trustDomain}" ${why}; set --trust-domain to SPIRE's trust_domain ` +
         `(server.conf), or run with --cluster-trust-bundle=false`,
     );
   if (trustDomain === "") throw bad("is empty");

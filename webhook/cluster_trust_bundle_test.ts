@@ -28,7 +28,7 @@ Deno.test("a trust domain a signer name cannot hold is refused naming the flag a
       assert.equal(error.trustDomain, bad);
       assert.match(
         error.message,
-        /^--trust-domain ".*" .*; set --trust-domain to SPIRE's trust_domain/,
+        /^trust domain ".*" .*; set --trust-domain to SPIRE's trust_domain/,
       );
       assert.match(error.message, /--cluster-trust-bundle=false/);
       return true;

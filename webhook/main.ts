@@ -41,6 +41,7 @@ import {
   DEFAULT_SHUTDOWN_TIMEOUT_MS,
   startWebhookServer,
 } from "./server.ts";
+import { DEFAULT_TRUST_DOMAIN, signerNameFor } from "./cluster_trust_bundle.ts";
 
 // Defaults of the controller modules, repeated because importing them would load the controller
 // (and `@kubernetes/client-node`); `main_test.ts` checks they are still equal.
@@ -108,6 +109,26 @@ export const WEBHOOK_FLAGS = {
     arg: "LIST",
     default: DEFAULT_EXCLUDED_NAMESPACES.join(","),
     help: "namespaces without a class (default {default})",
+  },
+  "bundle-secret": {
+    type: "boolean",
+    label: "--bundle-secret=false",
+    default: "true",
+    help: "do not keep Secret spire/spire-ca-bundle (read by classes naming it)",
+  },
+  "cluster-trust-bundle": {
+    type: "boolean",
+    label: "--cluster-trust-bundle=false",
+    default: "true",
+    help: "no ClusterTrustBundle; managed classes name the Secret",
+  },
+  "trust-domain": {
+    type: "string",
+    arg: "TD",
+    default: DEFAULT_TRUST_DOMAIN,
+    parse: (text: string) => (signerNameFor(text), text),
+    help: "SPIRE's trust domain: the bundle's signer is\n" +
+      "cacerts.csi.cert-manager.io/spire-TD (default {default})",
   },
   kubeconfig: {
     type: "string",
@@ -182,7 +203,8 @@ export const WEBHOOK_FLAGS = {
 const HELP = `${PROGRAM} ${VERSION}
 Admission webhook adding the SPIRE trust-store CSI volume to pods labelled
 ${INJECT_LABEL}=true, plus a controller keeping a CAProviderClass in every
-namespace and the Secret spire/spire-ca-bundle equal to SPIRE's bundle.
+namespace and SPIRE's bundle published as a ClusterTrustBundle and as the
+Secret spire/spire-ca-bundle.
 
 Flags:
 ${renderFlags(WEBHOOK_FLAGS)}
@@ -208,6 +230,12 @@ export interface WebhookFlags {
   className: string;
   /** Namespaces without a class. */
   excludedNamespaces: string[];
+  /** Whether the Secret spire/spire-ca-bundle is kept. */
+  bundleSecret: boolean;
+  /** Whether SPIRE's bundle is published as a ClusterTrustBundle (and classes name it). */
+  clusterTrustBundle: boolean;
+  /** SPIRE's trust domain, naming the ClusterTrustBundle's signer. */
+  trustDomain: string;
   /** Kubeconfig path, or undefined for in-cluster. */
   kubeconfig: string | undefined;
   /** Whether the controller runs. */
@@ -248,6 +276,9 @@ export function parseFlags(args: string[]): WebhookFlags {
     driverName: values["driver-name"],
     className: values["class-name"],
     excludedNamespaces: values["excluded-namespaces"],
+    bundleSecret: values["bundle-secret"],
+    clusterTrustBundle: values["cluster-trust-bundle"],
+    trustDomain: values["trust-domain"],
     kubeconfig: values.kubeconfig,
     controller: values.controller,
     registrationsDir: values["registrations-dir"],
@@ -310,7 +341,14 @@ async function run(flags: WebhookFlags): Promise<void> {
     const { prepareControllers } = await import("./controllers.ts");
     controllers = await prepareControllers({
       kubeconfig: flags.kubeconfig,
-      controller: { className: flags.className, excludedNamespaces: flags.excludedNamespaces },
+      controller: {
+        className: flags.className,
+        excludedNamespaces: flags.excludedNamespaces,
+        writeBundleSecret: flags.bundleSecret,
+        clusterTrustBundle: flags.clusterTrustBundle
+          ? { trustDomain: flags.trustDomain }
+          : undefined,
+      },
       registrationsDir: flags.registrationsDir,
       registrationsResyncMs: flags.registrationsResyncMs,
       log,
