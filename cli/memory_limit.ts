@@ -1,6 +1,6 @@
 /**
  * The container's memory limit (cgroup v2 `memory.max`, else cgroup v1
- * `memory/memory.limit_in_bytes`) against V8's heap limit (`node:v8` `getHeapStatistics()`), so a
+ * `memory.limit_in_bytes`) against V8's heap limit (`node:v8` `getHeapStatistics()`), so a
  * program can say at start that its heap may grow past the limit the kernel OOM-kills it at.
  *
  * Why a warning and not a computed heap: V8 fixes its heap limit before any JavaScript runs, so
@@ -21,10 +21,10 @@
 
 import { getHeapStatistics } from "node:v8";
 
-/** cgroup v2: the limit of the cgroup the process is in (`max` when there is none). */
-export const CGROUP_V2_MEMORY_MAX = "/sys/fs/cgroup/memory.max";
-/** cgroup v1: the memory controller's limit (a huge number when there is none). */
-export const CGROUP_V1_MEMORY_LIMIT = "/sys/fs/cgroup/memory/memory.limit_in_bytes";
+/** Where the cgroup v2 hierarchy is mounted; its `memory.max` holds the limit (`max`: none). */
+export const CGROUP_V2_MOUNT = "/sys/fs/cgroup";
+/** Where the cgroup v1 memory controller is mounted; `memory.limit_in_bytes` holds the limit. */
+export const CGROUP_V1_MEMORY_MOUNT = "/sys/fs/cgroup/memory";
 
 /**
  * cgroup v1 reports "no limit" as `PAGE_COUNTER_MAX` pages (9223372036854771712 bytes with 4 KiB
@@ -45,33 +45,52 @@ export class MemoryLimitError extends Error {
   }
 }
 
-/** Where {@link readMemoryLimit} looks (replaceable for tests). */
-export interface CgroupPaths {
-  /** cgroup v2 `memory.max`. */
-  v2: string;
-  /** cgroup v1 `memory.limit_in_bytes`. */
-  v1: string;
-}
-
 function readIfPresent(path: string): string | undefined {
   try {
     return Deno.readTextFileSync(path);
   } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
+    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.NotADirectory) {
+      return undefined;
+    }
     throw new MemoryLimitError(path, "cannot be read", { cause: error });
   }
 }
 
 /**
+ * The files that may hold this process's limit, most specific first: its own cgroup (from
+ * `/proc/self/cgroup`; what a host or a container without a cgroup namespace sees), then the
+ * mount's root (what a container with its own cgroup namespace, or a v1 bind mount, sees).
+ */
+function limitFiles(root: string): string[] {
+  const at = (path: string) => `${root.replace(/\/$/, "")}${path}`;
+  let v2Own: string | undefined;
+  let v1Own: string | undefined;
+  for (const line of (readIfPresent(at("/proc/self/cgroup")) ?? "").split("\n")) {
+    const [, controllers, path] = line.match(/^\d+:([^:]*):(.*)$/) ?? [];
+    if (path === undefined || path === "/") continue;
+    if (controllers === "") v2Own = at(`${CGROUP_V2_MOUNT}${path}/memory.max`);
+    else if (controllers.split(",").includes("memory")) {
+      v1Own = at(`${CGROUP_V1_MEMORY_MOUNT}${path}/memory.limit_in_bytes`);
+    }
+  }
+  return [
+    v2Own,
+    v1Own,
+    at(`${CGROUP_V2_MOUNT}/memory.max`),
+    at(`${CGROUP_V1_MEMORY_MOUNT}/memory.limit_in_bytes`),
+  ].filter((path): path is string => path !== undefined);
+}
+
+/**
  * The container's memory limit in bytes, or undefined when there is none (no cgroup file, `max`,
- * or cgroup v1's "unlimited").
+ * or cgroup v1's "unlimited"). The first of these that exists holds it: cgroup v2 `memory.max`
+ * and cgroup v1 `memory.limit_in_bytes` of the process's own cgroup, then of the mounts' roots.
  *
+ * @param root the file system root to read under (tests point it at a fixture)
  * @throws {MemoryLimitError} when a limit file is unreadable or holds something else
  */
-export function readMemoryLimit(
-  paths: CgroupPaths = { v2: CGROUP_V2_MEMORY_MAX, v1: CGROUP_V1_MEMORY_LIMIT },
-): number | undefined {
-  for (const path of [paths.v2, paths.v1]) {
+export function readMemoryLimit(root = "/"): number | undefined {
+  for (const path of limitFiles(root)) {
     const text = readIfPresent(path)?.trim();
     if (text === undefined) continue;
     if (text === "max") return undefined;
@@ -105,5 +124,5 @@ export function heapLimitWarning(
   if (limit === undefined || heap < limit) return undefined;
   return `V8 heap limit ${Math.round(heap / MiB)} MiB is not below the container memory limit ` +
     `${Math.round(limit / MiB)} MiB: set DENO_V8_FLAGS (or deno compile --v8-flags) from ` +
-    `cli/heap_flags.ts`;
+    `heap_flags.ts`;
 }

@@ -27,6 +27,11 @@
  * peak resident memory with an empty cache; the script is tiny and the bundle stays `.js`.) Every
  * target's entry point therefore exports `main(args: string[]): Promise<number>`.
  *
+ * A compiled binary ignores `DENO_V8_FLAGS`, so each program's V8 heap sizes are baked in with
+ * `deno compile --v8-flags=…`: the function of its container's memory limit
+ * (`cli/heap_flags.ts`; the manifests set the same flags as `DENO_V8_FLAGS` for bundles, and
+ * tests/build_test.ts checks that the limits here are the manifests' own).
+ *
  * @module
  */
 
@@ -34,6 +39,7 @@ import { parseArgs } from "node:util";
 import { join, relative, resolve } from "node:path";
 import { type DenortLookup, findDenort } from "./denort.ts";
 import { runSelfTest, SelfTestError } from "./artefact_check.ts";
+import { parseMemoryQuantity, v8FlagsFor } from "../cli/heap_flags.ts";
 
 /** One program the build produces. */
 export interface BuildTarget {
@@ -43,12 +49,22 @@ export interface BuildTarget {
   entry: string;
   /** File name of the compiled binary (the bundle is `<output>.js`). */
   output: string;
+  /**
+   * `limits.memory` of the program's container in the manifests, e.g. `384Mi`: the binary's V8
+   * heap is sized from it ({@link compileArgs}). Unset: V8's defaults.
+   */
+  memoryLimit?: string;
 }
 
 /** Programs built by default, and the optional example workloads (`--only server,client`). */
 export const TARGETS: readonly BuildTarget[] = [
-  { name: "csi", entry: "csi/main.ts", output: "spire-cacerts-csi" },
-  { name: "webhook", entry: "webhook/main.ts", output: "spire-cacerts-webhook" },
+  { name: "csi", entry: "csi/main.ts", output: "spire-cacerts-csi", memoryLimit: "256Mi" },
+  {
+    name: "webhook",
+    entry: "webhook/main.ts",
+    output: "spire-cacerts-webhook",
+    memoryLimit: "384Mi",
+  },
   { name: "server", entry: "workloads/server.ts", output: "spire-cacerts-server" },
   { name: "client", entry: "workloads/client.ts", output: "spire-cacerts-client" },
 ];
@@ -135,6 +151,20 @@ function parseTargets(only: string | undefined, entries: string[]): BuildTarget[
   });
 }
 
+/**
+ * The `deno compile` arguments for `target`: every permission, and the V8 heap flags of its
+ * memory limit (a compiled binary does not read `DENO_V8_FLAGS`).
+ *
+ * @param target what to compile
+ * @param path the binary to write
+ */
+export function compileArgs(target: BuildTarget, path: string): string[] {
+  const v8 = target.memoryLimit === undefined
+    ? []
+    : [`--v8-flags=${v8FlagsFor(parseMemoryQuantity(target.memoryLimit))}`];
+  return ["compile", ...PERMISSIONS, ...v8, "--output", path, target.entry];
+}
+
 async function compile(
   target: BuildTarget,
   outDir: string,
@@ -142,7 +172,7 @@ async function compile(
 ): Promise<Artefact> {
   const path = join(outDir, target.output);
   log(`compiling ${target.entry} -> ${relative(ROOT, path) || path}`);
-  await run(["compile", ...PERMISSIONS, "--output", path, target.entry]);
+  await run(compileArgs(target, path));
   try {
     const { line } = await runSelfTest([path], target.name, timeoutMs);
     log(`${relative(ROOT, path)}: ${line}`);

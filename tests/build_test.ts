@@ -3,7 +3,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { denortZipName, findDenort } from "../scripts/denort.ts";
 import { runSelfTest, SelfTestError } from "../scripts/artefact_check.ts";
-import { TARGETS } from "../scripts/build.ts";
+import { compileArgs, TARGETS } from "../scripts/build.ts";
+import { parseMemoryQuantity, v8FlagsFor } from "../cli/heap_flags.ts";
 import { runCommand } from "./harness/process.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -353,4 +354,66 @@ Deno.test({
       await Deno.remove(root, { recursive: true });
     }
   },
+});
+
+Deno.test("compiled binaries, images and manifests size the V8 heap from the same memory limit", async () => {
+  const { loadAllYaml } = await import("@kubernetes/client-node");
+  const sized = [
+    { target: "webhook", manifest: "webhook/deployment.yaml", container: "webhook" },
+    { target: "csi", manifest: "csi/daemonset.yaml", container: "csi-driver" },
+  ];
+  for (const { target, manifest, container } of sized) {
+    const t = TARGETS.find((t) => t.name === target)!;
+    const [owner] = loadAllYaml(await Deno.readTextFile(`${ROOT}manifests/${manifest}`)) as {
+      spec: {
+        template: {
+          spec: {
+            containers: {
+              name: string;
+              env?: { name: string; value?: string }[];
+              resources: { limits: { memory: string } };
+            }[];
+          };
+        };
+      };
+    }[];
+    const c = owner.spec.template.spec.containers.find((c) => c.name === container)!;
+    assert.equal(t.memoryLimit, c.resources.limits.memory, `${target}: the manifest's limit`);
+    const flags = v8FlagsFor(parseMemoryQuantity(c.resources.limits.memory));
+    // The binary: deno compile carries the flags (it ignores DENO_V8_FLAGS at run time).
+    const args = compileArgs(t, "/out/bin");
+    assert.deepEqual(args, [
+      "compile",
+      "--allow-all",
+      `--v8-flags=${flags}`,
+      "--output",
+      "/out/bin",
+      t.entry,
+    ]);
+    // The image's default for a bundle, and the manifest's own value.
+    const file = await Deno.readTextFile(`${ROOT}images/${target}.Containerfile`);
+    assert.equal(/^ENV DENO_V8_FLAGS=(\S+)$/m.exec(file)?.[1], flags, `${target} Containerfile`);
+    assert.equal(c.env?.find((e) => e.name === "DENO_V8_FLAGS")?.value, flags);
+  }
+  // A target without a limit compiles with V8's defaults.
+  assert.deepEqual(compileArgs({ name: "x", entry: "x.ts", output: "x" }, "o"), [
+    "compile",
+    "--allow-all",
+    "--output",
+    "o",
+    "x.ts",
+  ]);
+});
+
+Deno.test("the flags compileArgs bakes in are flags V8 accepts, and size the heap", async () => {
+  const t = TARGETS.find((t) => t.name === "webhook")!;
+  const flag = compileArgs(t, "o").find((a) => a.startsWith("--v8-flags="))!;
+  const out = await deno([
+    "eval",
+    flag,
+    'import v8 from "node:v8"; console.log(v8.getHeapStatistics().heap_size_limit / 1048576)',
+  ]);
+  assert.equal(out.code, 0, out.stderr);
+  // old space + 3 semi-spaces: 144 + 3 × 2 MiB for the 384Mi limit.
+  assert.equal(out.stdout.trim(), "150");
 });

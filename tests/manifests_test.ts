@@ -24,6 +24,7 @@ import {
   parseImage,
   REGISTRATIONS_CONFIGMAP,
 } from "../scripts/manifest_rules.ts";
+import { parseMemoryQuantity, v8FlagsFor } from "../cli/heap_flags.ts";
 import {
   kubeRegistrationApi,
   parseRegistrations,
@@ -684,6 +685,77 @@ Deno.test({
     for (const workload of ["Deployment", "StatefulSet", "DaemonSet"]) {
       const first = kinds.indexOf(workload);
       assert.ok(first > webhook, `${workload} rendered before the MutatingWebhookConfiguration`);
+    }
+  },
+});
+
+/** The Deno containers whose V8 heap is sized from their memory limit (cli/heap_flags.ts). */
+const HEAP_SIZED = [
+  { kind: "Deployment", name: "spire-cacerts-webhook", container: "webhook" },
+  { kind: "DaemonSet", name: "spire-cacerts-csi", container: "csi-driver" },
+];
+
+interface SizedContainer {
+  name: string;
+  env?: { name: string; value?: string }[];
+  resources?: { requests?: { memory?: string }; limits?: { memory?: string } };
+}
+
+function sizedContainer(objects: KubeObject[], kind: string, name: string, container: string) {
+  const owner = find(objects, kind, name) as unknown as {
+    spec: { template: { spec: { containers: SizedContainer[] } } };
+  };
+  const found = owner.spec.template.spec.containers.find((c) => c.name === container);
+  assert.ok(found, `${kind} ${name} has a container ${container}`);
+  return found;
+}
+
+/** Each Deno container whose DENO_V8_FLAGS are not the function of its limits.memory. */
+function heapFlagProblems(objects: KubeObject[]): string[] {
+  const problems: string[] = [];
+  for (const { kind, name, container } of HEAP_SIZED) {
+    const c = sizedContainer(objects, kind, name, container);
+    const limit = c.resources?.limits?.memory;
+    const flags = c.env?.find((e) => e.name === "DENO_V8_FLAGS")?.value;
+    if (limit === undefined) {
+      problems.push(`${name}/${container}: no limits.memory`);
+      continue;
+    }
+    const want = v8FlagsFor(parseMemoryQuantity(limit));
+    if (flags !== want) {
+      problems.push(
+        `${name}/${container}: DENO_V8_FLAGS ${flags} for limit ${limit}, want ${want}`,
+      );
+    }
+    const request = c.resources?.requests?.memory;
+    if (request !== undefined && parseMemoryQuantity(request) > parseMemoryQuantity(limit)) {
+      problems.push(`${name}/${container}: requests.memory ${request} above limit ${limit}`);
+    }
+  }
+  return problems;
+}
+
+Deno.test({
+  name: "manifests: each Deno container's DENO_V8_FLAGS are the heap sizes of its memory limit",
+  ...tools,
+  fn: async () => {
+    const objects = await render();
+    assert.deepEqual(heapFlagProblems(objects), []);
+    for (const { kind, name, container } of HEAP_SIZED) {
+      const shipped = sizedContainer(objects, kind, name, container);
+      const flags = shipped.env!.find((e) => e.name === "DENO_V8_FLAGS")!.value;
+      // A limit changed without the flags is caught...
+      const raised = copy(objects);
+      sizedContainer(raised, kind, name, container).resources!.limits!.memory = "512Mi";
+      assert.deepEqual(heapFlagProblems(raised), [
+        `${name}/${container}: DENO_V8_FLAGS ${flags} for limit 512Mi, want ` +
+        v8FlagsFor(512 * 1024 * 1024),
+      ]);
+      // ...and so are flags changed (or dropped) without the limit.
+      const dropped = copy(objects);
+      const d = sizedContainer(dropped, kind, name, container);
+      d.env = d.env!.filter((e) => e.name !== "DENO_V8_FLAGS");
+      assert.match(heapFlagProblems(dropped).join(), /DENO_V8_FLAGS undefined for limit/);
     }
   },
 });

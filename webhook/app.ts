@@ -12,14 +12,17 @@
  * (`body_budget.ts`), which holds every limit on it: a declared `Content-Length` over the size
  * limit is refused (413) before any byte is read, a streamed body once it passes the limit; a body
  * that does not fit the process-wide budget of body bytes in flight is refused at once (429 with
- * `Retry-After`), and one not received in full within the body timeout is refused (408). All three
- * close the connection rather than read the rest. Within the limits a declared length takes the
- * whole-body read, about 70 µs cheaper per review than reading the stream chunk by chunk.
+ * `Retry-After`, its body discarded as it arrives), and one not received in full within the body
+ * timeout is refused (408). The 413 and 408 close the connection rather than read the rest.
+ * Within the limits a declared length takes the whole-body read, about 70 µs cheaper per review
+ * than reading the stream chunk by chunk.
  *
- * The budget defaults to 1/16 of the container memory limit (`inFlightBytesFor`; 24 MiB, eight
- * 3 MiB reviews, at the manifest's 384Mi) and the body timeout to 2 s: the apiserver gives the
- * whole call 5 s (`timeoutSeconds: 5`) and sends a 3 MiB body in well under 100 ms on a cluster
- * network, so a body still arriving after 2 s is a stalled or hostile client.
+ * The budget defaults to 1/32 of the container memory limit (`inFlightBytesFor`: 12 MiB, four
+ * 3 MiB reviews, at the manifest's 384Mi; see `body_budget.ts` for the measurement) and the body
+ * timeout to 3 s: the apiserver gives the whole call 5 s (`timeoutSeconds: 5`), so a body still
+ * arriving after 3 s leaves no time to answer, and it is a stalled or hostile client or a host
+ * too loaded to serve it (on a 2-core box at load average 12 a lone 3 MiB upload from a Deno
+ * client took 1.4 s; the apiserver's Go client on a cluster network sends it far faster).
  *
  * @module
  */
@@ -51,7 +54,7 @@ import { readMemoryLimit } from "../cli/memory_limit.ts";
 export const DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024;
 
 /** How long a request body may take to arrive in full (the apiserver allows the call 5 s). */
-export const DEFAULT_BODY_TIMEOUT_MS = 2_000;
+export const DEFAULT_BODY_TIMEOUT_MS = 3_000;
 
 /** Container limit assumed when the process has none: the manifest's 384Mi. */
 export const FALLBACK_MEMORY_LIMIT_BYTES = 384 * 1024 * 1024;
@@ -125,7 +128,7 @@ export interface AppConfig extends MutationConfig {
   /** Body size limit in bytes (default {@link DEFAULT_MAX_BODY_BYTES}). */
   maxBodyBytes?: number;
   /**
-   * Request-body bytes in flight across all requests (default: 1/16 of the container memory
+   * Request-body bytes in flight across all requests (default: 1/32 of the container memory
    * limit, or of {@link FALLBACK_MEMORY_LIMIT_BYTES} without one, never below `maxBodyBytes`).
    */
   maxInFlightBytes?: number;
@@ -190,10 +193,16 @@ class Refusal extends HTTPException {
   }
 }
 
-/** Refusals that leave the body unread (in part): their connection is closed. */
+/**
+ * Refusals whose connection is closed rather than its body read: over the size limit, too slow,
+ * broken. A `busy` (429) body is left to the adapter, which reads and discards it (one chunk at a
+ * time, so it costs no memory) for up to 500 ms and then closes: a refused small review keeps its
+ * keep-alive connection, which the apiserver reuses. Closing at once instead cut off every one of
+ * 12 refused 3 MiB uploads before the client (node's, which does not read while it writes) saw the
+ * 429 (EPIPE).
+ */
 const UNREAD_BODY: ReadonlySet<RefusalReason> = new Set([
   "body_too_large",
-  "busy",
   "body_timeout",
   "body_aborted",
 ]);

@@ -369,7 +369,11 @@ Deno.test("a declared length that does not fit the budget is 429 with Retry-Afte
   const busy = await post(second, 1000);
   assert.equal(busy.status, 429);
   assert.equal(busy.headers.get("retry-after"), "1");
-  assert.equal(busy.headers.get("connection"), "close");
+  assert.equal(
+    busy.headers.get("connection"),
+    null,
+    "the adapter discards the body, keeps the connection",
+  );
   assert.match((await busy.json()).error, /^server busy: 1000 of 1500 request-body bytes/);
   assert.equal(pulled, false, "the refused body is not read");
   assert.deepEqual(refusals.map((r) => [r.status, r.reason]), [[429, "busy"]]);
@@ -395,7 +399,6 @@ Deno.test("a chunked body reserves its bytes as they stream and is 429 once they
   second.send(body.slice(400, 800));
   const busy = await refused;
   assert.equal(busy.status, 429);
-  assert.equal(busy.headers.get("connection"), "close");
   assert.match(
     (await busy.json()).error,
     /1200 of 1500 request-body bytes in flight; no room for 400/,
@@ -412,7 +415,7 @@ Deno.test("a chunked body reserves its bytes as they stream and is 429 once they
   assert.deepEqual(refusals.map((r) => r.reason), ["busy"]);
 });
 
-Deno.test("a body not received within the body timeout is 408 and closes the connection; its bytes come back once the stream ends", async () => {
+Deno.test("a body not received within the body timeout is 408 and closes the connection; its bytes come back at once", async () => {
   const { refusals, post } = budgetApp(1000, 50);
   const body = reviewOf(1000);
   const stalled = controlledBody();
@@ -422,12 +425,8 @@ Deno.test("a body not received within the body timeout is 408 and closes the con
   assert.equal(timedOut.status, 408);
   assert.equal(timedOut.headers.get("connection"), "close");
   assert.equal((await timedOut.json()).error, "body not received within 50 ms");
-  // Until the connection is gone the bytes stay reserved.
-  const meanwhile = await post(body, 1000);
-  assert.equal(meanwhile.status, 429);
-  await meanwhile.body?.cancel();
-  stalled.fail(new Error("connection closed"));
-  await new Promise((resolve) => setTimeout(resolve, 0));
+  // The stalled stream never ends (as a socket the adapter does not report closed): its 1000
+  // bytes are back anyway, so a review needing all of the budget passes.
   const after = await post(body, 1000);
   assert.equal(after.status, 200);
   await after.body?.cancel();
@@ -443,7 +442,6 @@ Deno.test("a body not received within the body timeout is 408 and closes the con
   await last.body?.cancel();
   assert.deepEqual(refusals.map((r) => [r.status, r.reason]), [
     [408, "body_timeout"],
-    [429, "busy"],
     [408, "body_timeout"],
   ]);
 });
