@@ -342,3 +342,136 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "class status on a real apiserver: ClusterTrustBundle refs by name and by signer, as the " +
+    "webhook's ServiceAccount",
+  ...needsTools(["etcd", "kube-apiserver", "kubectl"]),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async (t) => {
+    const dir = await Deno.makeTempDir({ prefix: "cacerts-class-status-ctb-" });
+    const kube = await startKubeApiServer();
+    let controller: ClassStatusController | undefined;
+    try {
+      const [caOne, caTwo] = await Promise.all([
+        createCa(dir, "ca-one", "Bundle CA one"),
+        createCa(dir, "ca-two", "Bundle CA two"),
+      ]);
+      await installCrds(kube, CRD);
+      for (const ns of ["spire", "spire-cacerts", "shop"]) {
+        await kube.kubectl(["create", "namespace", ns], { check: true });
+      }
+      await kube.kubectl(["apply", "-f", RBAC], { check: true });
+      const signer = "cacerts.csi.cert-manager.io/spire-example.org";
+      const own = "cacerts.csi.cert-manager.io:spire-example.org:bundle";
+      const extra = "cacerts.csi.cert-manager.io:spire-example.org:extra";
+      const bundle = (name: string, pem: string, labels: Record<string, string> = {}) => ({
+        apiVersion: "certificates.k8s.io/v1",
+        kind: "ClusterTrustBundle",
+        metadata: { name, labels },
+        spec: { signerName: signer, trustBundle: pem },
+      });
+      await apply(kube, bundle(own, caOne.certPem));
+      await apply(kube, bundle(extra, caTwo.certPem, { tier: "prod" }));
+      const ctbClass = (name: string, ref: Record<string, unknown>) => ({
+        apiVersion: CLASS_API_VERSION,
+        kind: CLASS_KIND,
+        metadata: { namespace: "shop", name },
+        spec: { refs: [{ apiGroup: "certificates.k8s.io", kind: "ClusterTrustBundle", ...ref }] },
+      });
+      await apply(kube, ctbClass("by-name", { name: own }));
+      await apply(
+        kube,
+        ctbClass("by-signer", {
+          signerName: signer,
+          labelSelector: { matchLabels: { tier: "prod" } },
+        }),
+      );
+      await apply(kube, ctbClass("no-match", { signerName: "example.com/none" }));
+
+      controller = await startClassStatus({
+        kubeConfig: asWebhook(kube.kubeConfig),
+        log: createLogger("error"),
+      });
+      const custom = kube.kubeConfig.makeApiClient(CustomObjectsApi);
+      const status = async (name: string) =>
+        ((await custom.getNamespacedCustomObject({
+          group: CLASS_GROUP,
+          version: CLASS_VERSION,
+          namespace: "shop",
+          plural: CLASS_PLURAL,
+          name,
+        })) as { status?: ClassStatus }).status;
+      const until = (name: string, ready: "True" | "False", timeoutMs = 15_000) =>
+        waitFor(`${name} Ready=${ready}`, async () => {
+          const s = await status(name);
+          return s?.conditions?.[0]?.status === ready ? s : undefined;
+        }, { timeoutMs, intervalMs: 50 });
+
+      await t.step("by name: the bundle's CAs, the bundle named", async () => {
+        const s = await until("by-name", "True");
+        assert.equal(s.certificates, 1);
+        assert.deepEqual(s.fingerprints, [sha256(caOne.certPem)]);
+        assert.deepEqual(s.resolvedRefs, [{
+          kind: "ClusterTrustBundle",
+          name: own,
+          bundles: [own],
+          certificates: 1,
+        }]);
+        assert.match(
+          s.conditions[0].message,
+          new RegExp(`^1 CA certificate from ClusterTrustBundle ${own};`),
+        );
+      });
+
+      await t.step("by signer and labels: only the matching bundle", async () => {
+        const s = await until("by-signer", "True");
+        assert.deepEqual(s.fingerprints, [sha256(caTwo.certPem)]);
+        assert.deepEqual(s.resolvedRefs, [{
+          kind: "ClusterTrustBundle",
+          signerName: signer,
+          labelSelector: "tier=prod",
+          bundles: [extra],
+          certificates: 1,
+        }]);
+      });
+
+      await t.step(
+        "no bundle of the signer: Ready False naming the signer and the fix",
+        async () => {
+          const s = await until("no-match", "False");
+          assert.equal(s.conditions[0].reason, "SourceNotFound");
+          assert.match(
+            s.conditions[0].message,
+            /no ClusterTrustBundle has spec\.signerName example\.com\/none; create one, or fix spec\.refs\[0\]$/,
+          );
+        },
+      );
+
+      await t.step("a deleted bundle turns Ready False, and back when it returns", async () => {
+        await kube.kubectl(["delete", "clustertrustbundle", own], { check: true });
+        const gone = await until("by-name", "False", WITHIN_MS);
+        assert.equal(gone.conditions[0].reason, "SourceNotFound");
+        assert.equal(
+          gone.conditions[0].message,
+          `ClusterTrustBundle ${own} (from CAProviderClass shop/by-name) not found`,
+        );
+        await apply(kube, bundle(own, caOne.certPem + caTwo.certPem));
+        const back = await until("by-name", "True", WITHIN_MS);
+        assert.equal(back.certificates, 2);
+      });
+
+      await t.step("a bundle relabelled out of the selection leaves it", async () => {
+        await apply(kube, bundle(extra, caTwo.certPem, { tier: "dev" }));
+        const left = await until("by-signer", "False", WITHIN_MS);
+        assert.equal(left.conditions[0].reason, "SourceNotFound");
+        assert.match(left.conditions[0].message, /and labels matching "tier=prod"/);
+      });
+    } finally {
+      await controller?.stop();
+      await kube.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
