@@ -23,6 +23,8 @@ export {
 } from "./trust_set.ts";
 export { subjectHash } from "./subject_hash.ts";
 export { encodeJks, JKS_PASSWORD, type JksEntry } from "./jks.ts";
+export { encodePkcs12, ORACLE_TRUSTED_KEY_USAGE, type Pkcs12Entry, Pkcs12Error } from "./pkcs12.ts";
+export { opensslRefusal } from "./openssl_compat.ts";
 export {
   defaultMountPath,
   OS_FAMILIES,

@@ -4,12 +4,23 @@
  * copies of the certificate's PEM, not symlinks: copies work through every mount, `subPath` and
  * bind, and keep the payload a flat map of files.
  *
+ * Java: every family's own tooling writes a JKS keystore at the path its JDK's `cacerts` links
+ * to, so the JKS stays there. Evidence: Debian 12's ca-certificates-java 20230710~deb12u1 (on
+ * this machine) writes `/etc/ssl/certs/java/cacerts` as JKS (magic `FEEDFEED`); Fedora/RHEL's
+ * `update-ca-trust`, SUSE's `update-ca-certificates` and Alpine's java-cacerts package run
+ * p11-kit's `trust extract --format=java-cacerts`, which writes JKS (p11-kit 0.24 has no PKCS#12
+ * format). JDK 9+ opens either format at `cacerts` (keystore.type.compat), and no family puts a
+ * PKCS#12 truststore anywhere, so the PKCS#12 copy sits next to the JKS as `<java>.p12`
+ * (`java/cacerts.p12`, suse `java-cacerts.p12`) for `-Djavax.net.ssl.trustStoreType=PKCS12`
+ * and for FIPS-mode JDKs that cannot read JKS.
+ *
  * @module
  */
 
 import { concat, encodeElement } from "./der.ts";
 import { UnknownOsFamilyError } from "./errors.ts";
 import { encodeJks } from "./jks.ts";
+import { encodePkcs12 } from "./pkcs12.ts";
 import { encodePem } from "./pem.ts";
 import { subjectHash } from "./subject_hash.ts";
 import type { TrustSet } from "./trust_set.ts";
@@ -113,6 +124,11 @@ export interface StoreFiles {
   readonly trustHashDir?: string;
   /** JKS keystore of every trusted CA (password `changeit`, `JKS_PASSWORD`). */
   readonly java: string;
+  /**
+   * The same certificates as a password-less PKCS#12 truststore next to {@link StoreFiles.java}
+   * (`<java>.p12`): readable with no password and with `changeit`.
+   */
+  readonly pkcs12: string;
 }
 
 const STORE_FILES: Readonly<Record<Kind, StoreFiles>> = {
@@ -122,6 +138,7 @@ const STORE_FILES: Readonly<Record<Kind, StoreFiles>> = {
     hashDir: "",
     trustBundles: [],
     java: "java/cacerts",
+    pkcs12: "java/cacerts.p12",
   },
   alpine: {
     bundle: "ca-certificates.crt",
@@ -129,6 +146,7 @@ const STORE_FILES: Readonly<Record<Kind, StoreFiles>> = {
     hashDir: "",
     trustBundles: [],
     java: "java/cacerts",
+    pkcs12: "java/cacerts.p12",
   },
   rhel: {
     bundle: "pem/tls-ca-bundle.pem",
@@ -136,6 +154,7 @@ const STORE_FILES: Readonly<Record<Kind, StoreFiles>> = {
     hashDir: "pem/directory-hash",
     trustBundles: ["openssl/ca-bundle.trust.crt", "ca-bundle.trust.crt"],
     java: "java/cacerts",
+    pkcs12: "java/cacerts.p12",
   },
   suse: {
     bundle: "ca-bundle.pem",
@@ -144,14 +163,15 @@ const STORE_FILES: Readonly<Record<Kind, StoreFiles>> = {
     trustBundles: [],
     trustHashDir: "openssl",
     java: "java-cacerts",
+    pkcs12: "java-cacerts.p12",
   },
 };
 
 /**
  * The files of a family's store inside the volume, exactly where {@link renderTrustStore} writes
- * them (debian/alpine: `ca-certificates.crt`, hashed names at the root, `java/cacerts`; rhel:
- * `pem/tls-ca-bundle.pem`, `pem/directory-hash/`, `java/cacerts`; suse: `ca-bundle.pem`, `pem/`,
- * `java-cacerts`).
+ * them (debian/alpine: `ca-certificates.crt`, hashed names at the root, `java/cacerts` and
+ * `java/cacerts.p12`; rhel: `pem/tls-ca-bundle.pem`, `pem/directory-hash/`, `java/cacerts` and
+ * `java/cacerts.p12`; suse: `ca-bundle.pem`, `pem/`, `java-cacerts` and `java-cacerts.p12`).
  */
 export function storeFiles(family: OsFamily): StoreFiles {
   return STORE_FILES[kindOf(family)];
@@ -188,6 +208,7 @@ interface Rendered {
   hashes: string[];
   bundle: Uint8Array;
   jks: Uint8Array;
+  pkcs12: Uint8Array;
 }
 
 function prepare(set: TrustSet): Rendered {
@@ -217,12 +238,16 @@ function prepare(set: TrustSet): Rendered {
       created: c.notBefore,
     })),
   );
+  const pkcs12 = encodePkcs12(
+    set.certificates.map((c, i) => ({ alias: stems[i].toLowerCase(), der: c.der })),
+  );
   return {
     pems,
     stems,
     hashes,
     bundle: enc.encode(pems.join("")),
     jks,
+    pkcs12,
   };
 }
 
@@ -238,15 +263,17 @@ function addHashedDir(payload: Payload, dir: string, r: Rendered, pems = r.pems)
 /**
  * Renders the files of one OS family's trust store:
  * - debian, ubuntu, distroless: `ca-certificates.crt`, `<name>.pem` per certificate,
- *   `<subject_hash>.N`, `java/cacerts` (JKS, password `changeit`);
+ *   `<subject_hash>.N`, `java/cacerts` (JKS, password `changeit`), `java/cacerts.p12`
+ *   (password-less PKCS#12);
  * - alpine: the same plus `cert.pem`;
  * - rhel family (the `/etc/pki/ca-trust/extracted` tree): `pem/tls-ca-bundle.pem`,
  *   `pem/email-ca-bundle.pem`, `pem/objsign-ca-bundle.pem`, `pem/directory-hash/` (per-cert PEM
  *   and hashed names), `openssl/ca-bundle.trust.crt` (TRUSTED CERTIFICATE blocks),
- *   `java/cacerts`, and at the root `ca-bundle.crt` and `ca-bundle.trust.crt` so the same volume
+ *   `java/cacerts`, `java/cacerts.p12`, and at the root `ca-bundle.crt` and `ca-bundle.trust.crt` so the same volume
  *   also works mounted at `/etc/pki/tls/certs`;
  * - opensuse, sles (`/var/lib/ca-certificates`): `ca-bundle.pem`, `pem/` (per-cert PEM + hashed
- *   names), `openssl/` (TRUSTED CERTIFICATE per cert + hashed names), `java-cacerts`.
+ *   names), `openssl/` (TRUSTED CERTIFICATE per cert + hashed names), `java-cacerts`,
+ *   `java-cacerts.p12`.
  *
  * Every path comes from {@link storeFiles}.
  */
@@ -267,5 +294,6 @@ export function renderTrustStore(family: OsFamily, set: TrustSet): Payload {
     addHashedDir(payload, files.trustHashDir, r, set.certificates.map(trustedCertificatePem));
   }
   payload.set(files.java, r.jks);
+  payload.set(files.pkcs12, r.pkcs12);
   return payload;
 }

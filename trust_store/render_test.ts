@@ -147,6 +147,8 @@ Deno.test("every path storeFiles names is in the rendered payload, and nothing e
       assert.match(new TextDecoder().decode(payload.get(path)), /BEGIN TRUSTED CERTIFICATE/);
     }
     has(files.java);
+    has(files.pkcs12);
+    assert.equal(files.pkcs12, `${files.java}.p12`);
     assert.deepEqual([...payload.keys()].filter((p) => !named.has(p)), [], family);
     const expected = FILES[kind(family)];
     assert.deepEqual(
