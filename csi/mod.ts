@@ -9,17 +9,19 @@
 export { createNodeDriver, type NodeDriverOptions } from "./driver.ts";
 export { DATA_LINK, NodeServer, type NodeServerOptions, type VolumeStats } from "./node_server.ts";
 export {
+  type ObjectSource,
+  type ResolveRequest,
+  SourceResolver,
+  type SourceResolverOptions,
+} from "./resolver.ts";
+export {
   DRIVER_CLUSTER_ROLE,
   DRIVER_SERVICE_ACCOUNT,
   DRIVER_SOURCE_READER_ROLE,
   type DriverIdentity,
   forbiddenMessage,
-  type ObjectSource,
-  type ResolveRequest,
   roleBindingCommand,
-  SourceResolver,
-  type SourceResolverOptions,
-} from "./resolver.ts";
+} from "./source_access.ts";
 export { PayloadCache, type PayloadCacheOptions, RenderError, storeHash } from "./payload_cache.ts";
 export {
   type EventBody,

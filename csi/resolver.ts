@@ -6,12 +6,13 @@
  * {@link SourceError} whose reason `toCsiError` maps to a gRPC code. Every object read is
  * recorded, even an unusable one, so a fix to it is picked up. A ref the driver may not read (403)
  * is `Forbidden`, with a message naming the namespace and the RoleBinding that grants the read
- * ({@link forbiddenMessage}).
+ * (`source_access.ts`).
  *
  * @module
  */
 
 import {
+  type ClassRef,
   isSourceRef,
   type ObjectName,
   parseClassRefs,
@@ -20,79 +21,13 @@ import {
   refObjectName,
   SourceError,
   type SourceRef,
-  TRUST_BUNDLE_GROUP,
-  TRUST_BUNDLE_PLURAL,
   TRUST_BUNDLE_SIGNER_FIELD,
   type TrustBundleRef,
 } from "../api/mod.ts";
 import { describeApiError, type WatchedObject } from "../kube/mod.ts";
 import type { PemSource } from "../trust_store/mod.ts";
+import { DRIVER_CLUSTER_ROLE, type DriverIdentity, forbiddenMessage } from "./source_access.ts";
 import type { PodRef } from "./validation.ts";
-
-/** The driver's ServiceAccount (manifests/csi/rbac.yaml), named in `Forbidden` messages. */
-export const DRIVER_SERVICE_ACCOUNT: ObjectName = {
-  namespace: "spire-cacerts",
-  name: "spire-cacerts-csi",
-};
-/**
- * The ClusterRole a namespace binds (RoleBinding) to let the driver read its Secrets and
- * ConfigMaps (manifests/csi/rbac.yaml binds it in `spire` only).
- */
-export const DRIVER_SOURCE_READER_ROLE = "spire-cacerts-csi-source-reader";
-/** The driver's cluster-wide ClusterRole, which grants the ClusterTrustBundle reads. */
-export const DRIVER_CLUSTER_ROLE = "spire-cacerts-csi";
-
-/** Who the driver runs as, for the grant a `Forbidden` message names. */
-export interface DriverIdentity {
-  /** The driver's ServiceAccount (default {@link DRIVER_SERVICE_ACCOUNT}). */
-  serviceAccount?: ObjectName;
-  /** ClusterRole bound per namespace for Secret and ConfigMap reads. */
-  sourceReaderRole?: string;
-  /** ClusterRole bound cluster-wide (ClusterTrustBundle reads). */
-  clusterRole?: string;
-}
-
-/**
- * The exact command that lets the driver read Secrets and ConfigMaps in `namespace`:
- * `kubectl create rolebinding <role> --clusterrole=<role> --serviceaccount=<ns>:<sa> -n <ns>`.
- */
-export function roleBindingCommand(namespace: string, identity: DriverIdentity = {}): string {
-  const sa = identity.serviceAccount ?? DRIVER_SERVICE_ACCOUNT;
-  const role = identity.sourceReaderRole ?? DRIVER_SOURCE_READER_ROLE;
-  return `kubectl create rolebinding ${role} --clusterrole=${role} ` +
-    `--serviceaccount=${sa.namespace}:${sa.name} -n ${namespace}`;
-}
-
-/**
- * The message of a ref the driver may not read (403 from its list): the object, the class, the
- * API server's answer, the namespace and the grant that fixes it (the RoleBinding command; for
- * ClusterTrustBundles the ClusterRole rule).
- *
- * @param ref the ref
- * @param from where it comes from, e.g. `CAProviderClass shop/ca`
- * @param identity the ServiceAccount and ClusterRoles to name (default: the manifests')
- * @param answer the API server's answer, e.g. `HTTP 403: secrets is forbidden: ...`
- */
-export function forbiddenMessage(
-  ref: SourceRef | TrustBundleRef,
-  from: string,
-  identity: DriverIdentity = {},
-  answer?: string,
-): string {
-  const sa = identity.serviceAccount ?? DRIVER_SERVICE_ACCOUNT;
-  const who = `ServiceAccount ${sa.namespace}/${sa.name}`;
-  const what = `cannot read ${refObjectName(ref)} (from ${from})${answer ? `: ${answer}` : ""}`;
-  if (!isSourceRef(ref)) {
-    const role = identity.clusterRole ?? DRIVER_CLUSTER_ROLE;
-    return `${what}; the driver's ${who} may not list ${TRUST_BUNDLE_PLURAL}.` +
-      `${TRUST_BUNDLE_GROUP}; add get, list and watch on them to ClusterRole ${role} ` +
-      `(manifests/csi/rbac.yaml)`;
-  }
-  const role = identity.sourceReaderRole ?? DRIVER_SOURCE_READER_ROLE;
-  return `${what}; the driver's ${who} may not read Secrets and ConfigMaps in namespace ` +
-    `"${ref.namespace}" (no RoleBinding to ClusterRole ${role} there); grant it with ` +
-    `\`${roleBindingCommand(ref.namespace, identity)}\``;
-}
 
 /**
  * Reads and follows single API objects (the shape of `kube/`'s `ObjectWatcher`, which the driver
@@ -260,7 +195,7 @@ export class SourceResolver {
   #unreadable(
     o: WatchedObject,
     object: Record<string, unknown> | null,
-    ref: SourceRef | TrustBundleRef,
+    ref: ClassRef,
     label: string,
   ): void {
     const error = this.#objects.error(o);
