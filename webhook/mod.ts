@@ -12,11 +12,13 @@
  *   values are refused with a message that echoes a value capped at 64 characters
  *   ({@link quoteValue}). A dry run is mutated like the create; a reinvocation mounts the store
  *   into containers added since.
- * - {@link Controller}: CAProviderClass `spire-ca` in every namespace not excluded, and the Secret
- *   `spire/spire-ca-bundle` kept equal to SPIRE's `spire/spire-bundle` ConfigMap.
+ * - {@link Controller}: CAProviderClass `spire-ca` in every namespace not excluded, and SPIRE's
+ *   `spire/spire-bundle` ConfigMap mirrored into the ClusterTrustBundle of signer
+ *   `cacerts.csi.cert-manager.io/spire-<trust-domain>` (which the classes reference) and the
+ *   Secret `spire/spire-ca-bundle`, each switchable.
  * - {@link ClassStatusController} ({@link startClassStatus}): the status of every CAProviderClass
  *   (Ready with reason and message, resolved refs and keys, certificate count, fingerprints,
- *   earliest NotAfter), from the Secrets and ConfigMaps it may read.
+ *   earliest NotAfter), from the Secrets, ConfigMaps and ClusterTrustBundles it may read.
  * - {@link RegistrationSync}: the ClusterSPIFFEIDs of a directory (the registrations ConfigMap),
  *   server-side applied once their CRD is served and kept applied (file changes, periodic repair).
  * - {@link startWebhookServer}: HTTPS with the SPIRE SVID from spiffe-helper's files, swapped
