@@ -10,9 +10,12 @@
  * webhook call, the same-run baseline. A rate the API server itself cannot sustain shows as a
  * baseline as slow as the labelled pods.
  *
+ * Before the rates, the capacity: `--in-flight` creates at a time (closed loop) for
+ * `--closed-seconds`, labelled, then unlabelled as the baseline.
+ *
  * ```sh
  * ./scripts/deno run -A bench/admission_load_bench.ts [--rates=50,200] [--seconds=60] \
- *   [--baseline-rate=20] [--rotate-ms=2000]
+ *   [--baseline-rate=20] [--rotate-ms=2000] [--in-flight=32] [--closed-seconds=20]
  * ```
  *
  * Targets: 0 failed admissions; the webhook's peak memory below its limit. Prints
@@ -40,6 +43,14 @@ interface LoadFigures {
   elapsedS: number;
 }
 
+/** CPU seconds (user + system) `pid` has used, from /proc/<pid>/stat (clock ticks of 10 ms). */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name, which is in parentheses and may hold spaces.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function positive(name: string, text: string): number {
   const value = Number(text);
   if (!Number.isFinite(value) || value <= 0) {
@@ -59,6 +70,7 @@ async function measure(
 ): Promise<boolean> {
   load.cgroup.resetPeak();
   const rotationsBefore = load.rotations;
+  const cpuBefore = cpuSeconds(load.webhook.pid);
   const started = performance.now();
   const results = await createPodsAtRates(load, {
     labelledPerSecond: rate,
@@ -71,6 +83,7 @@ async function measure(
     elapsedS: (performance.now() - started) / 1000,
   };
   const alive = load.webhook.exitCode === null;
+  const cpu = alive ? cpuSeconds(load.webhook.pid) - cpuBefore : NaN;
   const memory = load.cgroup.stats();
   const rotations = load.rotations - rotationsBefore;
 
@@ -124,6 +137,17 @@ async function measure(
       baselineLabel,
     }));
   }
+  if (alive) {
+    // Includes the controller, the SVID reloads and the rotation's handshakes: everything the
+    // process did in the window, divided by the admissions it served.
+    console.log(benchLine({
+      id: `admission.load.cpu@${rate}`,
+      section: SECTION,
+      label: `webhook CPU time (user + system) per labelled create (${where})`,
+      unit: "ms",
+      value: Math.round((cpu * 1000 / figures.labelled.length) * 100) / 100,
+    }));
+  }
   console.log(benchLine({
     id: `admission.load.memory@${rate}`,
     section: SECTION,
@@ -139,6 +163,27 @@ async function measure(
   return memory.oomKills === 0 && alive;
 }
 
+/** Closed loop: `inFlight` creates at a time for `seconds`; returns creates/s and failures. */
+async function closedLoop(
+  load: AdmissionLoad,
+  labelled: boolean,
+  inFlight: number,
+  seconds: number,
+): Promise<{ perSecond: number; failed: number }> {
+  const deadline = performance.now() + seconds * 1000;
+  let done = 0;
+  let failed = 0;
+  const started = performance.now();
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (performance.now() < deadline) {
+      const result = await load.createPod(labelled);
+      if (result.problem === undefined) done++;
+      else failed++;
+    }
+  }));
+  return { perSecond: Math.round(done / ((performance.now() - started) / 1000)), failed };
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -147,12 +192,16 @@ async function main(): Promise<number> {
       seconds: { type: "string", default: "60" },
       "baseline-rate": { type: "string", default: "20" },
       "rotate-ms": { type: "string", default: "2000" },
+      "in-flight": { type: "string", default: "32" },
+      "closed-seconds": { type: "string", default: "20" },
     },
   });
   const rates = values.rates.split(",").map((r) => positive("rates", r.trim()));
   const seconds = positive("seconds", values.seconds);
   const baselineRate = positive("baseline-rate", values["baseline-rate"]);
   const rotateMs = positive("rotate-ms", values["rotate-ms"]);
+  const inFlight = positive("in-flight", values["in-flight"]);
+  const closedSeconds = positive("closed-seconds", values["closed-seconds"]);
 
   const load = await startAdmissionLoad({
     rotateEveryMs: rotateMs,
@@ -161,6 +210,23 @@ async function main(): Promise<number> {
   try {
     const idle = load.cgroup.stats();
     let healthy = true;
+    // Capacity first, on an empty namespace: closed loop, labelled then unlabelled.
+    const labelled = await closedLoop(load, true, inFlight, closedSeconds);
+    const unlabelled = await closedLoop(load, false, inFlight, closedSeconds);
+    console.error(
+      `[admission-load] closed loop (${inFlight} in flight): ${labelled.perSecond} labelled/s ` +
+        `(${labelled.failed} failed), ${unlabelled.perSecond} unlabelled/s (${unlabelled.failed} failed)`,
+    );
+    console.log(benchLine({
+      id: "admission.load.max_throughput",
+      section: SECTION,
+      label:
+        `labelled pod creates/s, closed loop with ${inFlight} in flight for ${closedSeconds} s`,
+      unit: "pods/s",
+      value: labelled.perSecond,
+      baseline: unlabelled.perSecond,
+      baselineLabel: "unlabelled pods (not sent to the webhook), same loop, same run",
+    }));
     for (const rate of rates) {
       healthy = (await measure(load, rate, baselineRate, seconds, rotateMs, idle)) && healthy;
     }
