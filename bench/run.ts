@@ -124,6 +124,8 @@ const NOTES = `
   at its \`limits.memory\`) registered by the shipped MutatingWebhookConfiguration and its SVID
   rotating every 2 s. The baseline is unlabelled pods created in the same window, which the
   objectSelector keeps away from the webhook. Memory is the cgroup's \`max_usage_in_bytes\`.
+  Capacity is a closed loop (32 creates in flight), labelled then unlabelled; webhook CPU is its
+  utime + stime over the window divided by the labelled creates.
 `;
 
 const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
