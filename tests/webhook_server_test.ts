@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { request } from "node:https";
 import { connect } from "node:tls";
+import { connect as tcpConnect } from "node:net";
+import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { createLogger } from "../cli/mod.ts";
 import { WebhookMetrics } from "../webhook/metrics.ts";
-import { startWebhookServer } from "../webhook/server.ts";
+import { startWebhookServer, type WebhookServerOptions } from "../webhook/server.ts";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";
-import { createCa, waitFor, writeLocalhostSvid } from "./harness/mod.ts";
+import { type CertificateFiles, createCa, waitFor, writeLocalhostSvid } from "./harness/mod.ts";
 
 /** One HTTPS POST to the webhook, trusting `ca` for `localhost`. */
 function post(
@@ -154,6 +156,194 @@ Deno.test({
       assert.ok(!lines.some((l) => l.includes(secret)), "no body contents in the log");
       assert.ok(!lines.some((l) => JSON.parse(l).msg === "admission refused"));
       assert.ok(lines.some((l) => JSON.parse(l).msg === "admission endpoint listening"));
+    } finally {
+      await server.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** A server on a fresh SVID directory with a good localhost SVID, logging JSON lines to `lines`. */
+async function servedSvid(extra: Partial<WebhookServerOptions> = {}) {
+  const dir = await Deno.makeTempDir({ prefix: "webhook-server-" });
+  const certDir = join(dir, "certs");
+  await Deno.mkdir(certDir);
+  const ca = await createCa(dir, "ca", "test-spire-ca");
+  const leaf = await writeLocalhostSvid(ca, dir, certDir);
+  const lines: { level: string; msg: string; [key: string]: unknown }[] = [];
+  const metrics = new WebhookMetrics();
+  const server = await startWebhookServer({
+    certDir,
+    port: 0,
+    healthPort: 0,
+    host: "127.0.0.1",
+    app: { driverName: DRIVER_NAME, className: "spire-ca" },
+    log: createLogger("debug", (line) => lines.push(JSON.parse(line))),
+    metrics,
+    ...extra,
+  });
+  await server.ready;
+  const health = `http://127.0.0.1:${server.healthPort}`;
+  return { dir, certDir, ca, leaf, lines, metrics, server, health };
+}
+
+/** The value of one series in the exposition text (NaN when absent). */
+async function scrape(health: string, series: string): Promise<number> {
+  const text = await (await fetch(`${health}/metrics`)).text();
+  const line = text.split("\n").find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : NaN;
+}
+
+const notAfterSeconds = (leaf: CertificateFiles) =>
+  new Date(new X509Certificate(leaf.certPem).validTo).getTime() / 1000;
+
+const RELOAD_FAILURES = "spire_cacerts_webhook_svid_reload_failures_total";
+const EXPIRY = "spire_cacerts_webhook_svid_expiry_timestamp_seconds";
+
+Deno.test({
+  name:
+    "server: SVID files that stay broken give one warning and a moving counter; the recovery one info line",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { dir, certDir, ca, leaf, lines, server, health } = await servedSvid();
+    try {
+      assert.equal(await scrape(health, RELOAD_FAILURES), 0);
+      assert.equal(await scrape(health, EXPIRY), notAfterSeconds(leaf));
+      await Deno.writeTextFile(join(certDir, "svid.pem"), "not a certificate\n");
+      const first = await waitFor("failures counted", async () => {
+        const n = await scrape(health, RELOAD_FAILURES);
+        return n > 0 && n;
+      }, { timeoutMs: 10_000 });
+      await waitFor("counter moving", async () => (await scrape(health, RELOAD_FAILURES)) > first, {
+        timeoutMs: 10_000,
+      });
+      // Broken for a while now: still one warning, and the last good SVID still served and ready.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const warnings = lines.filter((l) => l.level === "warn");
+      assert.deepEqual(warnings.map((l) => l.msg), [
+        "SVID reload failed; serving the last good SVID",
+      ]);
+      assert.match(String(warnings[0].error), /svid\.pem/);
+      assert.equal((await fetch(`${health}/readyz`)).status, 200);
+      assert.equal(await scrape(health, EXPIRY), notAfterSeconds(leaf));
+
+      const next = await writeLocalhostSvid(ca, dir, certDir, "leaf-2");
+      await waitFor("new SVID served", async () =>
+        (await scrape(health, EXPIRY)) > 0 &&
+        lines.some((l) => l.msg === "SVID files usable again"), { timeoutMs: 10_000 });
+      assert.equal(await scrape(health, EXPIRY), notAfterSeconds(next));
+      const after = await scrape(health, RELOAD_FAILURES);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      assert.equal(await scrape(health, RELOAD_FAILURES), after, "no failures once fixed");
+      assert.equal(lines.filter((l) => l.msg === "SVID files usable again").length, 1);
+      assert.equal(lines.filter((l) => l.level === "warn").length, 1);
+    } finally {
+      await server.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "server: /readyz fails once the served SVID is within the expiry margin",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // The harness issues certificates for whole days; a margin just short of what is left makes
+    // this one "short-lived": inside the margin a few seconds after the server starts.
+    const dir = await Deno.makeTempDir({ prefix: "webhook-expiry-" });
+    const ca = await createCa(dir, "ca", "test-spire-ca");
+    const probe = await writeLocalhostSvid(ca, dir, await Deno.makeTempDir({ dir }), "probe");
+    const left = notAfterSeconds(probe) * 1000 - Date.now();
+    await Deno.remove(dir, { recursive: true });
+    const { dir: work, leaf, server, health } = await servedSvid({ expiryMarginMs: left - 8_000 });
+    try {
+      assert.equal(await scrape(health, EXPIRY), notAfterSeconds(leaf));
+      const margin = Math.round((left - 8_000) / 1000);
+      const notAfter = new Date(notAfterSeconds(leaf) * 1000).toISOString();
+      const before = await fetch(`${health}/readyz`);
+      await before.body?.cancel();
+      const ready = await waitFor("503 within the margin", async () => {
+        const r = await fetch(`${health}/readyz`);
+        const text = await r.text();
+        return r.status === 503 && text;
+      }, { timeoutMs: 20_000, intervalMs: 100 });
+      assert.equal(before.status, 200, "ready while outside the margin");
+      assert.match(
+        ready,
+        new RegExp(
+          `^not ready: serving SVID expires at ${notAfter}, within the (${margin}|${margin - 1}|${
+            margin + 1
+          })(\\.\\d+)? s margin`,
+        ),
+      );
+    } finally {
+      await server.close();
+      await Deno.remove(work, { recursive: true });
+    }
+  },
+});
+
+/** One TLS handshake trusting `ca` (expected to fail when `ca` did not sign the server). */
+function handshake(port: number, ca: string): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ca }, () => {
+      socket.destroy();
+      resolve();
+    });
+    socket.on("error", () => resolve());
+  });
+}
+
+/** A plain-text HTTP request to the TLS port: garbage to the TLS server. */
+function garbage(port: number): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = tcpConnect({ host: "127.0.0.1", port }, () => {
+      socket.write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    });
+    // The server answers with an alert and closes its side: read it (a paused socket never
+    // sees the end) and close ours.
+    socket.resume();
+    socket.on("end", () => (socket.destroy(), resolve()));
+    socket.on("close", () => resolve());
+    socket.on("error", () => resolve());
+  });
+}
+
+Deno.test({
+  name: "server: failed TLS handshakes are counted by reason and logged once, then summarised",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const { dir, lines, server, health, ca } = await servedSvid();
+    try {
+      const port = server.port()!;
+      const other = await createCa(dir, "other", "someone-elses-ca");
+      for (let i = 0; i < 5; i++) await handshake(port, other.certPem);
+      for (let i = 0; i < 20; i++) await garbage(port);
+      await handshake(port, ca.certPem);
+      const failures = (reason: string) =>
+        scrape(health, `spire_cacerts_webhook_tls_handshake_failures_total{reason="${reason}"}`);
+      await waitFor(
+        "all counted",
+        async () => (await failures("client_alert")) === 5 && (await failures("protocol")) === 20,
+        {
+          timeoutMs: 10_000,
+          detail: () => JSON.stringify(lines.slice(-5)),
+        },
+      );
+      assert.ok(Number.isNaN(await failures("other")), "the good handshake is not counted");
+      const logged = () => lines.filter((l) => l.msg.startsWith("TLS handshake"));
+      assert.deepEqual(logged().map((l) => [l.level, l.msg, l.reason]), [
+        ["warn", "TLS handshake failed", "client_alert"],
+      ]);
+      await server.close();
+      // Closing reports what the interval left out, in one line.
+      assert.deepEqual(logged().slice(1).map((l) => [l.level, l.msg, l.suppressed]), [
+        ["warn", "TLS handshakes failed", 24],
+      ]);
+      assert.deepEqual(logged()[1].byReason, { client_alert: 4, protocol: 20 });
     } finally {
       await server.close();
       await Deno.remove(dir, { recursive: true });

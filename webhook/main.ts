@@ -13,7 +13,9 @@
  * once with 1.
  *
  * The controllers (`controllers.ts`, and with it `@kubernetes/client-node`) are loaded with a
- * dynamic `import()` only when they run: with `--controller=false` the program idles at MEASURED
+ * dynamic `import()` only when they run: with `--controller=false` the program idles at 102 MB
+ * VmRSS instead of 162.6 MB (a bare Deno process: 63.8 MB; median of 5 runs, 3 s after `/readyz`
+ * turned 200, Deno 2.8.3 on a 2-core Debian box).
  *
  * @module
  */

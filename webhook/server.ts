@@ -216,7 +216,9 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
       return {
         ok: false,
         text: `not ready: serving SVID expires at ${current.notAfter.toISOString()}, within the ` +
-          `${marginMs / 1000} s margin, and no renewed one was read${why ? ` (${why})` : ""}\n`,
+          `${Math.round(marginMs / 1000)} s margin, and no renewed one was read${
+            why ? ` (${why})` : ""
+          }\n`,
       };
     }
     return { ok: true, text: "ok\n" };
@@ -289,10 +291,13 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
     if (!closed) log.error("cannot serve HTTPS", { error: String(error) });
   });
 
-  const stopHealth = () =>
+  // Resolves once the server is closed and (with `force`) its connections are cut; a server
+  // already closed resolves at once (its close callback would never run again).
+  const stopServer = (server: HttpServer | HttpsServer, force: boolean) =>
     new Promise<void>((resolve) => {
-      health.close(() => resolve());
-      health.closeAllConnections();
+      if (server.listening) server.close(() => resolve());
+      else resolve();
+      if (force) server.closeAllConnections();
     });
   const stopWatching = () => {
     closed = true;
@@ -315,7 +320,7 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
       log.info("shutting down: no new connections, finishing requests", { inFlight });
       let timer: ReturnType<typeof setTimeout> | undefined;
       const done = await Promise.race([
-        new Promise<boolean>((resolve) => server.close(() => resolve(true))),
+        stopServer(server, false).then(() => true),
         new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), timeoutMs)),
       ]);
       clearTimeout(timer);
@@ -327,7 +332,7 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
       }
     }
     stopWatching();
-    await stopHealth();
+    await stopServer(health, true);
     const result = { served: servedWhileDraining, cut };
     log.info("shut down", result);
     return result;
@@ -347,12 +352,8 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
     async close() {
       draining = true;
       stopWatching();
-      const stop = (server: HttpServer | HttpsServer) =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        });
-      await Promise.all([stop(health), ...(https ? [stop(https)] : [])]);
+      // A shutdown under way sees its connections cut and finishes at once.
+      await Promise.all([stopServer(health, true), ...(https ? [stopServer(https, true)] : [])]);
     },
   };
 }
