@@ -83,7 +83,7 @@ const STEPS: Step[] = [
   {
     name: "admission-load",
     args: ["bench/admission_load_bench.ts", "--rates=50,200", "--seconds=60"],
-    quick: ["bench/admission_load_bench.ts", "--rates=50", "--seconds=5"],
+    quick: ["bench/admission_load_bench.ts", "--rates=50", "--seconds=5", "--closed-seconds=5"],
   },
   {
     name: "keepalive",
