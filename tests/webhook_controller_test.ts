@@ -497,7 +497,10 @@ Deno.test({
           assert.deepEqual(error.failures.map((f) => f.target), [
             "ClusterTrustBundle cacerts.csi.cert-manager.io:spire-other.org:bundle",
           ]);
-          assert.match(error.message, /HTTP 403.*manifests\/webhook\/rbac\.yaml/);
+          assert.match(
+            error.message,
+            /HTTP 403: .*forbidden.*; grant it in manifests\/webhook\/rbac\.yaml, or run with --cluster-trust-bundle=false\)$/,
+          );
           assert.deepEqual(await secretRoots(), ["CN=next-root"]);
         },
       );

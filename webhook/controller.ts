@@ -46,6 +46,7 @@ import { buildTrustSet } from "../trust_store/mod.ts";
 import { bundleObjectName, clusterTrustBundle, signerNameFor } from "./cluster_trust_bundle.ts";
 import { toPem } from "../spire/mod.ts";
 import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
+import { describeApiError } from "../kube/mod.ts";
 
 /** Field manager of every write. */
 export const FIELD_MANAGER = "spire-cacerts-webhook";
@@ -120,20 +121,30 @@ export interface BundleSync {
   clusterTrustBundle: boolean;
 }
 
+/** One bundle target that could not be written. */
+export interface BundleFailure {
+  /** The object, e.g. `Secret spire/spire-ca-bundle`. */
+  target: string;
+  /** The flag that turns this target off, e.g. `--bundle-secret=false`. */
+  off: string;
+  /** Why. */
+  error: unknown;
+}
+
 /** One or both bundle targets could not be written; the other was still tried. */
 export class BundlePublishError extends Error {
-  /** The targets that failed, e.g. `Secret spire/spire-ca-bundle`, each with its error. */
-  readonly failures: readonly { target: string; error: unknown }[];
+  /** The targets that failed, each with its error. */
+  readonly failures: readonly BundleFailure[];
 
   /**
    * Makes the error.
    *
    * @param failures each target that failed and why (the first is the `cause`)
    */
-  constructor(failures: readonly { target: string; error: unknown }[]) {
+  constructor(failures: readonly BundleFailure[]) {
     super(
       `SPIRE bundle not published to ${
-        failures.map((f) => `${f.target} (${describeError(f.error)})`).join("; ")
+        failures.map((f) => `${f.target} (${describeFailure(f)})`).join("; ")
       }`,
       { cause: failures[0]?.error },
     );
@@ -142,22 +153,14 @@ export class BundlePublishError extends Error {
   }
 }
 
-function describeError(error: unknown): string {
-  if (error instanceof ApiException) {
-    let message: unknown;
-    try {
-      message = (JSON.parse(String(error.body)) as { message?: unknown }).message;
-    } catch {
-      message = undefined;
-    }
-    const hint = error.code === 403
-      ? "; grant it in manifests/webhook/rbac.yaml or turn this target off"
-      : error.code === 404
-      ? "; is the API served? turn this target off if the cluster lacks it"
-      : "";
-    return `HTTP ${error.code}${typeof message === "string" ? `: ${message}` : ""}${hint}`;
-  }
-  return error instanceof Error ? error.message : String(error);
+function describeFailure(failure: BundleFailure): string {
+  const code = failure.error instanceof ApiException ? failure.error.code : undefined;
+  const hint = code === 403
+    ? `; grant it in manifests/webhook/rbac.yaml, or run with ${failure.off}`
+    : code === 404
+    ? `; the API is not served: run with ${failure.off} on this cluster`
+    : "";
+  return `${describeApiError(failure.error)}${hint}`;
 }
 
 /**
@@ -343,11 +346,12 @@ export class Controller {
     }
     const { pem, warnings } = await bundleSecretPem(text, source);
     for (const warning of warnings) this.#log.debug("SPIRE bundle entry left out", { warning });
-    const failures: { target: string; error: unknown }[] = [];
-    const targets: [string, () => Promise<void>][] = [];
+    const failures: BundleFailure[] = [];
+    const targets: [string, string, () => Promise<void>][] = [];
     if (this.#options.writeBundleSecret ?? true) {
       targets.push([
         `Secret ${this.#secret.namespace}/${this.#secret.name}`,
+        "--bundle-secret=false",
         async () => {
           result.secret = await this.#syncSecret(pem);
         },
@@ -357,13 +361,16 @@ export class Controller {
       const signerName = this.#signerName;
       targets.push([
         `ClusterTrustBundle ${bundleObjectName(signerName)}`,
+        "--cluster-trust-bundle=false",
         async () => {
           result.clusterTrustBundle = await this.#syncClusterTrustBundle(signerName, pem);
         },
       ]);
     }
     await Promise.all(
-      targets.map(([target, work]) => work().catch((error) => failures.push({ target, error }))),
+      targets.map(([target, off, work]) =>
+        work().catch((error) => failures.push({ target, off, error }))
+      ),
     );
     if (failures.length > 0) throw new BundlePublishError(failures);
     return result;

@@ -60,6 +60,7 @@ export {
   wantsInjection,
 } from "./mutate.ts";
 export {
+  type BundleFailure,
   BundlePublishError,
   bundleSecretPem,
   type BundleSync,
