@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePorts, ManagedProcess, startProcess, waitFor } from "./mod.ts";
+import { InspectorError, liveHeapMB } from "./inspector.ts";
 
 /** Options for {@link startDriverProcess}. */
 export interface DriverProcessOptions {
@@ -20,6 +21,10 @@ export interface DriverProcessOptions {
   stateDir?: string;
   /** Log file name inside `dir` (default `driver.log`). */
   logName?: string;
+  /** Extra environment, e.g. `DENO_V8_FLAGS` (added to this process's). */
+  env?: Record<string, string>;
+  /** Run with `--inspect` on a free loopback port, for {@link DriverProcess.liveHeapMB}. */
+  inspect?: boolean;
 }
 
 /** A driver started by {@link startDriverProcess}. */
@@ -34,6 +39,43 @@ export interface DriverProcess {
   healthUrl: string;
   /** Reads one metric value from /metrics (0 when absent). */
   metric(name: string): Promise<number>;
+  /** The process's resident memory now (VmRSS of `/proc/<pid>/status`), in MB (10^6 bytes). */
+  rssMB(): number;
+  /**
+   * The V8 heap still in use after a full garbage collection, in MB (needs `inspect: true`).
+   *
+   * @throws {InspectorError} when the driver runs without the inspector
+   */
+  liveHeapMB(): Promise<number>;
+}
+
+/** The driver process has no readable VmRSS (it exited). */
+export class DriverMemoryError extends Error {
+  /**
+   * @param pid the process
+   * @param options the underlying failure
+   */
+  constructor(readonly pid: number, options?: ErrorOptions) {
+    super(`no VmRSS for driver process ${pid}`, options);
+    this.name = "DriverMemoryError";
+  }
+}
+
+/**
+ * VmRSS of `pid` in MB.
+ *
+ * @throws {DriverMemoryError} when `/proc/<pid>/status` cannot be read or has no VmRSS
+ */
+export function vmRssMB(pid: number): number {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(`/proc/${pid}/status`);
+  } catch (error) {
+    throw new DriverMemoryError(pid, { cause: error });
+  }
+  const kb = text.match(/^VmRSS:\s+(\d+) kB/m)?.[1];
+  if (kb === undefined) throw new DriverMemoryError(pid);
+  return (Number(kb) * 1024) / 1e6;
 }
 
 const MAIN = fileURLToPath(new URL("../../csi/main.ts", import.meta.url));
@@ -41,7 +83,7 @@ const MAIN = fileURLToPath(new URL("../../csi/main.ts", import.meta.url));
 /** Starts `csi/main.ts` with the current Deno and waits until /healthz answers 200. */
 export async function startDriverProcess(options: DriverProcessOptions): Promise<DriverProcess> {
   const socketPath = join(options.dir, "csi.sock");
-  const [port] = freePorts(1);
+  const [port, inspectPort] = freePorts(2);
   const healthUrl = `http://127.0.0.1:${port}`;
   const process = startProcess({
     name: "spire-cacerts-csi",
@@ -49,6 +91,7 @@ export async function startDriverProcess(options: DriverProcessOptions): Promise
     args: [
       "run",
       "-A",
+      ...(options.inspect ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
       MAIN,
       `--endpoint=unix://${socketPath}`,
       "--node-id=test-node",
@@ -59,6 +102,7 @@ export async function startDriverProcess(options: DriverProcessOptions): Promise
       ...(options.args ?? []),
     ],
     logPath: join(options.dir, options.logName ?? "driver.log"),
+    env: options.env,
   });
   await waitFor("driver /healthz", async () => {
     process.assertRunning();
@@ -85,6 +129,11 @@ export async function startDriverProcess(options: DriverProcessOptions): Promise
       }
       return total;
     },
+    rssMB: () => vmRssMB(process.pid),
+    liveHeapMB: () =>
+      options.inspect
+        ? liveHeapMB(inspectPort)
+        : Promise.reject(new InspectorError("the driver was started without inspect: true")),
   };
 }
 
