@@ -21,6 +21,7 @@ export {
   type DriverIdentity,
   forbiddenMessage,
   roleBindingCommand,
+  serviceAccountOf,
 } from "./source_access.ts";
 export { PayloadCache, type PayloadCacheOptions, RenderError, storeHash } from "./payload_cache.ts";
 export {

@@ -41,6 +41,16 @@ export interface DriverIdentity {
 }
 
 /**
+ * The ServiceAccount a 403 was answered to, from the API server's message (`User
+ * "system:serviceaccount:<namespace>:<name>" cannot list resource ...`): the identity the driver
+ * really runs as, whatever the deployment named it. Undefined when the message names another user.
+ */
+export function serviceAccountOf(answer: string): ObjectName | undefined {
+  const match = answer.match(/User "system:serviceaccount:([a-z0-9.-]+):([a-z0-9.-]+)"/);
+  return match ? { namespace: match[1], name: match[2] } : undefined;
+}
+
+/**
  * The exact command that lets the driver read Secrets and ConfigMaps in `namespace`:
  * `kubectl create rolebinding <role> --clusterrole=<role> --serviceaccount=<ns>:<sa> -n <ns>`.
  */
@@ -58,7 +68,8 @@ export function roleBindingCommand(namespace: string, identity: DriverIdentity =
  *
  * @param ref the ref
  * @param from where it comes from, e.g. `CAProviderClass shop/ca`
- * @param identity the ServiceAccount and ClusterRoles to name (default: the manifests')
+ * @param identity the ServiceAccount and ClusterRoles to name (default: the ServiceAccount the
+ *   API server's answer names, else the manifests'; the manifests' ClusterRoles)
  * @param answer the API server's answer, e.g. `HTTP 403: secrets is forbidden: ...`
  */
 export function forbiddenMessage(
@@ -67,7 +78,9 @@ export function forbiddenMessage(
   identity: DriverIdentity = {},
   answer?: string,
 ): string {
-  const sa = identity.serviceAccount ?? DRIVER_SERVICE_ACCOUNT;
+  const sa = identity.serviceAccount ?? (answer ? serviceAccountOf(answer) : undefined) ??
+    DRIVER_SERVICE_ACCOUNT;
+  const grant = { ...identity, serviceAccount: sa };
   const who = `ServiceAccount ${sa.namespace}/${sa.name}`;
   const what = `cannot read ${refObjectName(ref)} (from ${from})${answer ? `: ${answer}` : ""}`;
   if (!isSourceRef(ref)) {
@@ -79,5 +92,5 @@ export function forbiddenMessage(
   const role = identity.sourceReaderRole ?? DRIVER_SOURCE_READER_ROLE;
   return `${what}; the driver's ${who} may not read Secrets and ConfigMaps in namespace ` +
     `"${ref.namespace}" (no RoleBinding to ClusterRole ${role} there); grant it with ` +
-    `\`${roleBindingCommand(ref.namespace, identity)}\``;
+    `\`${roleBindingCommand(ref.namespace, grant)}\``;
 }
