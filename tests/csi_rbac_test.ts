@@ -226,6 +226,11 @@ Deno.test({
           const event = await eventFor(kube, "web-2", "TrustStoreSourceForbidden");
           assert.equal(event.type, "Warning");
           assert.match(event.message, /in namespace "team"/);
+          // The API server's own answer, whose user the command grants.
+          assert.match(
+            event.message,
+            /HTTP 403: .*User "system:serviceaccount:spire-cacerts:spire-cacerts-csi" cannot list resource "secrets"/,
+          );
           assert.ok(event.message.includes(`\`${GRANT}\``), event.message);
         },
       );
