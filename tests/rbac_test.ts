@@ -42,7 +42,11 @@ const READ_VERBS = ["get", "list", "watch"];
 interface KubeObject {
   kind: string;
   metadata: { name: string; namespace?: string };
-  spec?: { template?: { spec?: { serviceAccountName?: string } } };
+  spec?: {
+    template?: {
+      spec?: { serviceAccountName?: string; containers?: { name: string; args?: string[] }[] };
+    };
+  };
   data?: Record<string, string>;
 }
 
@@ -199,11 +203,25 @@ Deno.test({
         assert.deepEqual([...accounts].sort(), Object.keys(POLICIES).sort());
       });
 
-      await t.step("the signer in the ClusterRole is the one of SPIRE's trust domain", () => {
+      await t.step("the names the RBAC grants are the ones the webhook is run with", () => {
         const conf = objects.find((o) =>
           o.kind === "ConfigMap" && o.metadata.name.startsWith("spire-server")
         )?.data?.["server.conf"];
-        assert.equal(/trust_domain\s*=\s*"([^"]+)"/.exec(conf ?? "")?.[1], DEFAULT_TRUST_DOMAIN);
+        const args = objects.find((o) =>
+          o.kind === "Deployment" && o.metadata.name === "spire-cacerts-webhook"
+        )?.spec?.template?.spec?.containers?.find((c) =>
+          c.name === "webhook"
+        )?.args ?? [];
+        const flag = (name: string) =>
+          args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+        // --trust-domain defaults to DEFAULT_TRUST_DOMAIN; SPIRE's must be the same, since the
+        // ClusterRole names that signer and bundle.
+        const trustDomain = flag("trust-domain") ?? DEFAULT_TRUST_DOMAIN;
+        assert.equal(/trust_domain\s*=\s*"([^"]+)"/.exec(conf ?? "")?.[1], trustDomain);
+        assert.equal(signerNameFor(trustDomain), SIGNER);
+        // The managed class is the only one the webhook may create: --class-name names it.
+        assert.equal(flag("class-name") ?? "spire-ca", "spire-ca");
+        assert.notEqual(flag("cluster-trust-bundle"), "false", "the default path publishes it");
       });
 
       await t.step("Secrets and ConfigMaps: no read outside the granted namespaces", async () => {
