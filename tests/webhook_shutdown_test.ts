@@ -17,6 +17,8 @@ import { join } from "node:path";
 import { connect, type TLSSocket } from "node:tls";
 import { INJECT_LABEL } from "../api/mod.ts";
 import { DEFAULT_BODY_TIMEOUT_MS } from "../webhook/app.ts";
+import { parseFlags } from "../webhook/main.ts";
+import { loadAllYaml } from "@kubernetes/client-node";
 import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import {
   type CertificateFiles,
@@ -282,4 +284,29 @@ Deno.test({
       await Deno.remove(work, { recursive: true });
     }
   },
+});
+
+Deno.test("webhook shutdown: the Deployment's grace period outlasts the drain it configures", async () => {
+  const text = await Deno.readTextFile(join(ROOT, "manifests/webhook/deployment.yaml"));
+  const [deployment] = loadAllYaml(text) as {
+    spec: {
+      template: {
+        spec: {
+          terminationGracePeriodSeconds?: number;
+          containers: { name: string; args?: string[] }[];
+        };
+      };
+    };
+  }[];
+  const pod = deployment.spec.template.spec;
+  const webhook = pod.containers.find((c) => c.name === "webhook")!;
+  const flags = parseFlags(webhook.args ?? []);
+  // Kubernetes' default grace period is 30 s; what the manifest sets must cover the drain plus
+  // at least 5 s for the controllers to stop and the process to exit.
+  const graceMs = (pod.terminationGracePeriodSeconds ?? 30) * 1000;
+  assert.ok(
+    graceMs >= flags.shutdownDelayMs + flags.shutdownTimeoutMs + 5_000,
+    `terminationGracePeriodSeconds ${graceMs / 1000} s < delay ${flags.shutdownDelayMs} ms + ` +
+      `timeout ${flags.shutdownTimeoutMs} ms + 5 s`,
+  );
 });
