@@ -14,7 +14,9 @@ import {
   type TrustSet,
   UnknownOsFamilyError,
 } from "./mod.ts";
-import { certificateStem } from "./layouts.ts";
+import { Buffer } from "node:buffer";
+import { certificateStem, trustedCertificatePem } from "./layouts.ts";
+import { p11kitOpensslBundle } from "./testdata/p11kit.ts";
 import { makeCert, type TestCert } from "./testdata/pki.ts";
 import { run } from "./testdata/run.ts";
 import { scratchDir } from "./testdata/tmpfs.ts";
@@ -292,5 +294,29 @@ Deno.test("openssl verify accepts the CA from every TRUSTED file for every purpo
     assert.ok(checked >= 12);
   } finally {
     await scratch.cleanup();
+  }
+});
+
+/** The DER of every `TRUSTED CERTIFICATE` block in a text. */
+function trustedBlocks(text: string): { der: Uint8Array }[] {
+  const re =
+    /-----BEGIN TRUSTED CERTIFICATE-----\n([A-Za-z0-9+/=\n]+)-----END TRUSTED CERTIFICATE-----/g;
+  return [...text.matchAll(re)].map((m) => ({ der: new Uint8Array(Buffer.from(m[1], "base64")) }));
+}
+
+Deno.test("TRUSTED CERTIFICATE blocks are byte for byte what p11-kit's trust extract writes", async () => {
+  const cnOnly = await makeCert({ subject: "CN=P11 Compare Root" });
+  const set = await buildTrustSet([{ name: "cas", text: ca.pem + cnOnly.pem }]);
+  const bundle = await p11kitOpensslBundle([ca.pem, cnOnly.pem]);
+  const theirs = trustedBlocks(bundle);
+  assert.ok(theirs.length >= 2, bundle.slice(0, 200));
+  for (const cert of set.certificates) {
+    const block = theirs.find((b) =>
+      b.der.length > cert.der.length &&
+      Buffer.compare(Buffer.from(b.der.subarray(0, cert.der.length)), Buffer.from(cert.der)) === 0
+    );
+    assert.ok(block, `p11-kit did not extract ${cert.subject}`);
+    const [ours] = trustedBlocks(trustedCertificatePem(cert));
+    assert.deepEqual(ours.der, block.der, `${cert.subject}: aux differs from p11-kit's`);
   }
 });
