@@ -76,6 +76,11 @@ const STEPS: Step[] = [
     quick: ["bench/memory_floor_bench.ts"],
   },
   {
+    name: "csi-imports",
+    args: ["bench/driver_memory_bench.ts"],
+    quick: ["bench/driver_memory_bench.ts", "--settle-ms=500"],
+  },
+  {
     name: "rotation",
     args: ["bench/rotation_bench.ts", "--rotations=100"],
     quick: ["bench/rotation_bench.ts", "--rotations=5"],
