@@ -22,7 +22,13 @@
  * - {@link RegistrationSync}: the ClusterSPIFFEIDs of a directory (the registrations ConfigMap),
  *   server-side applied once their CRD is served and kept applied (file changes, periodic repair).
  * - {@link startWebhookServer}: HTTPS with the SPIRE SVID from spiffe-helper's files, swapped
- *   live; `/healthz`, `/readyz`, `/metrics` on a separate plain-HTTP port.
+ *   live; `/healthz`, `/readyz`, `/metrics` on a separate plain-HTTP port. `/readyz` fails
+ *   {@link DEFAULT_EXPIRY_MARGIN_MS} before the served SVID expires; {@link WebhookServer.shutdown}
+ *   drains (readiness off, serving for a delay, in-flight requests finished within a timeout).
+ *   Reload problems are warned once each ({@link SvidReloadReporter}) and failed handshakes
+ *   counted by reason and summarised ({@link HandshakeFailureReporter}).
+ * - {@link prepareControllers}: the controllers above wired together; `main.ts` loads it with a
+ *   dynamic `import()` only when the controller runs.
  *
  * The MutatingWebhookConfiguration's `caBundle` is kept current by SPIRE's k8sbundle notifier
  * (`webhook_label`), not by this program: SPIRE already knows every root the moment it changes,
@@ -129,7 +135,38 @@ export {
   ResourceNotServedError,
   type SyncResult,
 } from "./registrations.ts";
-export { startWebhookServer, type WebhookServer, type WebhookServerOptions } from "./server.ts";
+export {
+  DEFAULT_EXPIRY_MARGIN_MS,
+  DEFAULT_SHUTDOWN_DELAY_MS,
+  DEFAULT_SHUTDOWN_TIMEOUT_MS,
+  KEEP_ALIVE_TIMEOUT_MS,
+  type ShutdownOptions,
+  type ShutdownResult,
+  startWebhookServer,
+  type WebhookServer,
+  type WebhookServerOptions,
+} from "./server.ts";
+export {
+  type Controllers,
+  type ControllerSettings,
+  prepareControllers,
+  RegistrationsUnusableError,
+} from "./controllers.ts";
+export {
+  DEFAULT_HANDSHAKE_LOG_INTERVAL_MS,
+  HANDSHAKE_FAILURE_REASONS,
+  type HandshakeFailureReason,
+  handshakeFailureReason,
+  HandshakeFailureReporter,
+  type HandshakeFailureReporterOptions,
+  type ReporterTimers,
+} from "./handshake_failures.ts";
+export {
+  DEFAULT_RELOAD_GRACE_MS,
+  reloadProblemKey,
+  SvidReloadReporter,
+  type SvidReloadReporterOptions,
+} from "./svid_reload_reporter.ts";
 export {
   DEFAULT_OS_FAMILY,
   defaultMountPath,
