@@ -48,7 +48,7 @@ import {
   inFlightBytesFor,
   readBody,
 } from "./body_budget.ts";
-import { readMemoryLimit } from "../cli/memory_limit.ts";
+import { MemoryLimitError, readMemoryLimit } from "../cli/memory_limit.ts";
 
 /** Largest AdmissionReview accepted (the apiserver's own request limit is 3 MiB). */
 export const DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024;
@@ -397,6 +397,17 @@ function podName(request: AdmissionRequest): string | undefined {
   return `${request.namespace ?? meta?.namespace ?? ""}/${name}`;
 }
 
+/** The container's memory limit; the manifest's when there is none or it cannot be read. */
+function containerLimit(): number {
+  try {
+    return readMemoryLimit() ?? FALLBACK_MEMORY_LIMIT_BYTES;
+  } catch (error) {
+    // A budget default is no reason to refuse to start.
+    if (error instanceof MemoryLimitError) return FALLBACK_MEMORY_LIMIT_BYTES;
+    throw error;
+  }
+}
+
 /**
  * Builds the admission app. Routes: `POST /mutate`; anything else is 404 `{"error": …}`.
  *
@@ -418,8 +429,7 @@ export function createApp(config: AppConfig): Hono<AdmissionEnv> {
   };
   const maxBodyBytes = config.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const budget = new ByteBudget(
-    config.maxInFlightBytes ??
-      inFlightBytesFor(readMemoryLimit() ?? FALLBACK_MEMORY_LIMIT_BYTES, maxBodyBytes),
+    config.maxInFlightBytes ?? inFlightBytesFor(containerLimit(), maxBodyBytes),
   );
   const app = new Hono<AdmissionEnv>();
 
