@@ -8,12 +8,14 @@ import {
 } from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { createLogger } from "../cli/mod.ts";
 import {
   BundlePublishError,
   Controller,
   type ControllerOptions,
   DEFAULT_EXCLUDED_NAMESPACES,
   FIELD_MANAGER,
+  pemTrustDomains,
 } from "../webhook/controller.ts";
 import {
   installCrds,
@@ -28,7 +30,12 @@ import { setTimeout as delay } from "node:timers/promises";
 const CRD_PATH = new URL("./harness/fixtures/caproviderclass_crd.yaml", import.meta.url).pathname;
 
 /** A self-signed CA valid between two dates (`openssl ca` takes explicit start and end dates). */
-async function selfSignedCa(name: string, notBefore: Date, notAfter: Date): Promise<string> {
+async function selfSignedCa(
+  name: string,
+  notBefore: Date,
+  notAfter: Date,
+  spiffeTrustDomain?: string,
+): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "webhook-ca-" });
   const stamp = (d: Date) => d.toISOString().replace(/[-:T]/g, "").slice(0, 14) + "Z";
   await Deno.writeTextFile(
@@ -36,7 +43,8 @@ async function selfSignedCa(name: string, notBefore: Date, notAfter: Date): Prom
     "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n" +
       "default_md = sha256\npolicy = p\nx509_extensions = ext\nunique_subject = no\n" +
       "[p]\ncommonName = supplied\n" +
-      "[ext]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n",
+      "[ext]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\n" +
+      (spiffeTrustDomain ? `subjectAltName = URI:spiffe://${spiffeTrustDomain}\n` : ""),
   );
   await Deno.writeTextFile(`${dir}/index.txt`, "");
   await Deno.writeTextFile(`${dir}/serial`, "01\n");
@@ -602,6 +610,41 @@ Deno.test({
           "ok",
         );
       });
+
+      await t.step(
+        "roots of another trust domain are published, with a warning naming the fix",
+        async () => {
+          const [ours, theirs] = await Promise.all([
+            selfSignedCa("ours", new Date(now - day), new Date(now + day), "example.org"),
+            selfSignedCa("theirs", new Date(now - day), new Date(now + day), "other.org"),
+          ]);
+          assert.deepEqual(pemTrustDomains(ours + theirs + next), ["example.org", "other.org"]);
+          const lines: string[] = [];
+          const controller = new Controller({
+            kubeConfig: sa,
+            className: "spire-ca",
+            excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
+            clusterTrustBundle: { trustDomain: "example.org" },
+            log: createLogger("warn", (line) => lines.push(line)),
+          });
+          const warned = () =>
+            lines.map((l) => JSON.parse(l) as { msg: string }).filter((l) =>
+              l.msg.includes("--trust-domain")
+            );
+          await setBundle(next + ours);
+          await controller.syncBundle();
+          assert.deepEqual(warned(), [], "a root of our trust domain: no warning");
+          await setBundle(next + theirs);
+          await controller.syncBundle();
+          await controller.syncBundle();
+          assert.equal(warned().length, 1, "warned once, not on every pass");
+          assert.match(
+            warned()[0].msg,
+            /^SPIRE's roots name trust domain other\.org, not --trust-domain example\.org; .*signer cacerts\.csi\.cert-manager\.io\/spire-example\.org: set --trust-domain/,
+          );
+          assert.deepEqual(await bundleRoots(), ["CN=next-root", "CN=theirs"]);
+        },
+      );
     } finally {
       for (const controller of controllers) await controller.stop();
       await kube.stop();

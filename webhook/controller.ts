@@ -42,6 +42,7 @@ import {
   TRUST_BUNDLE_PLURAL,
   TRUST_BUNDLE_VERSION,
 } from "../api/mod.ts";
+import { X509Certificate } from "node:crypto";
 import { buildTrustSet } from "../trust_store/mod.ts";
 import { bundleObjectName, clusterTrustBundle, signerNameFor } from "./cluster_trust_bundle.ts";
 import { toPem } from "../spire/mod.ts";
@@ -207,6 +208,21 @@ export async function bundleSecretPem(
   };
 }
 
+/**
+ * The SPIFFE trust domains the certificates of a PEM name in a `spiffe://<trust-domain>` URI SAN
+ * (SPIRE's own CA certificates carry one; an UpstreamAuthority's roots usually do not), sorted.
+ */
+export function pemTrustDomains(pem: string): string[] {
+  const found = new Set<string>();
+  for (
+    const block of pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
+  ) {
+    const san = new X509Certificate(block).subjectAltName ?? "";
+    for (const m of san.matchAll(/URI:spiffe:\/\/([^/,\s]+)/g)) found.add(m[1]);
+  }
+  return [...found].sort();
+}
+
 /** JSON with object keys sorted, so stored objects compare equal whatever their key order. */
 function canonical(value: unknown): string {
   return JSON.stringify(
@@ -236,6 +252,7 @@ export class Controller {
   #configMap: KeyRef;
   #excluded: Set<string>;
   #signerName: string | undefined;
+  #reportedMismatch = "";
   #log: Logger;
   #informers: { stop(): Promise<void> }[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
@@ -346,6 +363,7 @@ export class Controller {
     }
     const { pem, warnings } = await bundleSecretPem(text, source);
     for (const warning of warnings) this.#log.debug("SPIRE bundle entry left out", { warning });
+    this.#checkTrustDomain(pem);
     const failures: BundleFailure[] = [];
     const targets: [string, string, () => Promise<void>][] = [];
     if (this.#options.writeBundleSecret ?? true) {
@@ -374,6 +392,27 @@ export class Controller {
     );
     if (failures.length > 0) throw new BundlePublishError(failures);
     return result;
+  }
+
+  /**
+   * Warns (once per distinct finding) when SPIRE's roots name trust domains that do not include
+   * `--trust-domain`: the bundle is still published, under the configured signer.
+   */
+  #checkTrustDomain(pem: string): void {
+    const configured = this.#options.clusterTrustBundle?.trustDomain;
+    if (configured === undefined) return;
+    const named = pemTrustDomains(pem);
+    const mismatch = named.length > 0 && !named.includes(configured) ? named.join(",") : "";
+    if (mismatch !== "" && mismatch !== this.#reportedMismatch) {
+      this.#log.warn(
+        `SPIRE's roots name trust domain ${mismatch}, not --trust-domain ${configured}; the ` +
+          `ClusterTrustBundle is published under signer ${this.#signerName}: set ` +
+          `--trust-domain to SPIRE's trust_domain and the signer and bundle names in ` +
+          `manifests/webhook/rbac.yaml to match`,
+        { trustDomains: named, trustDomain: configured },
+      );
+    }
+    this.#reportedMismatch = mismatch;
   }
 
   async #syncSecret(pem: string): Promise<boolean> {
