@@ -232,9 +232,7 @@ async function main(): Promise<number> {
     }
     return healthy ? 0 : 1;
   } finally {
-    await load.deleteNamespace().catch((error) =>
-      console.error(`[admission-load] namespace cleanup: ${error}`)
-    );
+    // No namespace cleanup: the API server and its etcd go away with the setup.
     await load.stop();
   }
 }
