@@ -23,8 +23,6 @@
  * @module
  */
 
-import { id_data } from "@peculiar/asn1-cms";
-import { id_certBag, id_x509Certificate } from "@peculiar/asn1-pfx";
 import { concat, encodeElement, encodeOid } from "./der.ts";
 
 /** One certificate entry of a PKCS#12 truststore. */
@@ -99,9 +97,12 @@ function write(n: Node, out: Uint8Array, pos: number): number {
   return pos;
 }
 
-const ID_DATA = encodeOid(id_data);
-const ID_CERT_BAG = encodeOid(id_certBag);
-const ID_X509 = encodeOid(id_x509Certificate);
+// The OIDs as literals (the values of asn1-cms's id_data and asn1-pfx's id_certBag and
+// id_x509Certificate): importing those packages for three strings put the whole asn1 stack into
+// the CSI driver's start-up, 8 MB resident (bench/driver_memory_bench.ts, tests/csi_imports_test.ts).
+const ID_DATA = encodeOid("1.2.840.113549.1.7.1");
+const ID_CERT_BAG = encodeOid("1.2.840.113549.1.12.10.1.3");
+const ID_X509 = encodeOid("1.2.840.113549.1.9.22.1");
 const TRUSTED_FOR_ANY = encodeElement(
   0x30,
   concat([encodeOid(ORACLE_TRUSTED_KEY_USAGE), encodeElement(0x31, ANY_EXTENDED_KEY_USAGE)]),
