@@ -61,6 +61,8 @@ export {
 export {
   type CsiServer,
   type CsiServerOptions,
+  type CsiServerStopped,
+  DEFAULT_STOP_TIMEOUT_MS,
   type NodeHandler,
   socketPathOf,
   startCsiServer,
