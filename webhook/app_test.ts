@@ -494,3 +494,40 @@ Deno.test("over a real socket, a stalled upload is answered 408 and its connecti
     await new Promise((resolve) => server.close(resolve));
   }
 });
+
+Deno.test("a refused body over 64 KiB is not discarded: its 429 closes the connection", async () => {
+  const refusals: RefusalEvent[] = [];
+  const app = createApp({
+    driverName: DRIVER_NAME,
+    className: "spire-ca",
+    maxBodyBytes: 1024 * 1024,
+    maxInFlightBytes: 128 * 1024,
+    onRefused: (event) => refusals.push(event),
+  });
+  const post = (declared: number) =>
+    app.request("/mutate", {
+      method: "POST",
+      headers: { ...JSON_TYPE, "content-length": String(declared) },
+      body: new ReadableStream({}, { highWaterMark: 0 }),
+    });
+  const large = await post(200 * 1024);
+  assert.equal(large.status, 429);
+  assert.equal(large.headers.get("connection"), "close");
+  assert.equal(large.headers.get("retry-after"), "1");
+  await large.body?.cancel();
+  // A refused body of exactly 64 KiB is discarded and its connection kept (100 KiB of the
+  // 128 KiB budget are held meanwhile, so 64 KiB do not fit).
+  const held = controlledBody();
+  const pending = app.request("/mutate", {
+    method: "POST",
+    headers: { ...JSON_TYPE, "content-length": String(100 * 1024) },
+    body: held.stream,
+  });
+  const small = await post(64 * 1024);
+  assert.equal(small.status, 429);
+  assert.equal(small.headers.get("connection"), null);
+  await small.body?.cancel();
+  held.fail(new Error("done"));
+  await (await pending).body?.cancel();
+  assert.deepEqual(refusals.map((r) => r.reason), ["busy", "busy", "body_aborted"]);
+});
