@@ -113,12 +113,12 @@ async function logLines(process: ManagedProcess): Promise<Record<string, unknown
   return text.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
 }
 
-async function startWebhook(extra: string[]) {
+async function startWebhook(extra: string[], withSvid = true) {
   const work = await Deno.makeTempDir({ prefix: "webhook-shutdown-" });
   const certDir = join(work, "certs");
   await Deno.mkdir(certDir);
   const ca: CertificateFiles = await createCa(work, "ca", "test-spire-ca");
-  await writeLocalhostSvid(ca, work, certDir);
+  if (withSvid) await writeLocalhostSvid(ca, work, certDir);
   const [port, healthPort] = freePorts(2);
   const process = startProcess({
     name: "webhook",
@@ -137,9 +137,11 @@ async function startWebhook(extra: string[]) {
     logPath: join(work, "webhook.log"),
   });
   const health = `http://127.0.0.1:${healthPort}`;
+  // Without an SVID the health port answers 503 until one appears.
+  const expected = withSvid ? 200 : 503;
   await waitFor(
-    "ready",
-    async () => (await readyz(health).catch(() => undefined))?.status === 200,
+    withSvid ? "ready" : "health port",
+    async () => (await readyz(health).catch(() => undefined))?.status === expected,
     {
       timeoutMs: 60_000,
       abort: () => process.assertRunning(),
@@ -309,4 +311,26 @@ Deno.test("webhook shutdown: the Deployment's grace period outlasts the drain it
     `terminationGracePeriodSeconds ${graceMs / 1000} s < delay ${flags.shutdownDelayMs} ms + ` +
       `timeout ${flags.shutdownTimeoutMs} ms + 5 s`,
   );
+});
+
+Deno.test({
+  name: "webhook shutdown: a webhook that never served exits 0 without waiting out the delay",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    // No SVID, so no endpoint ever pointed here: the 10-minute delay is not waited for.
+    const { work, process } = await startWebhook(["--shutdown-delay=10m"], false);
+    try {
+      Deno.kill(process.pid, "SIGTERM");
+      assert.equal(await exited(process), 0);
+      const lines = await logLines(process);
+      assert.equal(
+        lines.find((l) => l.msg === "shutting down: not ready, still serving")?.delayMs,
+        0,
+      );
+    } finally {
+      await process.stop();
+      await Deno.remove(work, { recursive: true });
+    }
+  },
 });

@@ -311,8 +311,15 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
     // Responses already under way close their connection too, unless their headers are out.
     for (const res of open) if (!res.headersSent) res.setHeader("connection", "close");
     https?.closeIdleConnections();
-    log.info("shutting down: not ready, still serving", { delayMs, timeoutMs });
-    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    // Never served: no endpoint points here, so there is nothing to wait for (and HTTPS must not
+    // start now).
+    const serving = https !== undefined;
+    if (!serving) closed = true;
+    log.info("shutting down: not ready, still serving", {
+      delayMs: serving ? delayMs : 0,
+      timeoutMs,
+    });
+    if (delayMs > 0 && serving) await new Promise((resolve) => setTimeout(resolve, delayMs));
     let cut = 0;
     const server = https;
     if (server) {
