@@ -81,7 +81,7 @@ export interface ShutdownOptions {
 export interface ShutdownResult {
   /** Requests answered between the start of the shutdown and its end. */
   served: number;
-  /** Connections still open at the timeout, closed without waiting. */
+  /** Requests still in flight at the timeout; their connections were closed without waiting. */
   cut: number;
 }
 
