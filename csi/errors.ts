@@ -1,7 +1,7 @@
 /**
  * The driver's errors and their gRPC status codes, in one place: {@link CsiError} carries the
  * code the CSI spec names; {@link toCsiError} maps everything else (a {@link SourceError} by its
- * reason) to one.
+ * reason, a {@link StoreTooLargeError} to `RESOURCE_EXHAUSTED`) to one.
  *
  * @module
  */
@@ -25,6 +25,46 @@ export class CsiError extends Error {
     super(message, options);
     this.name = "CsiError";
     this.code = code;
+  }
+}
+
+/** The flag that caps a volume's tmpfs. */
+export const TMPFS_SIZE_FLAG = "--tmpfs-size";
+
+/**
+ * A rendered store does not fit the tmpfs cap with room for its next generation; raised before
+ * anything is mounted or written, so a republish keeps the last good store.
+ */
+export class StoreTooLargeError extends Error {
+  /** Bytes the store occupies on a tmpfs (files rounded up to pages). */
+  readonly payloadBytes: number;
+  /** Bytes the tmpfs must hold during a swap to a next generation of the same size. */
+  readonly neededBytes: number;
+  /** The cap, in bytes. */
+  readonly limitBytes: number;
+  /** The cap as the flag was given (e.g. `8Mi`). */
+  readonly limitText: string;
+
+  /**
+   * Makes the error.
+   *
+   * @param payloadBytes bytes the store occupies on a tmpfs
+   * @param neededBytes bytes a swap needs at its peak
+   * @param limitBytes the cap in bytes
+   * @param limitText the cap as given to {@link TMPFS_SIZE_FLAG}
+   */
+  constructor(payloadBytes: number, neededBytes: number, limitBytes: number, limitText: string) {
+    super(
+      `trust store of ${payloadBytes} bytes needs a ${neededBytes}-byte tmpfs (the store and ` +
+        `its next generation side by side during a swap), over the limit of ${limitBytes} bytes ` +
+        `set by ${TMPFS_SIZE_FLAG}=${limitText}; raise ${TMPFS_SIZE_FLAG} or reference fewer ` +
+        `certificates`,
+    );
+    this.name = "StoreTooLargeError";
+    this.payloadBytes = payloadBytes;
+    this.neededBytes = neededBytes;
+    this.limitBytes = limitBytes;
+    this.limitText = limitText;
   }
 }
 
@@ -54,6 +94,10 @@ export function toCsiError(
 ): CsiError {
   if (error instanceof CsiError) return error;
   const message = `${error instanceof Error ? error.message : String(error)}${suffix}`;
-  const code = error instanceof SourceError ? SOURCE_STATUS[error.reason] : fallback;
+  const code = error instanceof SourceError
+    ? SOURCE_STATUS[error.reason]
+    : error instanceof StoreTooLargeError
+    ? status.RESOURCE_EXHAUSTED
+    : fallback;
   return new CsiError(code, message, { cause: error });
 }

@@ -97,7 +97,8 @@ export const CSI_FLAGS = {
     default: "8Mi",
     expect: "a size such as 8Mi, 512Ki or 1048576",
     parse: (text: string) => /^[1-9][0-9]*([kmg]i?)?$/i.test(text) ? text : undefined,
-    help: "size of each volume's tmpfs (default {default})",
+    help:
+      "cap on each volume's tmpfs, sized from its store with room for the next (default {default})",
   },
   "base-roots": {
     type: "string",

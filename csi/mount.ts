@@ -1,6 +1,6 @@
 /**
- * tmpfs mounts at target paths, with `mount`/`umount` and `/proc/self/mountinfo`, behind the
- * {@link Mounter} interface the node server takes (tests pass a fake, as spiffe-csi's `pkg/mount`
+ * tmpfs mounts at target paths, with `mount`/`umount` and `/proc/self/mountinfo`, resized in
+ * place with `mount -o remount,size=`, behind the {@link Mounter} interface the node server takes (tests pass a fake, as spiffe-csi's `pkg/mount`
  * is swapped in its tests).
  *
  * @module
@@ -14,6 +14,38 @@ export interface Mounter {
   mount(path: string, size: string): Promise<void>;
   /** Unmounts everything mounted at `path`. */
   unmount(path: string): Promise<void>;
+  /**
+   * Changes the size of the tmpfs at `path` to `bytes` in place (contents kept). Optional: a
+   * mounter without it (a test fake) leaves sizes alone.
+   */
+  resize?(path: string, bytes: number): Promise<void>;
+}
+
+/** A size flag value is not a size such as `8Mi`, `512Ki` or `1048576`. */
+export class SizeSyntaxError extends Error {
+  /**
+   * Makes the error.
+   *
+   * @param text the value given
+   */
+  constructor(readonly text: string) {
+    super(`"${text}" is not a size such as 8Mi, 512Ki or 1048576`);
+    this.name = "SizeSyntaxError";
+  }
+}
+
+const SIZE_UNITS: Readonly<Record<string, number>> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/**
+ * Bytes of a size as `--tmpfs-size` takes it: `1048576`, `512Ki`/`512k`, `8Mi`/`8m`, `1Gi`/`1g`
+ * (binary units either way, as tmpfs's `size=` reads them).
+ *
+ * @throws {SizeSyntaxError}
+ */
+export function parseSize(text: string): number {
+  const m = /^([1-9][0-9]*)([kmg]?)i?$/i.exec(text);
+  if (!m || (m[2] === "" && /i$/i.test(text))) throw new SizeSyntaxError(text);
+  return Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()];
 }
 
 /** A mount or unmount command failed. */
@@ -70,14 +102,26 @@ export async function mountTmpfs(path: string, size: string): Promise<void> {
   ]);
 }
 
+/**
+ * Resizes the tmpfs at `path` to `bytes` with `mount -o remount,size=`; files stay. Shrinking
+ * below what is in use fails (EINVAL) and leaves the size as it was.
+ */
+export async function resizeTmpfs(path: string, bytes: number): Promise<void> {
+  await run(["mount", "-o", `remount,size=${bytes}`, path]);
+}
+
 /** Unmounts `path` (every stacked mount there). */
 export async function unmount(path: string): Promise<void> {
   while (await isMountPoint(path)) await run(["umount", path]);
 }
 
-/** The host's mounts: {@link isMountPoint}, {@link mountTmpfs} and {@link unmount}. */
+/**
+ * The host's mounts: {@link isMountPoint}, {@link mountTmpfs}, {@link unmount} and
+ * {@link resizeTmpfs}.
+ */
 export const hostMounter: Mounter = {
   isMounted: isMountPoint,
   mount: mountTmpfs,
   unmount,
+  resize: resizeTmpfs,
 };

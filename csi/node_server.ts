@@ -21,13 +21,18 @@ import {
   type BaseRoots,
   type OsFamily,
   parseOsFamily,
+  type Payload,
+  payloadTmpfsBytes,
   type PemSource,
+  swapPeakBytes,
+  TMPFS_SIZE_STEP_BYTES,
+  tmpfsSizeFor,
 } from "../trust_store/mod.ts";
 import { type ObjectName, SourceError } from "../api/mod.ts";
 import type { WatchedObject } from "../kube/mod.ts";
 import { LOG_KEYS, type Logger } from "../cli/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
-import { CsiError, toCsiError } from "./errors.ts";
+import { CsiError, StoreTooLargeError, toCsiError } from "./errors.ts";
 import { KeyedLock, Semaphore } from "./concurrency.ts";
 import { DependencyIndex } from "./dependency_index.ts";
 import { type EventRecorder, SOURCE_FORBIDDEN_REASON, UPDATE_FAILED_REASON } from "./events.ts";
@@ -39,7 +44,7 @@ import {
   UNPUBLISH_TOTAL,
   UPDATE_FAILURES,
 } from "./metrics.ts";
-import type { Mounter } from "./mount.ts";
+import { type Mounter, parseSize } from "./mount.ts";
 import { PayloadCache, RenderError, storeHash } from "./payload_cache.ts";
 import type {
   NodeGetVolumeStatsRequest,
@@ -70,7 +75,11 @@ export interface NodeServerOptions {
   logger: Logger;
   /** Write into the target directory instead of mounting a tmpfs there. */
   plainDir: boolean;
-  /** tmpfs size, e.g. `"8Mi"`. */
+  /**
+   * The cap on each volume's tmpfs, e.g. `"8Mi"` (`--tmpfs-size`). A tmpfs is mounted at the
+   * size its store needs with room for a next generation of the same size, grown in place (up to
+   * this cap) when a larger store comes; a store that cannot swap within the cap is refused.
+   */
   tmpfsSize: string;
   /** Namespaces (besides the pod's own) that classes and refs may point into. */
   allowedRefNamespaces: readonly string[];
@@ -88,6 +97,14 @@ export interface VolumeStats {
   usage: { available: number; total: number; used: number; unit: string }[];
   /** Abnormal when the store is missing or the latest update failed. */
   volumeCondition: { abnormal: boolean; message: string };
+}
+
+/** A rendered store about to be written. */
+interface NextStore {
+  hash: string;
+  payload: Payload;
+  /** {@link payloadTmpfsBytes} of the payload. */
+  bytes: number;
 }
 
 interface Volume {
@@ -131,6 +148,8 @@ export class NodeServer {
   readonly #deps = new DependencyIndex<Volume>();
   readonly #locks = new KeyedLock();
   readonly #renders: Semaphore;
+  /** `--tmpfs-size` in bytes. */
+  readonly #tmpfsCap: number;
   /** Volume id → message of the last `Forbidden` first publish (its Event was recorded). */
   readonly #refused = new Map<string, string>();
 
@@ -149,6 +168,7 @@ export class NodeServer {
     });
     this.#payloads = new PayloadCache({ baseRoots: options.baseRoots });
     this.#renders = new Semaphore(options.renderConcurrency ?? 32);
+    this.#tmpfsCap = parseSize(options.tmpfsSize);
     this.metrics = options.metrics ?? new Registry();
     defineNodeMetrics(this.metrics, {
       volumes: () => this.#volumes.size,
@@ -291,15 +311,6 @@ export class NodeServer {
     const who = `pod ${pod.namespace}/${pod.name}`;
     const { mounter, plainDir } = this.#opts;
     await Deno.mkdir(targetPath, { recursive: true, mode: 0o750 });
-    let mounted = false;
-    if (!plainDir && !(await mounter.isMounted(targetPath))) {
-      try {
-        await mounter.mount(targetPath, this.#opts.tmpfsSize);
-      } catch (error) {
-        throw new CsiError(status.INTERNAL, `${errorText(error)} (${who})`);
-      }
-      mounted = true;
-    }
     const record: VolumeRecord = {
       version: 1,
       volumeId,
@@ -307,11 +318,24 @@ export class NodeServer {
       pod,
       os: family,
       classes,
-      mounted: mounted || (!plainDir),
+      mounted: !plainDir,
     };
     const volume = this.#newVolume(record, family);
+    let mounted = false;
     try {
-      await this.#render(volume);
+      // Rendered first, so the tmpfs is sized from the store and an oversized one is refused
+      // before anything is mounted or written.
+      const next = await this.#prepare(volume);
+      if (!plainDir && !(await mounter.isMounted(targetPath))) {
+        const size = String(tmpfsSizeFor(next.bytes));
+        try {
+          await mounter.mount(targetPath, size);
+        } catch (error) {
+          throw new CsiError(status.INTERNAL, `${errorText(error)} (${who})`, { cause: error });
+        }
+        mounted = true;
+      }
+      await this.#store(volume, next);
       await this.#opts.state.save(record);
     } catch (error) {
       this.#release(volume);
@@ -481,6 +505,17 @@ export class NodeServer {
   }
 
   async #render(volume: Volume): Promise<void> {
+    const hash = await this.#resolveHash(volume);
+    if (hash.hash === volume.storeHash) return;
+    await this.#store(volume, await this.#payloadOf(volume, hash));
+  }
+
+  /** Resolves and renders the volume's store, checked against the tmpfs cap. */
+  async #prepare(volume: Volume): Promise<NextStore> {
+    return await this.#payloadOf(volume, await this.#resolveHash(volume));
+  }
+
+  async #resolveHash(volume: Volume): Promise<{ hash: string; sources: PemSource[] }> {
     const deps: WatchedObject[] = [];
     let sources: PemSource[];
     try {
@@ -489,11 +524,56 @@ export class NodeServer {
       // Keep following whatever was read, even when it was unusable, so a fix is picked up.
       for (const dep of this.#deps.replace(volume, deps)) this.#objects.release(dep);
     }
-    const hash = storeHash(volume.family, sources);
-    if (hash === volume.storeHash) return;
+    return { hash: storeHash(volume.family, sources), sources };
+  }
+
+  /**
+   * The rendered store; on a tmpfs it must fit the cap together with a next generation of its
+   * size.
+   *
+   * @throws {StoreTooLargeError} before anything is written
+   */
+  async #payloadOf(
+    volume: Volume,
+    { hash, sources }: { hash: string; sources: PemSource[] },
+  ): Promise<NextStore> {
     const payload = await this.#payloads.get(hash, volume.family, sources);
+    const bytes = payloadTmpfsBytes(payload);
+    if (!this.#opts.plainDir) {
+      const needed = tmpfsSizeFor(bytes);
+      if (needed > this.#tmpfsCap) {
+        throw new StoreTooLargeError(bytes, needed, this.#tmpfsCap, this.#opts.tmpfsSize);
+      }
+    }
+    return { hash, payload, bytes };
+  }
+
+  /**
+   * Grows the volume's tmpfs in place (up to the cap) when what is on it now plus a wholly new
+   * generation of `bytes` would not fit during the swap.
+   */
+  async #fit(volume: Volume, bytes: number): Promise<void> {
+    const { mounter } = this.#opts;
+    if (this.#opts.plainDir || !mounter.resize) return;
+    const path = volume.record.targetPath;
+    const fs = await statfs(path);
+    const size = Number(fs.blocks) * Number(fs.bsize);
+    const used = (Number(fs.blocks) - Number(fs.bfree)) * Number(fs.bsize);
+    const peak = swapPeakBytes(used, bytes);
+    if (peak <= size) return;
+    const grown = Math.ceil(peak / TMPFS_SIZE_STEP_BYTES) * TMPFS_SIZE_STEP_BYTES;
+    const target = Math.min(this.#tmpfsCap, Math.max(tmpfsSizeFor(bytes), grown));
+    // At the cap already: the write may still fit (unchanged files are hard-linked).
+    if (target <= size) return;
+    await mounter.resize(path, target);
+    volume.log.info("tmpfs resized for the next store", { from: size, to: target, used, bytes });
+  }
+
+  async #store(volume: Volume, next: NextStore): Promise<void> {
     if (volume.closed) return;
-    const { changed } = await volume.writer.write(payload);
+    await this.#fit(volume, next.bytes);
+    const { changed } = await volume.writer.write(next.payload);
+    const hash = next.hash;
     volume.storeHash = hash;
     if (changed) {
       this.metrics.inc(STORE_WRITES);

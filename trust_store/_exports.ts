@@ -36,3 +36,11 @@ export {
   storeFiles,
 } from "./layouts.ts";
 export { AtomicWriter, type AtomicWriterOptions, type WriteResult } from "./atomic_writer.ts";
+export {
+  payloadTmpfsBytes,
+  SWAP_SLACK_BYTES,
+  swapPeakBytes,
+  TMPFS_PAGE_BYTES,
+  TMPFS_SIZE_STEP_BYTES,
+  tmpfsSizeFor,
+} from "./store_size.ts";

@@ -1,0 +1,138 @@
+/**
+ * The node server on real tmpfs mounts (root only; in CI a missing mount fails): a first publish
+ * mounts a tmpfs sized from its store with room for a rotation, a larger store grows it in place
+ * up to `--tmpfs-size`, and a store that cannot swap within the cap is refused before anything is
+ * written: RESOURCE_EXHAUSTED naming the size, the limit and the flag on a first publish (nothing
+ * mounted), the last good store kept on an update.
+ */
+import assert from "node:assert/strict";
+import { statfsSync } from "node:fs";
+import { join } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { tmpfsSizeFor } from "../trust_store/mod.ts";
+import { makeCert } from "../trust_store/testdata/pki.ts";
+import { CsiError } from "./errors.ts";
+import { UPDATE_FAILURES } from "./metrics.ts";
+import { hostMounter, isMountPoint } from "./mount.ts";
+import { caSecret, harness, readStore, secretClass } from "./_test_utils.ts";
+
+const ignore = Deno.uid() !== 0 && Deno.env.get("CI") !== "true";
+const BUNDLE = "ca-certificates.crt";
+
+const pems: string[] = [];
+for (let i = 0; i < 160; i++) pems.push((await makeCert({ subject: `CN=Bulk CA ${i}, O=t` })).pem);
+const few = pems.slice(0, 2).join("");
+const many = pems.join("");
+
+function tmpfs(dir: string): { size: number; used: number } {
+  const fs = statfsSync(dir);
+  return { size: fs.blocks * fs.bsize, used: (fs.blocks - fs.bfree) * fs.bsize };
+}
+
+function storeBytes(dir: string): number {
+  let total = 0;
+  const walk = (d: string) => {
+    for (const e of Deno.readDirSync(d)) {
+      const p = join(d, e.name);
+      if (e.isDirectory) walk(p);
+      else if (e.isFile) total += Math.ceil(Deno.statSync(p).size / 4096) * 4096;
+    }
+  };
+  walk(join(dir, "..data/"));
+  return total;
+}
+
+Deno.test({
+  name:
+    "a first publish sizes the tmpfs for its store and a rotation; a larger store grows it in place",
+  ignore,
+  async fn() {
+    const h = await harness({ mounter: hostMounter, tmpfsSize: "8Mi" });
+    try {
+      h.objects.put("CAProviderClass", "shop", "spire-ca", secretClass("ca"));
+      h.objects.put("Secret", "shop", "ca", caSecret(few));
+      await h.server.publish(h.publishRequest("v1"));
+      const target = h.target("v1");
+      assert.ok(await isMountPoint(target));
+      const small = tmpfs(target);
+      assert.equal(small.used, storeBytes(target));
+      assert.equal(small.size, tmpfsSizeFor(small.used));
+      assert.ok(small.size < 1024 * 1024, `${small.size}`);
+
+      h.objects.put("Secret", "shop", "ca", caSecret(many));
+      await h.server.idle();
+      assert.ok((await readStore(target, BUNDLE)).includes(pems[159].split("\n")[1]));
+      const grown = tmpfs(target);
+      assert.equal(grown.used, storeBytes(target));
+      assert.ok(grown.size >= 2 * grown.used && grown.size <= 8 * 1024 * 1024, `${grown.size}`);
+      assert.equal(h.server.metrics.value(UPDATE_FAILURES, { reason: "render" }) ?? 0, 0);
+      await h.server.unpublish(h.unpublishRequest("v1"));
+      assert.ok(!(await isMountPoint(target)));
+    } finally {
+      await h.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a store too large for --tmpfs-size fails a first publish RESOURCE_EXHAUSTED with nothing mounted",
+  ignore,
+  async fn() {
+    const h = await harness({ mounter: hostMounter, tmpfsSize: "512Ki" });
+    try {
+      h.objects.put("CAProviderClass", "shop", "spire-ca", secretClass("ca"));
+      h.objects.put("Secret", "shop", "ca", caSecret(many));
+      await assert.rejects(h.server.publish(h.publishRequest("v1")), (e: unknown) => {
+        assert.ok(e instanceof CsiError);
+        assert.equal(e.code, status.RESOURCE_EXHAUSTED);
+        assert.match(
+          e.message,
+          /^trust store of \d+ bytes needs a \d+-byte tmpfs .* over the limit of 524288 bytes set by --tmpfs-size=512Ki; raise --tmpfs-size .*\(pod shop\/web\)$/,
+        );
+        return true;
+      });
+      assert.ok(!(await isMountPoint(h.target("v1"))));
+      assert.deepEqual([...Deno.readDirSync(h.target("v1"))], []);
+      assert.equal(h.state.records.size, 0);
+    } finally {
+      await h.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "an update too large for --tmpfs-size keeps the last good store and reports the sizes",
+  ignore,
+  async fn() {
+    const h = await harness({ mounter: hostMounter, tmpfsSize: "512Ki" });
+    try {
+      h.objects.put("CAProviderClass", "shop", "spire-ca", secretClass("ca"));
+      h.objects.put("Secret", "shop", "ca", caSecret(few));
+      await h.server.publish(h.publishRequest("v1"));
+      const target = h.target("v1");
+      const before = await readStore(target, BUNDLE);
+      h.objects.put("Secret", "shop", "ca", caSecret(many));
+      await h.server.idle();
+      assert.equal(await readStore(target, BUNDLE), before);
+      assert.equal(h.server.metrics.value(UPDATE_FAILURES, { reason: "render" }), 1);
+      const stats = await h.server.stats({
+        volumeId: "v1",
+        volumePath: target,
+        stagingTargetPath: "",
+      });
+      assert.equal(stats.volumeCondition.abnormal, true);
+      assert.match(
+        stats.volumeCondition.message,
+        /over the limit of 524288 bytes set by --tmpfs-size=512Ki/,
+      );
+      // A republish (kubelet's periodic one) succeeds and keeps the store.
+      await h.server.publish(h.publishRequest("v1"));
+      assert.equal(await readStore(target, BUNDLE), before);
+      assert.ok(tmpfs(target).size <= 512 * 1024);
+      await h.server.unpublish(h.unpublishRequest("v1"));
+    } finally {
+      await h.close();
+    }
+  },
+});
