@@ -32,13 +32,14 @@ export class CsiError extends Error {
 export const TMPFS_SIZE_FLAG = "--tmpfs-size";
 
 /**
- * A rendered store does not fit the tmpfs cap with room for its next generation; raised before
- * anything is mounted or written, so a republish keeps the last good store.
+ * A rendered store cannot be swapped in within the tmpfs cap (the store on disk and the new
+ * store's changed files side by side); raised before anything is mounted or written, so an
+ * update keeps the last good store.
  */
 export class StoreTooLargeError extends Error {
   /** Bytes the store occupies on a tmpfs (files rounded up to pages). */
   readonly payloadBytes: number;
-  /** Bytes the tmpfs must hold during a swap to a next generation of the same size. */
+  /** Bytes the tmpfs must hold at the peak of the swap. */
   readonly neededBytes: number;
   /** The cap, in bytes. */
   readonly limitBytes: number;
@@ -55,8 +56,8 @@ export class StoreTooLargeError extends Error {
    */
   constructor(payloadBytes: number, neededBytes: number, limitBytes: number, limitText: string) {
     super(
-      `trust store of ${payloadBytes} bytes needs a ${neededBytes}-byte tmpfs (the store and ` +
-        `its next generation side by side during a swap), over the limit of ${limitBytes} bytes ` +
+      `trust store of ${payloadBytes} bytes needs ${neededBytes} bytes of tmpfs to be swapped ` +
+        `in (with the store on disk and 64 KiB of slack), over the limit of ${limitBytes} bytes ` +
         `set by ${TMPFS_SIZE_FLAG}=${limitText}; raise ${TMPFS_SIZE_FLAG} or reference fewer ` +
         `certificates`,
     );

@@ -19,6 +19,7 @@ import { statfs } from "node:fs/promises";
 import {
   AtomicWriter,
   type BaseRoots,
+  changedTmpfsBytes,
   type OsFamily,
   parseOsFamily,
   type Payload,
@@ -76,9 +77,10 @@ export interface NodeServerOptions {
   /** Write into the target directory instead of mounting a tmpfs there. */
   plainDir: boolean;
   /**
-   * The cap on each volume's tmpfs, e.g. `"8Mi"` (`--tmpfs-size`). A tmpfs is mounted at the
-   * size its store needs with room for a next generation of the same size, grown in place (up to
-   * this cap) when a larger store comes; a store that cannot swap within the cap is refused.
+   * The cap on each volume's tmpfs, e.g. `"8Mi"` (`--tmpfs-size`). A tmpfs is mounted at twice
+   * its store plus 64 KiB (room for a next generation of the same size) or the cap if smaller,
+   * and grown in place up to the cap when a swap needs more; a store that cannot be swapped in
+   * within the cap (the store on disk plus the new store's changed files) is refused.
    */
   tmpfsSize: string;
   /** Namespaces (besides the pod's own) that classes and refs may point into. */
@@ -105,6 +107,8 @@ interface NextStore {
   payload: Payload;
   /** {@link payloadTmpfsBytes} of the payload. */
   bytes: number;
+  /** {@link changedTmpfsBytes} against the store on disk. */
+  added: number;
 }
 
 interface Volume {
@@ -115,6 +119,8 @@ interface Volume {
   log: Logger;
   /** Hash of the sources of the store currently on disk. */
   storeHash?: string;
+  /** The payload last written (unknown after a restart). */
+  written?: Payload;
   lastError?: string;
   queue: Promise<void>;
   pending: boolean;
@@ -327,7 +333,7 @@ export class NodeServer {
       // before anything is mounted or written.
       const next = await this.#prepare(volume);
       if (!plainDir && !(await mounter.isMounted(targetPath))) {
-        const size = String(tmpfsSizeFor(next.bytes));
+        const size = String(Math.min(this.#tmpfsCap, tmpfsSizeFor(next.bytes)));
         try {
           await mounter.mount(targetPath, size);
         } catch (error) {
@@ -528,8 +534,8 @@ export class NodeServer {
   }
 
   /**
-   * The rendered store; on a tmpfs it must fit the cap together with a next generation of its
-   * size.
+   * The rendered store; on a tmpfs the swap to it (the store on disk, its changed files and the
+   * slack) must fit the cap.
    *
    * @throws {StoreTooLargeError} before anything is written
    */
@@ -539,40 +545,48 @@ export class NodeServer {
   ): Promise<NextStore> {
     const payload = await this.#payloads.get(hash, volume.family, sources);
     const bytes = payloadTmpfsBytes(payload);
+    const added = changedTmpfsBytes(payload, volume.written);
     if (!this.#opts.plainDir) {
-      const needed = tmpfsSizeFor(bytes);
+      const live = volume.written ? payloadTmpfsBytes(volume.written) : 0;
+      const needed = swapPeakBytes(live, added);
       if (needed > this.#tmpfsCap) {
         throw new StoreTooLargeError(bytes, needed, this.#tmpfsCap, this.#opts.tmpfsSize);
       }
     }
-    return { hash, payload, bytes };
+    return { hash, payload, bytes, added };
   }
 
   /**
-   * Grows the volume's tmpfs in place (up to the cap) when what is on it now plus a wholly new
-   * generation of `bytes` would not fit during the swap.
+   * Grows the volume's tmpfs in place (up to the cap) when what is on it now plus the files the
+   * next store adds would not fit during the swap.
    */
-  async #fit(volume: Volume, bytes: number): Promise<void> {
+  async #fit(volume: Volume, next: NextStore): Promise<void> {
     const { mounter } = this.#opts;
     if (this.#opts.plainDir || !mounter.resize) return;
     const path = volume.record.targetPath;
     const fs = await statfs(path);
     const size = Number(fs.blocks) * Number(fs.bsize);
     const used = (Number(fs.blocks) - Number(fs.bfree)) * Number(fs.bsize);
-    const peak = swapPeakBytes(used, bytes);
+    const peak = swapPeakBytes(used, next.added);
     if (peak <= size) return;
     const grown = Math.ceil(peak / TMPFS_SIZE_STEP_BYTES) * TMPFS_SIZE_STEP_BYTES;
-    const target = Math.min(this.#tmpfsCap, Math.max(tmpfsSizeFor(bytes), grown));
+    const target = Math.min(this.#tmpfsCap, Math.max(tmpfsSizeFor(next.bytes), grown));
     // At the cap already: the write may still fit (unchanged files are hard-linked).
     if (target <= size) return;
     await mounter.resize(path, target);
-    volume.log.info("tmpfs resized for the next store", { from: size, to: target, used, bytes });
+    volume.log.info("tmpfs resized for the next store", {
+      from: size,
+      to: target,
+      used,
+      added: next.added,
+    });
   }
 
   async #store(volume: Volume, next: NextStore): Promise<void> {
     if (volume.closed) return;
-    await this.#fit(volume, next.bytes);
+    await this.#fit(volume, next);
     const { changed } = await volume.writer.write(next.payload);
+    volume.written = next.payload;
     const hash = next.hash;
     volume.storeHash = hash;
     if (changed) {

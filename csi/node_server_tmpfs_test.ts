@@ -20,9 +20,13 @@ const ignore = Deno.uid() !== 0 && Deno.env.get("CI") !== "true";
 const BUNDLE = "ca-certificates.crt";
 
 const pems: string[] = [];
-for (let i = 0; i < 160; i++) pems.push((await makeCert({ subject: `CN=Bulk CA ${i}, O=t` })).pem);
+for (let i = 0; i < 321; i++) pems.push((await makeCert({ subject: `CN=Bulk CA ${i}, O=t` })).pem);
 const few = pems.slice(0, 2).join("");
-const many = pems.join("");
+const many = pems.slice(0, 160).join("");
+/** The same 160 CAs plus one: only the bundle files and the new CA's files change. */
+const manyPlusOne = pems.slice(0, 161).join("");
+/** 160 other CAs: every file changes. */
+const others = pems.slice(161).join("");
 
 function tmpfs(dir: string): { size: number; used: number } {
   const fs = statfsSync(dir);
@@ -88,7 +92,7 @@ Deno.test({
         assert.equal(e.code, status.RESOURCE_EXHAUSTED);
         assert.match(
           e.message,
-          /^trust store of \d+ bytes needs a \d+-byte tmpfs .* over the limit of 524288 bytes set by --tmpfs-size=512Ki; raise --tmpfs-size .*\(pod shop\/web\)$/,
+          /^trust store of \d+ bytes needs \d+ bytes of tmpfs to be swapped in .* over the limit of 524288 bytes set by --tmpfs-size=512Ki; raise --tmpfs-size .*\(pod shop\/web\)$/,
         );
         return true;
       });
@@ -130,6 +134,48 @@ Deno.test({
       await h.server.publish(h.publishRequest("v1"));
       assert.equal(await readStore(target, BUNDLE), before);
       assert.ok(tmpfs(target).size <= 512 * 1024);
+      await h.server.unpublish(h.unpublishRequest("v1"));
+    } finally {
+      await h.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a swap needs only the changed files beside the old store: adding a CA fits where replacing every CA does not",
+  ignore,
+  async fn() {
+    const h = await harness({ mounter: hostMounter, tmpfsSize: "2Mi" });
+    try {
+      h.objects.put("CAProviderClass", "shop", "spire-ca", secretClass("ca"));
+      h.objects.put("Secret", "shop", "ca", caSecret(many));
+      await h.server.publish(h.publishRequest("v1"));
+      const target = h.target("v1");
+      const first = tmpfs(target);
+      // Twice the store would exceed the cap: the tmpfs is mounted at the cap.
+      assert.ok(tmpfsSizeFor(first.used) > 2 * 1024 * 1024, `${first.used}`);
+      assert.equal(first.size, 2 * 1024 * 1024);
+
+      h.objects.put("Secret", "shop", "ca", caSecret(manyPlusOne));
+      await h.server.idle();
+      assert.ok((await readStore(target, BUNDLE)).includes(pems[160].split("\n")[1]));
+      assert.equal(h.server.metrics.value(UPDATE_FAILURES, { reason: "render" }) ?? 0, 0);
+      const plusOne = await readStore(target, BUNDLE);
+
+      h.objects.put("Secret", "shop", "ca", caSecret(others));
+      await h.server.idle();
+      assert.equal(await readStore(target, BUNDLE), plusOne);
+      assert.equal(h.server.metrics.value(UPDATE_FAILURES, { reason: "render" }), 1);
+      const stats = await h.server.stats({
+        volumeId: "v1",
+        volumePath: target,
+        stagingTargetPath: "",
+      });
+      assert.match(
+        stats.volumeCondition.message,
+        /over the limit of 2097152 bytes set by --tmpfs-size=2Mi/,
+      );
       await h.server.unpublish(h.unpublishRequest("v1"));
     } finally {
       await h.close();

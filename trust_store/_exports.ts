@@ -37,6 +37,7 @@ export {
 } from "./layouts.ts";
 export { AtomicWriter, type AtomicWriterOptions, type WriteResult } from "./atomic_writer.ts";
 export {
+  changedTmpfsBytes,
   payloadTmpfsBytes,
   SWAP_SLACK_BYTES,
   swapPeakBytes,

@@ -3,12 +3,15 @@
  * swap. A tmpfs charges each regular file its size rounded up to whole pages; directories and
  * the short symlinks {@link AtomicWriter} makes (`..data`, `..data/<name>`, under 128 bytes,
  * stored in the inode) charge no pages. During a swap the old generation stays whole while the
- * new one is written beside it; files whose bytes are unchanged are hard-linked (no pages), but a
- * CA rotation changes every bundle file, so a swap needs up to twice one generation.
+ * new one is written beside it; files whose bytes are unchanged at the same path are hard-linked
+ * (no pages), so a swap needs the old generation plus the new generation's changed files
+ * ({@link changedTmpfsBytes}): a CA rotation changes the bundle files and the rotated CA's own
+ * files, a wholly new source every file (twice one generation).
  *
  * @module
  */
 
+import { Buffer } from "node:buffer";
 import type { Payload } from "./layouts.ts";
 
 /** The page size a tmpfs charges in (x86-64 and arm64 with 4 KiB pages). */
@@ -36,11 +39,29 @@ export function payloadTmpfsBytes(payload: Payload): number {
 }
 
 /**
- * The bytes a swap needs at its peak: the generation on disk, a wholly new generation (no file
- * hard-linked) and {@link SWAP_SLACK_BYTES}.
+ * Bytes the next generation adds beside `previous` during a swap: the pages of every file whose
+ * bytes differ from `previous`'s file at the same path (all of them without a `previous`);
+ * the others are hard-linked, as {@link AtomicWriter} does.
+ *
+ * @param next the store about to be written
+ * @param previous the store on disk, when known
+ */
+export function changedTmpfsBytes(next: Payload, previous?: Payload): number {
+  let total = 0;
+  for (const [rel, bytes] of next) {
+    const old = previous?.get(rel);
+    if (old !== undefined && (old === bytes || Buffer.compare(old, bytes) === 0)) continue;
+    total += roundUp(bytes.length, TMPFS_PAGE_BYTES);
+  }
+  return total;
+}
+
+/**
+ * The bytes a swap needs at its peak: what is on the tmpfs, the files the next generation adds
+ * ({@link changedTmpfsBytes}) and {@link SWAP_SLACK_BYTES}.
  *
  * @param liveBytes bytes in use on the tmpfs now
- * @param nextBytes {@link payloadTmpfsBytes} of the next generation
+ * @param nextBytes bytes the next generation adds
  */
 export function swapPeakBytes(liveBytes: number, nextBytes: number): number {
   return liveBytes + nextBytes + SWAP_SLACK_BYTES;

@@ -2,14 +2,20 @@
  * The tmpfs model of `store_size.ts` against a real tmpfs (root only; in CI a missing mount
  * fails): one generation occupies exactly {@link payloadTmpfsBytes}, a swap to a wholly new
  * generation needs the old plus the new (one page less fails with ENOSPC and keeps the old
- * store), hard-linked unchanged files cost nothing, and a tmpfs grown by remount keeps its files.
+ * store), hard-linked unchanged files cost nothing (a swap needs exactly the old store plus
+ * {@link changedTmpfsBytes}), and a tmpfs grown by remount keeps its files.
  */
 import assert from "node:assert/strict";
 import { statfsSync } from "node:fs";
 import { join } from "node:path";
 import { AtomicWriter } from "./atomic_writer.ts";
 import { renderTrustStore } from "./layouts.ts";
-import { payloadTmpfsBytes, TMPFS_PAGE_BYTES, tmpfsSizeFor } from "./store_size.ts";
+import {
+  changedTmpfsBytes,
+  payloadTmpfsBytes,
+  TMPFS_PAGE_BYTES,
+  tmpfsSizeFor,
+} from "./store_size.ts";
 import { buildTrustSet } from "./trust_set.ts";
 import { makeCert } from "./testdata/pki.ts";
 import { run } from "./testdata/run.ts";
@@ -77,24 +83,25 @@ Deno.test({
 });
 
 Deno.test({
-  name: "unchanged files are hard-linked: adding one CA needs only the changed files' pages",
+  name:
+    "unchanged files are hard-linked: adding one CA needs exactly changedTmpfsBytes beside the old store",
   ignore,
   async fn() {
     const a = await store(0, 60);
     const b = await store(0, 61);
-    let changed = 0;
-    for (const [rel, bytes] of b) {
-      const old = a.get(rel);
-      if (!old || old.length !== bytes.length || !old.every((x, i) => x === bytes[i])) {
-        changed += Math.ceil(bytes.length / TMPFS_PAGE_BYTES) * TMPFS_PAGE_BYTES;
-      }
-    }
+    const changed = changedTmpfsBytes(b, a);
+    assert.equal(changedTmpfsBytes(b), payloadTmpfsBytes(b));
     assert.ok(changed < payloadTmpfsBytes(b) / 2, `${changed} of ${payloadTmpfsBytes(b)}`);
     await withTmpfs(payloadTmpfsBytes(a) + changed, async (dir) => {
       const w = new AtomicWriter(dir, { fsync: false });
       await w.write(a);
       await w.write(b);
       assert.equal(used(dir), payloadTmpfsBytes(b));
+    });
+    await withTmpfs(payloadTmpfsBytes(a) + changed - TMPFS_PAGE_BYTES, async (dir) => {
+      const w = new AtomicWriter(dir, { fsync: false });
+      await w.write(a);
+      await assert.rejects(w.write(b), (e: unknown) => (e as { code?: string }).code === "ENOSPC");
     });
   },
 });
