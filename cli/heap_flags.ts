@@ -45,6 +45,8 @@ export interface HeapSizes {
 /** A memory quantity, V8 flag text or limit these functions cannot use. */
 export class HeapFlagsError extends Error {
   /**
+   * Creates an instance.
+   *
    * @param message what is wrong
    * @param options the underlying error, if any
    */

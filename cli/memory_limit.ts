@@ -35,6 +35,8 @@ const NO_LIMIT_ABOVE = 2 ** 62;
 /** A cgroup limit file exists but does not hold a limit. */
 export class MemoryLimitError extends Error {
   /**
+   * Creates an instance.
+   *
    * @param path the file read
    * @param message what is wrong with it
    * @param options the underlying error

@@ -23,6 +23,8 @@
 
 export * from "./backoff.ts";
 export * from "./flags.ts";
+export * from "./heap_flags.ts";
 export * from "./log.ts";
 export * from "./log_keys.ts";
+export * from "./memory_limit.ts";
 export * from "./version.ts";

@@ -29,6 +29,7 @@ import {
   answerMode,
   createLogger,
   type FlagTable,
+  heapLimitWarning,
   LOG_LEVELS,
   type LogLevel,
   type Mode,
@@ -222,6 +223,8 @@ export async function main(args: string[]): Promise<number> {
   });
   if (answered !== undefined) return answered;
   const logger = createLogger(flags.logLevel);
+  const heapWarning = heapLimitWarning();
+  if (heapWarning) logger.warn(heapWarning);
   // Listening from here on: a SIGTERM during restore is acted on once serving has started.
   const signal = new Promise<string>((resolve) => {
     Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));

@@ -14,6 +14,8 @@
 import * as grpc from "@grpc/grpc-js";
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { loadAllYaml } from "@kubernetes/client-node";
+import { parseFlags } from "../csi/main.ts";
 import { identityService } from "../csi/proto.ts";
 import { createCa, type KubeApiServer, needsTools, waitFor } from "./harness/mod.ts";
 import { type DriverProcess, startDriverProcess } from "./harness/driver_process.ts";
@@ -169,4 +171,30 @@ Deno.test({
         client.close();
       }
     }),
+});
+
+Deno.test("csi shutdown: the DaemonSet's grace period outlasts the drain it configures", async () => {
+  const text = await Deno.readTextFile(new URL("../manifests/csi/daemonset.yaml", import.meta.url));
+  const [daemonSet] = loadAllYaml(text) as {
+    spec: {
+      template: {
+        spec: {
+          terminationGracePeriodSeconds?: number;
+          containers: { name: string; args?: string[] }[];
+        };
+      };
+    };
+  }[];
+  const pod = daemonSet.spec.template.spec;
+  const driver = pod.containers.find((c) => c.name === "csi-driver");
+  assert.ok(driver, "the DaemonSet has a csi-driver container");
+  const flags = parseFlags(driver.args ?? []);
+  // Kubernetes' default grace period is 30 s; what the manifest sets must cover the gRPC drain
+  // plus at least 5 s for the watches to stop and the process to exit.
+  const graceMs = (pod.terminationGracePeriodSeconds ?? 30) * 1000;
+  assert.ok(
+    graceMs >= flags.shutdownTimeoutMs + 5_000,
+    `terminationGracePeriodSeconds ${graceMs / 1000} s < --shutdown-timeout ` +
+      `${flags.shutdownTimeoutMs} ms + 5 s`,
+  );
 });

@@ -24,6 +24,7 @@ import {
   answerMode,
   createLogger,
   type FlagTable,
+  heapLimitWarning,
   LOG_LEVELS,
   type LogLevel,
   type Mode,
@@ -34,7 +35,7 @@ import {
   VERSION,
 } from "../cli/mod.ts";
 import { ANNOTATION_PREFIX, DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
-import { createApp } from "./app.ts";
+import { createApp, DEFAULT_BODY_TIMEOUT_MS } from "./app.ts";
 import type { Controllers } from "./controllers.ts";
 import { WebhookMetrics } from "./metrics.ts";
 import {
@@ -179,6 +180,20 @@ export const WEBHOOK_FLAGS = {
     help: "/readyz fails this long before the served SVID expires (default {default};\n" +
       "SPIRE's 1h SVIDs are renewed at half-life, so a healthy one has 30m left)",
   },
+  "max-in-flight-bytes": {
+    type: "number",
+    arg: "N",
+    min: 0,
+    default: "0",
+    help: "request-body bytes held at once before a fast 429 (default 0: 1/32 of\n" +
+      "the container memory limit, at least one 3 MiB review)",
+  },
+  "body-timeout": {
+    type: "duration",
+    arg: "D",
+    default: `${DEFAULT_BODY_TIMEOUT_MS / 1000}s`,
+    help: "a body not received in full by then is refused with 408 (default {default})",
+  },
   "failure-policy": {
     type: "enum",
     arg: "P",
@@ -252,6 +267,10 @@ export interface WebhookFlags {
   shutdownTimeoutMs: number;
   /** `/readyz` fails this long before the served SVID expires (ms). */
   svidExpiryMarginMs: number;
+  /** Request-body bytes in flight before 429 (0: derived from the container memory limit). */
+  maxInFlightBytes: number;
+  /** A body must arrive in full within this (ms). */
+  bodyTimeoutMs: number;
   /** Failure policy of the mutation. */
   failurePolicy: "Fail" | "Ignore";
   /** Log level. */
@@ -288,6 +307,8 @@ export function parseFlags(args: string[]): WebhookFlags {
     shutdownDelayMs: values["shutdown-delay"],
     shutdownTimeoutMs: values["shutdown-timeout"],
     svidExpiryMarginMs: values["svid-expiry-margin"],
+    maxInFlightBytes: values["max-in-flight-bytes"],
+    bodyTimeoutMs: values["body-timeout"],
     failurePolicy: values["failure-policy"],
     logLevel: values["log-level"],
     mode: modeOf(values),
@@ -335,6 +356,8 @@ export async function selfTest(): Promise<void> {
 
 async function run(flags: WebhookFlags): Promise<void> {
   const log = createLogger(flags.logLevel);
+  const heapWarning = heapLimitWarning();
+  if (heapWarning) log.warn(heapWarning);
   const metrics = new WebhookMetrics();
   // Loaded only when the controller runs (see the module doc). A registrations file that cannot
   // be applied is a deployment error: say which one and stop before anything starts.
@@ -371,6 +394,8 @@ async function run(flags: WebhookFlags): Promise<void> {
       driverName: flags.driverName,
       className: flags.className,
       failurePolicy: flags.failurePolicy,
+      maxInFlightBytes: flags.maxInFlightBytes || undefined,
+      bodyTimeoutMs: flags.bodyTimeoutMs,
     },
     log,
     metrics,
