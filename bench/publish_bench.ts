@@ -18,8 +18,10 @@
  * memory back shows as a ratio above 1). 110 is kubelet's default pod limit per node, the most
  * volumes a node has with one volume per pod.
  *
- * `--v8-flags` starts both drivers with `DENO_V8_FLAGS` (e.g. the DaemonSet's
- * `--max-old-space-size=96,--max-semi-space-size=1`); the memory labels name the flags.
+ * Both drivers run with the `DENO_V8_FLAGS` of the DaemonSet's csi-driver container
+ * (manifests/csi/daemonset.yaml), so the figures are those of the shipped configuration;
+ * `--v8-flags=...` overrides them and `--v8-flags=none` runs without; the memory labels name the
+ * flags.
  *
  * Targets: publish p99 ≤ 50 ms; swap p99 ≤ 1 s at 1,000 volumes (CA only) and at 110 volumes
  * (bundled roots); VmRSS ≤ 100 MB idle and ≤ 130 MB at 110 volumes with bundled roots. Printed,
@@ -39,7 +41,7 @@ import {
   CLASS_PLURAL,
   CLASSES_ATTRIBUTE,
 } from "../api/mod.ts";
-import { CoreV1Api, Watch } from "@kubernetes/client-node";
+import { CoreV1Api, loadAllYaml, Watch } from "@kubernetes/client-node";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { createCa, runCommand, startKubeApiServer, toolPath } from "../tests/harness/mod.ts";
@@ -101,7 +103,8 @@ async function main(): Promise<void> {
       "v8-flags": { type: "string", default: "" },
     },
   });
-  const v8Flags = values["v8-flags"] as string;
+  const given = values["v8-flags"] as string;
+  const v8Flags = given === "none" ? "" : given || await daemonSetV8Flags();
   const env = v8Flags ? { DENO_V8_FLAGS: v8Flags } : undefined;
   const flagsNote = v8Flags ? `, DENO_V8_FLAGS=${v8Flags}` : ", no V8 flags";
   const sizes = (values.sizes as string).split(",").map(Number);
@@ -442,6 +445,22 @@ async function main(): Promise<void> {
     await kube.stop();
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** `DENO_V8_FLAGS` of the csi-driver container in manifests/csi/daemonset.yaml. */
+async function daemonSetV8Flags(): Promise<string> {
+  const path = new URL("../manifests/csi/daemonset.yaml", import.meta.url);
+  const [daemonSet] = loadAllYaml(await Deno.readTextFile(path)) as {
+    spec: {
+      template: {
+        spec: { containers: { name: string; env?: { name: string; value?: string }[] }[] };
+      };
+    };
+  }[];
+  const driver = daemonSet.spec.template.spec.containers.find((c) => c.name === "csi-driver");
+  const flags = driver?.env?.find((e) => e.name === "DENO_V8_FLAGS")?.value;
+  if (!flags) throw new Error(`${path.pathname}: csi-driver container has no DENO_V8_FLAGS value`);
+  return flags;
 }
 
 if (import.meta.main) await main();

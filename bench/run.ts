@@ -56,7 +56,15 @@ const STEPS: Step[] = [
   {
     name: "webhook",
     args: ["webhook/mutate_bench.ts", "--rounds=1", "--seconds=5"],
-    quick: ["webhook/mutate_bench.ts", "--rounds=1", "--seconds=1", "--rates=50,200"],
+    quick: [
+      "webhook/mutate_bench.ts",
+      "--rounds=1",
+      "--seconds=1",
+      "--rates=50,200",
+      "--recovery-seconds=5",
+      "--slow-uploads=20",
+      "--big-reviews=5",
+    ],
   },
   {
     name: "csi",
@@ -118,7 +126,7 @@ const NOTES = `
   shows the per-volume file-system cost of both store sizes without the driver around it.
 - **memory**: VmRSS / VmHWM from \`/proc/<pid>/status\` of the program's own Deno process. The
   baseline is a bare \`deno eval\` process that does nothing, measured in the same run: the
-  runtime alone takes most of the 80 MB budget.
+  runtime alone takes most of the 100 MB idle budget.
 - **rotation**: a new leaf from the same CA is written into the spiffe-helper directory every
   100 ms the way spiffe-helper writes it (in place, three files, torn states visible) while
   requests arrive at 100/s, each on a new TLS connection so every handshake uses the current
