@@ -8,11 +8,10 @@
  * @module
  */
 
-import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import type { BaseRoots } from "../trust_store/mod.ts";
 import type { Logger } from "../cli/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
-import { ObjectWatcher } from "../kube/mod.ts";
+import { type KubeClient, ObjectWatcher, resourcePath } from "../kube/mod.ts";
 import { KubeEventRecorder } from "./events.ts";
 import { hostMounter } from "./mount.ts";
 import { NodeServer } from "./node_server.ts";
@@ -33,7 +32,7 @@ export interface NodeDriverOptions {
   /** Namespaces (besides the pod's own) that classes and refs may point into. */
   allowedRefNamespaces: readonly string[];
   /** Cluster access. */
-  kubeConfig: KubeConfig;
+  client: KubeClient;
   /** Structured logger. */
   logger: Logger;
   /** Metrics registry (one is created when omitted). */
@@ -51,14 +50,20 @@ export interface NodeDriverOptions {
  * @returns the server; call {@link NodeServer.restore} before serving
  */
 export function createNodeDriver(options: NodeDriverOptions): NodeServer {
-  const { kubeConfig, logger } = options;
+  const { client, logger } = options;
   // The watcher reports to the server built on it; nothing changes before the first acquire.
   let changed = (_key: string): void => {};
-  const objects = new ObjectWatcher({ kubeConfig, logger, onChange: (key) => changed(key) });
+  const objects = new ObjectWatcher({ client, logger, onChange: (key) => changed(key) });
   const server = new NodeServer({
     objects,
     events: new KubeEventRecorder({
-      core: kubeConfig.makeApiClient(CoreV1Api),
+      core: {
+        createNamespacedEvent: ({ namespace, body }) =>
+          client.create(
+            resourcePath({ group: "", version: "v1", namespace, plural: "events" }),
+            body,
+          ),
+      },
       driverName: options.driverName,
       nodeId: options.nodeId,
     }),

@@ -66,7 +66,7 @@ export interface EventBody {
   count: number;
 }
 
-/** The one API call the recorder makes; `@kubernetes/client-node`'s `CoreV1Api` has it. */
+/** The one API call the recorder makes (`POST /api/v1/namespaces/NS/events`). */
 export interface EventsApi {
   /** Creates an Event in `namespace`. */
   createNamespacedEvent(param: { namespace: string; body: EventBody }): Promise<unknown>;

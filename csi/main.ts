@@ -19,9 +19,9 @@
  * @module
  */
 
-import { KubeConfig } from "@kubernetes/client-node";
 import { hostname } from "node:os";
 import { DRIVER_NAME } from "../api/mod.ts";
+import { KubeClient, type KubeConfig, loadKubeConfig } from "../kube/mod.ts";
 import { createNodeDriver } from "./driver.ts";
 import type { BaseRoots } from "../trust_store/mod.ts";
 import { startHealthServer } from "./http.ts";
@@ -230,9 +230,14 @@ export async function main(args: string[]): Promise<number> {
     Deno.addSignalListener("SIGTERM", () => resolve("SIGTERM"));
     Deno.addSignalListener("SIGINT", () => resolve("SIGINT"));
   });
-  const kubeConfig = new KubeConfig();
-  if (flags.kubeconfig) kubeConfig.loadFromFile(flags.kubeconfig);
-  else kubeConfig.loadFromCluster();
+  let kubeConfig: KubeConfig;
+  try {
+    kubeConfig = await loadKubeConfig(flags.kubeconfig);
+  } catch (error) {
+    logger.error("cannot load cluster access", { error: (error as Error).message });
+    return 1;
+  }
+  const client = new KubeClient(kubeConfig);
   const driver = createNodeDriver({
     driverName: flags.driverName,
     nodeId: flags.nodeId,
@@ -242,7 +247,7 @@ export async function main(args: string[]): Promise<number> {
     allowedRefNamespaces: flags.allowedRefNamespaces,
     baseRoots: flags.baseRoots,
     renderConcurrency: flags.renderConcurrency,
-    kubeConfig,
+    client,
     logger,
   });
   let ready = false;
@@ -277,6 +282,7 @@ export async function main(args: string[]): Promise<number> {
     });
   }
   await driver.stop();
+  client.close();
   await health.stop();
   logger.info("stopped");
   return 0;

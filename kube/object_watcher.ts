@@ -13,7 +13,6 @@
  * @module
  */
 
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, Watch } from "@kubernetes/client-node";
 import {
   CLASS_GROUP,
   CLASS_PLURAL,
@@ -23,6 +22,8 @@ import {
   TRUST_BUNDLE_VERSION,
 } from "../api/mod.ts";
 import { Backoff, LOG_KEYS, type Logger } from "../cli/mod.ts";
+import { KubeApiError, statusMessageOf } from "./api_error.ts";
+import type { KubeClient } from "./client.ts";
 
 /** Kinds the driver watches. */
 export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass" | "ClusterTrustBundle";
@@ -91,7 +92,7 @@ interface ObjectMeta {
 /** Options for {@link ObjectWatcher}. */
 export interface ObjectWatcherOptions {
   /** Cluster access. */
-  kubeConfig: KubeConfig;
+  client: KubeClient;
   /** Structured logger. */
   logger: Logger;
   /** Called with the key of an object whose content changed (including creation or deletion). */
@@ -136,24 +137,21 @@ function errorIdentity(error: unknown): string {
 
 /** One line for a log: `HTTP 403: <the API server's Status message>`, else the error's message. */
 export function describeApiError(error: unknown): string {
+  if (error instanceof KubeApiError) {
+    return error.statusMessage === ""
+      ? `HTTP ${error.code}`
+      : `HTTP ${error.code}: ${error.statusMessage}`;
+  }
   const { code, body } = (error ?? {}) as { code?: unknown; body?: unknown };
   if (typeof code !== "number") return error instanceof Error ? error.message : String(error);
-  let message: unknown;
-  try {
-    message = (typeof body === "string" ? JSON.parse(body) : body as { message?: unknown })
-      ?.message;
-  } catch {
-    message = undefined;
-  }
-  return typeof message === "string" ? `HTTP ${code}: ${message}` : `HTTP ${code}`;
+  const message = statusMessageOf(body);
+  return message !== undefined ? `HTTP ${code}: ${message}` : `HTTP ${code}`;
 }
 
 /** Ref-counted single-object watches; see the module documentation. */
 export class ObjectWatcher {
   readonly #opts: ObjectWatcherOptions;
-  readonly #core: CoreV1Api;
-  readonly #custom: CustomObjectsApi;
-  readonly #watch: Watch;
+  readonly #client: KubeClient;
   readonly #entries = new Map<string, Entry>();
 
   /**
@@ -163,9 +161,7 @@ export class ObjectWatcher {
    */
   constructor(options: ObjectWatcherOptions) {
     this.#opts = options;
-    this.#core = options.kubeConfig.makeApiClient(CoreV1Api);
-    this.#custom = options.kubeConfig.makeApiClient(CustomObjectsApi);
-    this.#watch = new Watch(options.kubeConfig);
+    this.#client = options.client;
   }
 
   /** Number of objects currently watched. */
@@ -211,8 +207,8 @@ export class ObjectWatcher {
   }
 
   /**
-   * The error of the last list of a watched object (e.g. the API server's 403 as an
-   * `ApiException`), or undefined when the last list succeeded or the object is not watched.
+   * The error of the last list of a watched object (e.g. the API server's 403 as a
+   * `KubeApiError`), or undefined when the last list succeeded or the object is not watched.
    * While it is set, {@link get} holds the last state read (null if none ever was).
    */
   error(o: WatchedObject): unknown {
@@ -271,37 +267,7 @@ export class ObjectWatcher {
 
   async #list(entry: Entry): Promise<string | undefined> {
     const { fieldSelector, labelSelector } = selectorsOf(entry);
-    let list: { metadata?: { resourceVersion?: string }; items?: unknown[] };
-    if (entry.kind === "Secret") {
-      list = await this.#core.listNamespacedSecret({
-        namespace: entry.namespace,
-        fieldSelector,
-        labelSelector,
-      });
-    } else if (entry.kind === "ConfigMap") {
-      list = await this.#core.listNamespacedConfigMap({
-        namespace: entry.namespace,
-        fieldSelector,
-        labelSelector,
-      });
-    } else if (entry.kind === "CAProviderClass") {
-      list = await this.#custom.listNamespacedCustomObject({
-        group: CLASS_GROUP,
-        version: CLASS_VERSION,
-        namespace: entry.namespace,
-        plural: CLASS_PLURAL,
-        fieldSelector,
-        labelSelector,
-      }) as typeof list;
-    } else {
-      list = await this.#custom.listClusterCustomObject({
-        group: TRUST_BUNDLE_GROUP,
-        version: TRUST_BUNDLE_VERSION,
-        plural: TRUST_BUNDLE_PLURAL,
-        fieldSelector,
-        labelSelector,
-      }) as typeof list;
-    }
+    const list = await this.#client.list(pathOf(entry), { fieldSelector, labelSelector });
     const items = (list.items ?? []) as Record<string, unknown>[];
     const failed = entry.error !== undefined;
     entry.error = undefined;
@@ -356,17 +322,23 @@ export class ObjectWatcher {
           }
         };
         entry.wake = finish;
-        this.#watch.watch(
+        const abort = new AbortController();
+        entry.abort = abort;
+        if (entry.stopped) abort.abort();
+        this.#client.watch(
           pathOf(entry),
           {
             ...selectorsOf(entry),
             resourceVersion: rv,
             allowWatchBookmarks: true,
             timeoutSeconds: this.#opts.watchTimeoutSeconds ?? 300,
+            signal: abort.signal,
           },
           (phase, obj) => {
-            if (phase === "ERROR") finish();
-            else if (entry.selector && (phase === "ADDED" || phase === "MODIFIED")) {
+            if (phase === "ERROR") {
+              abort.abort();
+              finish();
+            } else if (entry.selector && (phase === "ADDED" || phase === "MODIFIED")) {
               entry.items!.set(nameOf(obj), obj);
               this.#setItems(entry);
             } else if (entry.selector && phase === "DELETED") {
@@ -375,17 +347,14 @@ export class ObjectWatcher {
             } else if (phase === "ADDED" || phase === "MODIFIED") this.#set(entry, obj);
             else if (phase === "DELETED") this.#set(entry, null);
           },
-          (err) => {
-            if (err && !entry.stopped && (err as Error).name !== "AbortError") {
-              log.debug("watch ended", { [LOG_KEYS.error]: String(err) });
-            }
-            finish();
-          },
-        ).then((abort) => {
-          entry.abort = abort;
-          if (entry.stopped) abort.abort();
-        }, (err) => {
-          log.warn("watch failed", { [LOG_KEYS.error]: String(err) });
+        ).then(finish, (err) => {
+          if (entry.stopped || (err as Error).name === "AbortError") {
+            // Stopped on purpose.
+          } else if (err instanceof KubeApiError) {
+            log.warn("watch failed", { [LOG_KEYS.error]: describeApiError(err) });
+          } else {
+            log.debug("watch ended", { [LOG_KEYS.error]: String(err) });
+          }
           finish();
         });
       });

@@ -14,7 +14,8 @@ import {
 } from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { CustomObjectsApi } from "@kubernetes/client-node";
+import { KubeClient } from "../kube/mod.ts";
 import { createLogger } from "../cli/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
 import {
@@ -41,17 +42,8 @@ const SA_USER = "system:serviceaccount:spire-cacerts:spire-cacerts-webhook";
 const WITHIN_MS = 2_000;
 
 /** The admin's kubeconfig, acting as the webhook's ServiceAccount. */
-function asWebhook(admin: KubeConfig): KubeConfig {
-  const cluster = admin.getCurrentCluster()!;
-  const user = admin.getCurrentUser()!;
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [cluster],
-    users: [{ ...user, name: "webhook", impersonateUser: SA_USER }],
-    contexts: [{ name: "webhook", cluster: cluster.name, user: "webhook" }],
-    currentContext: "webhook",
-  });
-  return kc;
+function asWebhook(admin: KubeClient): KubeClient {
+  return new KubeClient({ ...admin.config, impersonateUser: SA_USER });
 }
 
 async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
@@ -168,12 +160,12 @@ Deno.test({
       });
 
       // Two replicas, as deployed.
-      const sa = asWebhook(kube.kubeConfig);
+      const sa = asWebhook(kube.client);
       const metrics = new Registry();
       // The 403s before the RoleBinding exists are expected; only errors are shown.
       const log = createLogger("error");
-      controllers.push(await startClassStatus({ kubeConfig: sa, log, metrics }));
-      controllers.push(await startClassStatus({ kubeConfig: sa, log }));
+      controllers.push(await startClassStatus({ client: sa, log, metrics }));
+      controllers.push(await startClassStatus({ client: sa, log }));
 
       const custom = kube.kubeConfig.makeApiClient(CustomObjectsApi);
       const read = async (name: string) =>
@@ -391,7 +383,7 @@ Deno.test({
       await apply(kube, ctbClass("no-match", { signerName: "example.com/none" }));
 
       controller = await startClassStatus({
-        kubeConfig: asWebhook(kube.kubeConfig),
+        client: asWebhook(kube.client),
         log: createLogger("error"),
       });
       const custom = kube.kubeConfig.makeApiClient(CustomObjectsApi);

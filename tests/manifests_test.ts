@@ -7,7 +7,8 @@ import {
   INJECT_LABEL,
 } from "../api/mod.ts";
 import { fileURLToPath } from "node:url";
-import { KubeConfig, loadAllYaml } from "@kubernetes/client-node";
+import { loadAllYaml } from "@kubernetes/client-node";
+import { KubeClient } from "../kube/mod.ts";
 import {
   freePorts,
   needsTools,
@@ -511,13 +512,7 @@ Deno.test({
         ["-n", "spire-cacerts", "create", "token", "spire-cacerts-webhook"],
         { check: true },
       )).stdout.trim();
-      const asWebhook = new KubeConfig();
-      asWebhook.loadFromOptions({
-        clusters: [{ name: "test", server: kube.url, caData: btoa(kube.caPem) }],
-        users: [{ name: "webhook", token }],
-        contexts: [{ name: "webhook", cluster: "test", user: "webhook" }],
-        currentContext: "webhook",
-      });
+      const asWebhook = new KubeClient({ server: kube.url, caPem: kube.caPem, token });
       sync = new RegistrationSync({ dir, api: kubeRegistrationApi(asWebhook), retryMinMs: 100 });
       await sync.start();
       const result = await sync.syncOnce();

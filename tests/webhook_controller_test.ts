@@ -8,6 +8,7 @@ import {
 } from "../api/mod.ts";
 import { X509Certificate } from "node:crypto";
 import { ApiException, CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import { KubeClient } from "../kube/mod.ts";
 import { createLogger } from "../cli/mod.ts";
 import {
   BundlePublishError,
@@ -147,7 +148,7 @@ Deno.test({
       const start = async () => {
         const writes: string[] = [];
         const controller = new Controller({
-          kubeConfig: kube.kubeConfig,
+          client: kube.client,
           className: "spire-ca",
           excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
           resyncMs: 500,
@@ -284,7 +285,9 @@ const SIGNER = "cacerts.csi.cert-manager.io/spire-example.org";
 const BUNDLE = "cacerts.csi.cert-manager.io:spire-example.org:bundle";
 
 /** A kubeconfig that authenticates with the webhook ServiceAccount's token (`kubectl create token`). */
-async function webhookKubeConfig(kube: KubeApiServer): Promise<KubeConfig> {
+async function webhookKubeConfig(
+  kube: KubeApiServer,
+): Promise<{ client: KubeClient; kubeConfig: KubeConfig }> {
   const token = (await kube.kubectl(
     ["create", "token", "spire-cacerts-webhook", "-n", "spire-cacerts", "--duration=1h"],
     { check: true },
@@ -296,7 +299,7 @@ async function webhookKubeConfig(kube: KubeApiServer): Promise<KubeConfig> {
     contexts: [{ name: "webhook", cluster: "test", user: "webhook" }],
     currentContext: "webhook",
   });
-  return kc;
+  return { client: new KubeClient({ server: kube.url, caPem: kube.caPem, token }), kubeConfig: kc };
 }
 
 /** The HTTP status of a failed call, or "ok". */
@@ -325,7 +328,7 @@ Deno.test({
         await kube.kubectl(["create", "namespace", ns], { check: true });
       }
       await kube.kubectl(["apply", "-f", WEBHOOK_RBAC], { check: true });
-      const sa = await webhookKubeConfig(kube);
+      const { client: sa, kubeConfig: saKubeConfig } = await webhookKubeConfig(kube);
 
       const day = 86_400_000;
       const now = Date.now();
@@ -372,7 +375,7 @@ Deno.test({
       };
       const start = async (options: Partial<ControllerOptions>) => {
         const controller = new Controller({
-          kubeConfig: sa,
+          client: sa,
           className: "spire-ca",
           excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
           clusterTrustBundle: { trustDomain: "example.org" },
@@ -452,7 +455,7 @@ Deno.test({
           name: BUNDLE,
         });
         const controller = new Controller({
-          kubeConfig: sa,
+          client: sa,
           className: "spire-ca",
           excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
           clusterTrustBundle: { trustDomain: "example.org" },
@@ -478,7 +481,7 @@ Deno.test({
           name: BUNDLE,
         });
         const controller = new Controller({
-          kubeConfig: sa,
+          client: sa,
           className: "spire-ca",
           excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
         });
@@ -495,7 +498,7 @@ Deno.test({
         async () => {
           await core.deleteNamespacedSecret({ namespace: "spire", name: "spire-ca-bundle" });
           const controller = new Controller({
-            kubeConfig: sa,
+            client: sa,
             className: "spire-ca",
             excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
             clusterTrustBundle: { trustDomain: "other.org" },
@@ -514,8 +517,8 @@ Deno.test({
       );
 
       await t.step("the token can do nothing else", async () => {
-        const saCore = sa.makeApiClient(CoreV1Api);
-        const saCustom = sa.makeApiClient(CustomObjectsApi);
+        const saCore = saKubeConfig.makeApiClient(CoreV1Api);
+        const saCustom = saKubeConfig.makeApiClient(CustomObjectsApi);
         const ctb = (name: string, signerName: string) => ({
           apiVersion: "certificates.k8s.io/v1",
           kind: "ClusterTrustBundle",
@@ -621,7 +624,7 @@ Deno.test({
           assert.deepEqual(pemTrustDomains(ours + theirs + next), ["example.org", "other.org"]);
           const lines: string[] = [];
           const controller = new Controller({
-            kubeConfig: sa,
+            client: sa,
             className: "spire-ca",
             excludedNamespaces: DEFAULT_EXCLUDED_NAMESPACES,
             clusterTrustBundle: { trustDomain: "example.org" },

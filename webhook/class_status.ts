@@ -32,15 +32,6 @@
  */
 
 import {
-  CustomObjectsApi,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-  makeInformer,
-  PatchStrategy,
-  setHeaderOptions,
-} from "@kubernetes/client-node";
-import {
   CLASS_GROUP,
   CLASS_PLURAL,
   CLASS_VERSION,
@@ -60,7 +51,15 @@ import {
 } from "../api/mod.ts";
 import { SourceError } from "../api/mod.ts";
 import { Backoff, type Logger, SILENT_LOGGER } from "../cli/mod.ts";
-import { describeApiError, objectKey, ObjectWatcher, type WatchedObject } from "../kube/mod.ts";
+import {
+  describeApiError,
+  Informer,
+  type KubeClient,
+  objectKey,
+  ObjectWatcher,
+  resourcePath,
+  type WatchedObject,
+} from "../kube/mod.ts";
 import { buildTrustSet, EmptyTrustSetError, PemError, type PemSource } from "../trust_store/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
 
@@ -171,7 +170,7 @@ export interface ClassObject {
 export interface SourceState {
   /** The object, or null when it does not exist (or was never read). */
   object: Record<string, unknown> | null;
-  /** The last read's error (e.g. an `ApiException` with code 403), if it failed. */
+  /** The last read's error (e.g. a `KubeApiError` with code 403), if it failed. */
   error?: unknown;
 }
 
@@ -898,7 +897,7 @@ export class ClassStatusController {
 /** Options of {@link startClassStatus}. */
 export interface StartClassStatusOptions {
   /** Cluster access (the webhook's ServiceAccount in the cluster). */
-  kubeConfig: KubeConfig;
+  client: KubeClient;
   /** Where events go. */
   log: Logger;
   /** Registry for the status metrics. */
@@ -913,32 +912,27 @@ export interface StartClassStatusOptions {
  * Lists and watches every CAProviderClass in the cluster. A failed list or watch (e.g. the CRD not
  * served yet) is retried with a doubling delay up to 30 s, logged once until a list succeeds.
  */
-export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFeed {
-  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
+export function classInformerFeed(client: KubeClient, log: Logger): ClassFeed {
   const backoff = new Backoff({ initialMs: 1_000, maxMs: 30_000 });
   let failing = false;
-  const informer = makeInformer<KubernetesObject>(
-    kubeConfig,
-    `/apis/${CLASS_GROUP}/${CLASS_VERSION}/${CLASS_PLURAL}`,
-    async () => {
-      const list = await custom.listClusterCustomObject({
-        group: CLASS_GROUP,
-        version: CLASS_VERSION,
-        plural: CLASS_PLURAL,
-      }) as KubernetesListObject<KubernetesObject>;
-      if (failing) log.info("listing CAProviderClasses again");
-      failing = false;
-      backoff.reset();
-      return list;
+  const informer = new Informer<ClassObject>(
+    client,
+    resourcePath({ group: CLASS_GROUP, version: CLASS_VERSION, plural: CLASS_PLURAL }),
+    {
+      onList: () => {
+        if (failing) log.info("listing CAProviderClasses again");
+        failing = false;
+        backoff.reset();
+      },
     },
   );
   let stopped = false;
   let timer: ReturnType<typeof setTimeout> | undefined;
   return {
     async start(handlers) {
-      informer.on("add", (o) => handlers.upsert(o as ClassObject));
-      informer.on("update", (o) => handlers.upsert(o as ClassObject));
-      informer.on("delete", (o) => handlers.remove(o as ClassObject));
+      informer.on("add", (o) => handlers.upsert(o));
+      informer.on("update", (o) => handlers.upsert(o));
+      informer.on("delete", (o) => handlers.remove(o));
       informer.on("error", (error: unknown) => {
         if (stopped) return;
         const delay = backoff.next();
@@ -961,27 +955,25 @@ export function classInformerFeed(kubeConfig: KubeConfig, log: Logger): ClassFee
 }
 
 /** Writes status with server-side apply on the `status` subresource. */
-export function applyStatusWriter(kubeConfig: KubeConfig): StatusWriter {
-  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
+export function applyStatusWriter(client: KubeClient): StatusWriter {
   return {
     async write(cls, status) {
-      await custom.patchNamespacedCustomObjectStatus(
-        {
+      await client.apply(
+        resourcePath({
           group: CLASS_GROUP,
           version: CLASS_VERSION,
           namespace: cls.namespace,
           plural: CLASS_PLURAL,
           name: cls.name,
-          body: {
-            apiVersion: `${CLASS_GROUP}/${CLASS_VERSION}`,
-            kind: "CAProviderClass",
-            metadata: { namespace: cls.namespace, name: cls.name },
-            status,
-          },
-          fieldManager: STATUS_FIELD_MANAGER,
-          force: true,
+          subresource: "status",
+        }),
+        {
+          apiVersion: `${CLASS_GROUP}/${CLASS_VERSION}`,
+          kind: "CAProviderClass",
+          metadata: { namespace: cls.namespace, name: cls.name },
+          status,
         },
-        setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply),
+        { fieldManager: STATUS_FIELD_MANAGER, force: true },
       );
     },
   };
@@ -995,15 +987,15 @@ export async function startClassStatus(
   options: StartClassStatusOptions,
 ): Promise<ClassStatusController> {
   const controller = new ClassStatusController({
-    classes: classInformerFeed(options.kubeConfig, options.log),
+    classes: classInformerFeed(options.client, options.log),
     sources: (onChange) =>
       new ObjectWatcher({
-        kubeConfig: options.kubeConfig,
+        client: options.client,
         logger: options.log,
         onChange,
         maxRetryMs: options.sourceRetryMs ?? 2000,
       }),
-    writer: applyStatusWriter(options.kubeConfig),
+    writer: applyStatusWriter(options.client),
     log: options.log,
     metrics: options.metrics,
     serviceAccount: options.serviceAccount,

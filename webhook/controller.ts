@@ -21,16 +21,7 @@
  * @module
  */
 
-import {
-  ApiException,
-  type CoreV1Api,
-  type CustomObjectsApi,
-  type KubeConfig,
-  type KubernetesObjectApi,
-  type V1ConfigMap,
-  type V1Namespace,
-} from "@kubernetes/client-node";
-import * as k8s from "@kubernetes/client-node";
+import type { V1ConfigMap, V1Namespace, V1Secret } from "@kubernetes/client-node";
 import {
   buildClass,
   type CAProviderClassObject,
@@ -47,7 +38,14 @@ import { buildTrustSet } from "../trust_store/mod.ts";
 import { bundleObjectName, clusterTrustBundle, signerNameFor } from "./cluster_trust_bundle.ts";
 import { toPem } from "../spire/mod.ts";
 import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
-import { describeApiError } from "../kube/mod.ts";
+import {
+  describeApiError,
+  Informer,
+  isApiStatus,
+  KubeApiError,
+  type KubeClient,
+  resourcePath,
+} from "../kube/mod.ts";
 
 /** Field manager of every write. */
 export const FIELD_MANAGER = "spire-cacerts-webhook";
@@ -84,7 +82,7 @@ export type Log = (
 /** Options of {@link Controller}. */
 export interface ControllerOptions {
   /** Cluster access. */
-  kubeConfig: KubeConfig;
+  client: KubeClient;
   /** Name of the per-namespace CAProviderClass (`spire-ca`). */
   className: string;
   /** Namespaces left without a class. */
@@ -155,7 +153,7 @@ export class BundlePublishError extends Error {
 }
 
 function describeFailure(failure: BundleFailure): string {
-  const code = failure.error instanceof ApiException ? failure.error.code : undefined;
+  const code = failure.error instanceof KubeApiError ? failure.error.code : undefined;
   const hint = code === 403
     ? `; grant it in manifests/webhook/rbac.yaml, or run with ${failure.off}`
     : code === 404
@@ -238,23 +236,36 @@ function countRoots(pem: string): number {
   return pem.match(/BEGIN CERTIFICATE/g)?.length ?? 0;
 }
 
-function isStatus(error: unknown, code: number): boolean {
-  return error instanceof ApiException && error.code === code;
+const isStatus = isApiStatus;
+
+/** What the controller needs of an {@link Informer} of any kind. */
+interface Watching {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  on(event: "error", handler: (error: unknown) => void): void;
+}
+
+function classPath(namespace: string, name: string): string {
+  return resourcePath({
+    group: CLASS_GROUP,
+    version: CLASS_VERSION,
+    namespace,
+    plural: CLASS_PLURAL,
+    name,
+  });
 }
 
 /** Keeps per-namespace CAProviderClasses, the bundle Secret and the ClusterTrustBundle current. */
 export class Controller {
   #options: ControllerOptions;
-  #core: CoreV1Api;
-  #custom: CustomObjectsApi;
-  #objects: KubernetesObjectApi;
+  #client: KubeClient;
   #secret: KeyRef;
   #configMap: KeyRef;
   #excluded: Set<string>;
   #signerName: string | undefined;
   #reportedMismatch = "";
   #log: Logger;
-  #informers: { stop(): Promise<void> }[] = [];
+  #informers: Watching[] = [];
   #timer: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
 
@@ -265,9 +276,7 @@ export class Controller {
    */
   constructor(options: ControllerOptions) {
     this.#options = options;
-    this.#core = options.kubeConfig.makeApiClient(k8s.CoreV1Api);
-    this.#custom = options.kubeConfig.makeApiClient(k8s.CustomObjectsApi);
-    this.#objects = k8s.KubernetesObjectApi.makeApiClient(options.kubeConfig);
+    this.#client = options.client;
     this.#secret = options.bundleSecret ??
       { namespace: "spire", name: "spire-ca-bundle", key: "ca.crt" };
     this.#configMap = options.bundleConfigMap ??
@@ -298,13 +307,7 @@ export class Controller {
     const log = this.#log.with({ namespace, name });
     let existing: { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined;
     try {
-      existing = await this.#custom.getNamespacedCustomObject({
-        group: CLASS_GROUP,
-        version: CLASS_VERSION,
-        namespace,
-        plural: CLASS_PLURAL,
-        name,
-      });
+      existing = await this.#client.get(classPath(namespace, name));
     } catch (error) {
       if (!isStatus(error, 404)) throw error;
     }
@@ -317,14 +320,10 @@ export class Controller {
     }
     try {
       // Server-side apply without force: a field another manager owns makes this a 409.
-      await this.#objects.patch(
-        desired,
-        undefined,
-        undefined,
-        FIELD_MANAGER,
-        false,
-        k8s.PatchStrategy.ServerSideApply,
-      );
+      await this.#client.apply(classPath(namespace, name), desired, {
+        fieldManager: FIELD_MANAGER,
+        force: false,
+      });
     } catch (error) {
       if (isStatus(error, 409)) {
         log.warn("CAProviderClass fields owned by another manager; left as is");
@@ -348,10 +347,13 @@ export class Controller {
   async syncBundle(configMap?: V1ConfigMap): Promise<BundleSync> {
     const source =
       `ConfigMap ${this.#configMap.namespace}/${this.#configMap.name} key ${this.#configMap.key}`;
-    const cm = configMap ?? await this.#core.readNamespacedConfigMap({
+    const cm = configMap ?? await this.#client.get<V1ConfigMap>(resourcePath({
+      group: "",
+      version: "v1",
       namespace: this.#configMap.namespace,
+      plural: "configmaps",
       name: this.#configMap.name,
-    }).catch((error) => {
+    })).catch((error) => {
       if (isStatus(error, 404)) return undefined;
       throw error;
     });
@@ -416,10 +418,14 @@ export class Controller {
   }
 
   async #syncSecret(pem: string): Promise<boolean> {
-    const current = await this.#core.readNamespacedSecret({
+    const secretPath = resourcePath({
+      group: "",
+      version: "v1",
       namespace: this.#secret.namespace,
+      plural: "secrets",
       name: this.#secret.name,
-    }).catch((error) => {
+    });
+    const current = await this.#client.get<V1Secret>(secretPath).catch((error) => {
       if (isStatus(error, 404)) return undefined;
       throw error;
     });
@@ -429,7 +435,8 @@ export class Controller {
       current?.metadata?.labels?.[MANAGED_LABEL] === MANAGED_VALUE &&
       new TextDecoder().decode(Uint8Array.fromBase64(currentPem)) === pem
     ) return false;
-    await this.#objects.patch(
+    await this.#client.apply(
+      secretPath,
       {
         apiVersion: "v1",
         kind: "Secret",
@@ -441,11 +448,7 @@ export class Controller {
         type: "Opaque",
         data: { [this.#secret.key]: new TextEncoder().encode(pem).toBase64() },
       },
-      undefined,
-      undefined,
-      FIELD_MANAGER,
-      true,
-      k8s.PatchStrategy.ServerSideApply,
+      { fieldManager: FIELD_MANAGER, force: true },
     );
     this.#options.onWrite?.("secret");
     this.#log.info("SPIRE CA bundle Secret updated", {
@@ -458,12 +461,13 @@ export class Controller {
   async #syncClusterTrustBundle(signerName: string, pem: string): Promise<boolean> {
     const desired = clusterTrustBundle(signerName, pem, { [MANAGED_LABEL]: MANAGED_VALUE });
     const name = desired.metadata.name;
-    const current = await this.#custom.getClusterCustomObject({
+    const bundlePath = resourcePath({
       group: TRUST_BUNDLE_GROUP,
       version: TRUST_BUNDLE_VERSION,
       plural: TRUST_BUNDLE_PLURAL,
       name,
-    }).catch((error) => {
+    });
+    const current = await this.#client.get(bundlePath).catch((error) => {
       if (isStatus(error, 404)) return undefined;
       throw error;
     }) as { metadata?: { labels?: Record<string, string> }; spec?: unknown } | undefined;
@@ -472,18 +476,7 @@ export class Controller {
       current.metadata?.labels?.[MANAGED_LABEL] === MANAGED_VALUE &&
       canonical(current.spec) === canonical(desired.spec)
     ) return false;
-    await this.#custom.patchClusterCustomObject(
-      {
-        group: TRUST_BUNDLE_GROUP,
-        version: TRUST_BUNDLE_VERSION,
-        plural: TRUST_BUNDLE_PLURAL,
-        name,
-        body: desired,
-        fieldManager: FIELD_MANAGER,
-        force: true,
-      },
-      k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.ServerSideApply),
-    );
+    await this.#client.apply(bundlePath, desired, { fieldManager: FIELD_MANAGER, force: true });
     this.#options.onWrite?.("cluster-trust-bundle");
     this.#log.info(current ? "ClusterTrustBundle updated" : "ClusterTrustBundle created", {
       clusterTrustBundle: name,
@@ -507,11 +500,7 @@ export class Controller {
    * resolves once both have listed.
    */
   async start(): Promise<void> {
-    const namespaces = k8s.makeInformer<V1Namespace>(
-      this.#options.kubeConfig,
-      "/api/v1/namespaces",
-      () => this.#core.listNamespace(),
-    );
+    const namespaces = new Informer<V1Namespace>(this.#client, "/api/v1/namespaces");
     const onNamespace = (ns: V1Namespace) => {
       const name = ns.metadata?.name;
       if (!name || ns.status?.phase === "Terminating" || ns.metadata?.deletionTimestamp) return;
@@ -523,14 +512,10 @@ export class Controller {
     const cmRef = this.#configMap;
     // Watched by name: the Role grants the ConfigMap by resourceNames, not the namespace's.
     const byName = `metadata.name=${cmRef.name}`;
-    const bundle = new k8s.ListWatch<V1ConfigMap>(
+    const bundle = new Informer<V1ConfigMap>(
+      this.#client,
       `/api/v1/namespaces/${cmRef.namespace}/configmaps`,
-      new k8s.Watch(this.#options.kubeConfig),
-      () =>
-        this.#core.listNamespacedConfigMap({ namespace: cmRef.namespace, fieldSelector: byName }),
-      false,
-      undefined,
-      byName,
+      { fieldSelector: byName },
     );
     const onConfigMap = (cm: V1ConfigMap) => {
       if (cm.metadata?.name !== cmRef.name) return;
@@ -550,7 +535,7 @@ export class Controller {
     }, this.#options.resyncMs ?? 10 * 60_000);
   }
 
-  #watchErrors(informer: k8s.Informer<k8s.KubernetesObject>, what: string): void {
+  #watchErrors(informer: Watching, what: string): void {
     informer.on("error", (error: unknown) => {
       if (this.#stopped) return;
       this.#log.warn(`watch on ${what} ended; restarting`, {

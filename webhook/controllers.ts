@@ -4,7 +4,7 @@
  * {@link RegistrationSync}, started and stopped together.
  *
  * `main.ts` reaches this module only through a dynamic `import()` and only when the controller
- * runs, so `--controller=false` never loads `@kubernetes/client-node` or the controller modules.
+ * runs, so `--controller=false` never loads the Kubernetes client or the controller modules.
  * That is what the split is for: an admission-only webhook idles at 102 MB VmRSS instead of the
  * 162.6 MB it took with them loaded (`webhook/main.ts --controller=false`, 3 s after `/readyz`
  * turned 200, median of 5 runs on a 2-core box).
@@ -12,7 +12,7 @@
  * @module
  */
 
-import { KubeConfig } from "@kubernetes/client-node";
+import { KubeClient, loadKubeConfig } from "../kube/mod.ts";
 import type { Logger } from "../cli/mod.ts";
 import { startClassStatus } from "./class_status.ts";
 import type { ClassStatusController } from "./class_status.ts";
@@ -44,7 +44,7 @@ export interface ControllerSettings {
   /** Kubeconfig path; undefined: the in-cluster service account. */
   kubeconfig: string | undefined;
   /** Controller settings other than cluster access, logging and the write hook. */
-  controller: Omit<ControllerOptions, "kubeConfig" | "log" | "onWrite">;
+  controller: Omit<ControllerOptions, "client" | "log" | "onWrite">;
   /** Directory of ClusterSPIFFEID files to keep applied ("" = off). */
   registrationsDir: string;
   /** Period of the registrations' repair pass (ms). */
@@ -85,14 +85,13 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
   let controller: Controller | undefined;
   let classStatus: ClassStatusController | undefined;
   let registrations: RegistrationSync | undefined;
+  let client: KubeClient | undefined;
   return {
     async start() {
-      const kubeConfig = new KubeConfig();
-      if (settings.kubeconfig) kubeConfig.loadFromFile(settings.kubeconfig);
-      else kubeConfig.loadFromCluster();
+      client = new KubeClient(await loadKubeConfig(settings.kubeconfig));
       controller = new Controller({
         ...settings.controller,
-        kubeConfig,
+        client,
         log,
         onWrite: (what) => what === "class" ? metrics.classApplied() : metrics.bundleWritten(),
       });
@@ -100,7 +99,7 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
         () => log.info("controller watching namespaces and the SPIRE bundle"),
         (error) => log.error("controller failed to start", { error: String(error) }),
       );
-      startClassStatus({ kubeConfig, log, metrics: metrics.registry }).then(
+      startClassStatus({ client, log, metrics: metrics.registry }).then(
         (started) => {
           classStatus = started;
           log.info("writing the status of every CAProviderClass");
@@ -110,7 +109,7 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
       if (registered !== undefined) {
         registrations = new RegistrationSync({
           dir: settings.registrationsDir,
-          api: kubeRegistrationApi(kubeConfig),
+          api: kubeRegistrationApi(client),
           initial: registered,
           resyncMs: settings.registrationsResyncMs,
           log,
@@ -126,6 +125,7 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
       await controller?.stop();
       await classStatus?.stop();
       await registrations?.stop();
+      client?.close();
     },
   };
 }

@@ -19,7 +19,7 @@
  * const registrations = await loadRegistrations("/etc/spire-cacerts/registrations");
  * const sync = new RegistrationSync({
  *   dir: "/etc/spire-cacerts/registrations",
- *   api: kubeRegistrationApi(kubeConfig),
+ *   api: kubeRegistrationApi(client),
  *   initial: registrations,
  * });
  * sync.start();
@@ -28,16 +28,12 @@
  * @module
  */
 
-import {
-  ApiException,
-  CustomObjectsApi,
-  type KubeConfig,
-  loadAllYaml,
-  setHeaderOptions,
-} from "@kubernetes/client-node";
+// @ts-types="@types/js-yaml"
+import { loadAll as loadAllYaml } from "js-yaml";
 import { join } from "node:path";
 import { Backoff, type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 import { FIELD_MANAGER, MANAGED_LABEL, MANAGED_VALUE } from "./controller.ts";
+import { KubeApiError, type KubeClient, resourcePath } from "../kube/mod.ts";
 
 /** API group of ClusterSPIFFEID. */
 export const CLUSTER_SPIFFE_ID_GROUP = "spire.spiffe.io";
@@ -456,27 +452,26 @@ function statusMessage(body: unknown): string | undefined {
  * RBAC needs `create` and `patch` on `clusterspiffeids` (both may be limited by `resourceNames`:
  * an apply that creates the object is authorized as `create` of that name).
  *
- * @param kubeConfig cluster access
+ * @param client cluster access
  */
-export function kubeRegistrationApi(kubeConfig: KubeConfig): RegistrationApi {
-  const custom = kubeConfig.makeApiClient(CustomObjectsApi);
-  const apply = setHeaderOptions("Content-Type", "application/apply-patch+yaml");
+export function kubeRegistrationApi(client: KubeClient): RegistrationApi {
   return {
     async apply(object) {
       const name = object.metadata.name;
       let stored: unknown;
       try {
-        stored = await custom.patchClusterCustomObject({
-          group: CLUSTER_SPIFFE_ID_GROUP,
-          version: CLUSTER_SPIFFE_ID_VERSION,
-          plural: CLUSTER_SPIFFE_ID_PLURAL,
-          name,
-          body: object,
-          fieldManager: FIELD_MANAGER,
-          force: true,
-        }, apply);
+        stored = await client.apply(
+          resourcePath({
+            group: CLUSTER_SPIFFE_ID_GROUP,
+            version: CLUSTER_SPIFFE_ID_VERSION,
+            plural: CLUSTER_SPIFFE_ID_PLURAL,
+            name,
+          }),
+          object,
+          { fieldManager: FIELD_MANAGER, force: true },
+        );
       } catch (error) {
-        if (!(error instanceof ApiException)) {
+        if (!(error instanceof KubeApiError)) {
           throw new RegistrationApplyError(
             name,
             0,

@@ -9,6 +9,7 @@
 import { request } from "node:https";
 import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
+import { KubeClient, loadKubeConfigFile } from "../../kube/mod.ts";
 import { createCa, generateKeyPair, issueCertificate } from "./pki.ts";
 import {
   type CommandResult,
@@ -89,6 +90,8 @@ export interface KubeApiServer {
   kubeconfigPath: string;
   /** The kubeconfig loaded into `@kubernetes/client-node`. */
   kubeConfig: KubeConfig;
+  /** The kubeconfig loaded into the product's own client (kube/), as the admin token user. */
+  client: KubeClient;
   /** Temporary directory holding certificates, data and logs; removed by `stop()`. */
   dir: string;
   /** Paths of the CA, ServiceAccount key pair and admin certificate. */
@@ -296,6 +299,7 @@ export async function startKubeApiServer(
     await Deno.writeTextFile(kubeconfigPath, kubeconfigYaml(url, ca.certPem, token, admin));
     const kubeConfig = new KubeConfig();
     kubeConfig.loadFromFile(kubeconfigPath);
+    const client = new KubeClient(await loadKubeConfigFile(kubeconfigPath));
 
     let stopped = false;
     return {
@@ -304,6 +308,7 @@ export async function startKubeApiServer(
       token,
       kubeconfigPath,
       kubeConfig,
+      client,
       dir,
       pki: {
         caCertPath: ca.certPath,
