@@ -126,6 +126,13 @@ export interface KubeClientOptions {
   now?: () => number;
 }
 
+/** The error of a request ended by its signal: a `DOMException` named `AbortError`. */
+function abortError(what: string, cause: unknown): Error {
+  const error = new DOMException(`${what}: aborted`, "AbortError");
+  Object.defineProperty(error, "cause", { value: cause });
+  return error;
+}
+
 /** The client; see the module documentation. */
 export class KubeClient {
   readonly #config: KubeConfig;
@@ -221,7 +228,7 @@ export class KubeClient {
         });
       }
       req.on("error", (error: Error) => {
-        reject(error.name === "AbortError" ? error : new KubeRequestError(what, error));
+        reject(spec.signal?.aborted ? abortError(what, error) : new KubeRequestError(what, error));
       });
       req.end(spec.body);
     });
@@ -384,7 +391,7 @@ export class KubeClient {
         }
       }
     } catch (error) {
-      if ((error as Error).name === "AbortError" || options.signal?.aborted) throw error;
+      if (options.signal?.aborted) throw abortError(what, error);
       if (error instanceof KubeRequestError) throw error;
       throw new KubeRequestError(what, error);
     }
