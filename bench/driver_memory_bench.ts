@@ -31,10 +31,10 @@ interface Import {
 const IMPORTS: Import[] = [
   { specifiers: ["@grpc/grpc-js"], role: "the CSI gRPC server" },
   { specifiers: ["protobufjs"], role: "the CSI proto definitions" },
-  { specifiers: ["@kubernetes/client-node"], role: "KubeConfig, list+watch, Events" },
+  { specifiers: ["@kubernetes/client-node"], role: "what kube/ replaced (not loaded)" },
   { specifiers: ["./csi/proto.ts"], role: "CSI services (grpc-js + protobufjs)" },
   { specifiers: ["./trust_store/mod.ts"], role: "trust store engine" },
-  { specifiers: ["./kube/mod.ts"], role: "object watcher (client-node)" },
+  { specifiers: ["./kube/mod.ts"], role: "own Kubernetes client + object watcher" },
   { specifiers: ["./csi/main.ts"], role: "the whole driver" },
   { specifiers: ["./x509/mod.ts"], role: "only --self-test: @peculiar/x509 + reflect-metadata" },
   { specifiers: ["./csi/main.ts", "./x509/mod.ts"], role: "the driver if x509 were static" },

@@ -11,8 +11,8 @@
  *   V8 sees no reason to collect before the process is far past any container limit, which is
  *   how the webhook kept 307–402 MB after ordinary load.
  * - Old space: {@link OLD_SPACE_FRACTION} (3/8) of the limit, 144 MiB at 384Mi. Everything else
- *   the process holds is outside it: the runtime and its code (~63 MB for a bare Deno, +57 MB for
- *   `@kubernetes/client-node`), TLS and socket buffers, and request bodies (array buffers, bounded
+ *   the process holds is outside it: the runtime and its code (~63 MB for a bare Deno, +6 MB for
+ *   kube/'s Kubernetes client, which replaced `@kubernetes/client-node`'s +55 MB), TLS and socket buffers, and request bodies (array buffers, bounded
  *   separately by the webhook's in-flight budget, 1/32 of the limit). 3/8 leaves more than half
  *   of the limit for those and for the collector's own headroom.
  * - Semi-space: {@link SEMI_SPACE_MIB_PER_GIB} MiB per GiB of limit, at least 1 and at most 16

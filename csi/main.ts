@@ -11,8 +11,8 @@
  *
  * `@peculiar/x509` (and the `reflect-metadata` shim it needs) is only loaded by `--self-test`:
  * the driver itself parses certificates with trust_store's own DER reader. Importing it with the
- * driver costs 20 MB of resident memory (148 MB instead of 128 MB for an idle process that
- * imports csi/main.ts) and 0.7 s of start-up on the 2-core benchmark machine
+ * driver costs 13 MB of resident memory (93.0 MB instead of 80.0 MB for an idle process that
+ * imports csi/main.ts) and 0.1 s of start-up on the 2-core benchmark machine
  * (bench/driver_memory_bench.ts), paid by every node for nothing; tests/csi_imports_test.ts keeps
  * it out of the static import graph.
  *

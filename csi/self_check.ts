@@ -24,8 +24,8 @@ export class SelfTestError extends Error {
 
 /** Generates a self-signed CA certificate as PEM. */
 export async function generateCaPem(commonName: string): Promise<string> {
-  // Loaded only here: @peculiar/x509 (and the Reflect shim it needs) would add 20 MB resident
-  // and 0.7 s of start-up to the driver (bench/driver_memory_bench.ts; tests/csi_imports_test.ts).
+  // Loaded only here: @peculiar/x509 (and the Reflect shim it needs) would add 13 MB resident
+  // and 0.1 s of start-up to the driver (bench/driver_memory_bench.ts; tests/csi_imports_test.ts).
   const { x509 } = await import("../x509/mod.ts");
   const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
   const keys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]) as CryptoKeyPair;

@@ -2,12 +2,18 @@
  * A small Kubernetes API client: JSON requests (get, list, create, merge/JSON/apply patches, the
  * status subresource) and streamed watches, over `node:https` with one keep-alive agent.
  *
- * Written by hand because `@kubernetes/client-node` 1.4.0 costs ~56 MB of idle VmRSS to import
- * (its `KubeConfig` alone pulls in all 2,556 generated models, ~34 MB of live heap), which put
- * the CSI driver at ~132 MB and the webhook with its controller at ~150 MB against ≤ 100 MB
- * targets; the programs use a dozen calls of it. `node:https` rather than `fetch` with
- * `Deno.createHttpClient` because only it honours `insecure-skip-tls-verify`
- * (`rejectUnauthorized: false`), and the programs load it anyway (gRPC, the health server).
+ * Written by hand because `@kubernetes/client-node` 1.4.0 costs ~55 MB of idle VmRSS to import
+ * (119.4 MB against 64.5 MB for a bare Deno process; its `KubeConfig` alone pulls in all 2,556
+ * generated models), and the programs use a dozen calls of it. Against a real kube-apiserver
+ * (bench/idle_programs_bench.ts, median of 3, 2-core box) the idle CSI driver went from 143.3 MB
+ * to 83.4 MB VmRSS and the webhook with its controllers from 162.1 MB to 105.9 MB; importing
+ * `kube/mod.ts` costs 5.7 MB (bench/driver_memory_bench.ts).
+ *
+ * `node:https` rather than `fetch` with `Deno.createHttpClient`: only it honours
+ * `insecure-skip-tls-verify` (`rejectUnauthorized: false`), and although importing it costs
+ * 2.4 MB in a bare process (`Deno.createHttpClient`: 0.5 MB), next to `@grpc/grpc-js`, which the
+ * driver loads, it adds 0.2 MB (median of 3 idle processes); the webhook's HTTPS server loads it
+ * anyway.
  *
  * A token file (the in-cluster service account's bound token) is re-read once a minute, as
  * client-go does, so a rotated token is used before the old one expires.

@@ -127,7 +127,10 @@ function decodeBase64(value: string, field: string, path: string): string {
  *
  * @throws {KubeConfigError} when it is neither
  */
-export async function parseKubeConfigText(text: string, path: string): Promise<Fields> {
+export async function parseKubeConfigText(
+  text: string,
+  path: string,
+): Promise<Record<string, unknown>> {
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);

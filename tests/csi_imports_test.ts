@@ -4,7 +4,7 @@
  * in, with their own dependencies:
  *
  * - hold neither `@peculiar/x509` nor `reflect-metadata`: they serve `--self-test` only, which
- *   loads them with a dynamic `import()` in csi/self_check.ts (20 MB resident and 0.7 s of start-up
+ *   loads them with a dynamic `import()` in csi/self_check.ts (13 MB resident and 0.1 s of start-up
  *   otherwise paid by every node, see bench/driver_memory_bench.ts);
  * - name exactly the npm packages the driver needs, so a new heavy dependency (each one is
  *   measured in bench/driver_memory_bench.ts) is a decision, not an accident;

@@ -5,9 +5,11 @@
  *
  * `main.ts` reaches this module only through a dynamic `import()` and only when the controller
  * runs, so `--controller=false` never loads the Kubernetes client or the controller modules.
- * That is what the split is for: an admission-only webhook idles at 102 MB VmRSS instead of the
- * 162.6 MB it took with them loaded (`webhook/main.ts --controller=false`, 3 s after `/readyz`
- * turned 200, median of 5 runs on a 2-core box).
+ * That is what the split is for: an admission-only webhook idled at 102 MB VmRSS instead of the
+ * 162.6 MB it took with them loaded when the client was `@kubernetes/client-node`
+ * (`webhook/main.ts --controller=false`, 3 s after `/readyz` turned 200, median of 5 runs on a
+ * 2-core box). With kube/'s own client the whole webhook with its controllers idles at 105.9 MB
+ * against a real kube-apiserver (bench/idle_programs_bench.ts, median of 3).
  *
  * @module
  */

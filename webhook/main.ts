@@ -12,10 +12,12 @@
  * `--shutdown-timeout`, the controllers stopped alongside, and exit 0. A second signal exits at
  * once with 1.
  *
- * The controllers (`controllers.ts`, and with it `@kubernetes/client-node`) are loaded with a
- * dynamic `import()` only when they run: with `--controller=false` the program idles at 102 MB
- * VmRSS instead of 162.6 MB (a bare Deno process: 63.8 MB; median of 5 runs, 3 s after `/readyz`
- * turned 200, Deno 2.8.3 on a 2-core Debian box).
+ * The controllers (`controllers.ts`, and with it kube/'s Kubernetes client) are loaded with a
+ * dynamic `import()` only when they run: with `--controller=false` the program idled at 102 MB
+ * VmRSS instead of 162.6 MB while the client was `@kubernetes/client-node` (a bare Deno process:
+ * 63.8 MB; median of 5 runs, 3 s after `/readyz` turned 200, Deno 2.8.3 on a 2-core Debian box);
+ * with kube/'s own client the controllers cost ~4 MB (105.9 MB with them, against a real
+ * kube-apiserver, bench/idle_programs_bench.ts).
  *
  * @module
  */
@@ -47,7 +49,7 @@ import {
 import { DEFAULT_TRUST_DOMAIN, signerNameFor } from "./cluster_trust_bundle.ts";
 
 // Defaults of the controller modules, repeated because importing them would load the controller
-// (and `@kubernetes/client-node`); `main_test.ts` checks they are still equal.
+// (and the Kubernetes client); `main_test.ts` checks they are still equal.
 const DEFAULT_EXCLUDED_NAMESPACES = [
   "kube-system",
   "kube-public",

@@ -1,0 +1,116 @@
+/**
+ * Idle resident memory of both programs connected to a real kube-apiserver (tests/harness): the
+ * CSI driver (`csi/main.ts`, no volumes) and the webhook with its controllers
+ * (`webhook/main.ts`: the namespace and bundle controller, the CAProviderClass status writer,
+ * serving a localhost SVID). Each runs with an admin kubeconfig, is left 3 s after it turned
+ * healthy (driver) or ready (webhook) so its lists and watches are open, and its VmRSS is read;
+ * `--runs` times each (default 3), median printed. Target: ≤ 100 MB each.
+ *
+ * ```sh
+ * ./scripts/deno run -A bench/idle_programs_bench.ts [--runs=3]
+ * ```
+ *
+ * Prints `BENCH {json}` lines (bench/report.ts).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { setTimeout as delay } from "node:timers/promises";
+import { benchLine } from "./report.ts";
+import { readRss } from "./proc.ts";
+import {
+  createCa,
+  freePorts,
+  startKubeApiServer,
+  startProcess,
+  waitFor,
+  writeLocalhostSvid,
+} from "../tests/harness/mod.ts";
+import { startDriverProcess } from "../tests/harness/driver_process.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ args: Deno.args, options: { runs: { type: "string" } } });
+  const runs = Number(values.runs ?? 3);
+  const kube = await startKubeApiServer();
+  const dir = await Deno.makeTempDir({ prefix: "idle-programs-" });
+  const driverMB: number[] = [];
+  const webhookMB: number[] = [];
+  try {
+    for (const file of ["namespaces.yaml", "crds/caproviderclasses.yaml"]) {
+      await kube.kubectl(["apply", "-f", join(ROOT, "manifests", file)], { check: true });
+    }
+    const certDir = join(dir, "certs");
+    await Deno.mkdir(certDir);
+    await writeLocalhostSvid(await createCa(dir, "ca", "bench-spire-ca"), dir, certDir);
+    for (let run = 0; run < runs; run++) {
+      const runDir = join(dir, `driver-${run}`);
+      await Deno.mkdir(runDir);
+      const driver = await startDriverProcess({
+        dir: runDir,
+        kubeconfigPath: kube.kubeconfigPath,
+        args: ["--plain-dir", "--log-level=warn"],
+      });
+      await delay(3000);
+      driverMB.push(driver.rssMB());
+      await driver.process.stop();
+
+      const [port, healthPort] = freePorts(2);
+      const webhook = startProcess({
+        name: "webhook",
+        program: Deno.execPath(),
+        args: [
+          "run",
+          "-A",
+          "webhook/main.ts",
+          `--kubeconfig=${kube.kubeconfigPath}`,
+          `--cert-dir=${certDir}`,
+          `--port=${port}`,
+          `--health-port=${healthPort}`,
+          "--bind-address=127.0.0.1",
+          "--log-level=warn",
+        ],
+        logPath: join(dir, `webhook-${run}.log`),
+        cwd: ROOT,
+      });
+      await waitFor("webhook /readyz", async () => {
+        const response = await fetch(`http://127.0.0.1:${healthPort}/readyz`);
+        await response.body?.cancel();
+        return response.status === 200;
+      }, { abort: () => webhook.assertRunning(), detail: () => webhook.logTail() });
+      await delay(3000);
+      webhookMB.push(readRss(webhook.pid).rssMB);
+      await webhook.stop();
+    }
+  } finally {
+    await kube.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+  const section = "idle programs against a real kube-apiserver (median VmRSS)";
+  console.log(benchLine({
+    id: "mem.idle.driver",
+    section,
+    label: `CSI driver idle, watching nothing (${runs} runs: ${driverMB.map((v) => v.toFixed(1))})`,
+    unit: "MB",
+    value: median(driverMB),
+    target: { max: 100, text: "≤ 100 MB resident idle" },
+  }));
+  console.log(benchLine({
+    id: "mem.idle.webhook_controller",
+    section,
+    label: `webhook with its controllers idle (${runs} runs: ${
+      webhookMB.map((v) => v.toFixed(1))
+    })`,
+    unit: "MB",
+    value: median(webhookMB),
+    target: { max: 100, text: "≤ 100 MB resident idle" },
+  }));
+}
