@@ -24,6 +24,15 @@
  * 7. A rolling restart of the webhook Deployment while labelled pods keep being created (server-
  *    side dry runs, and real pods bound to a node that does not exist so they never run) rejects
  *    none of them and mutates every one.
+ * 8. The default path reads no Secret: the example namespace's managed class references the
+ *    ClusterTrustBundle the webhook's controller publishes, `kubectl get clustertrustbundle`
+ *    shows it with SPIRE's CA, and the driver's ServiceAccount may not read Secrets or ConfigMaps
+ *    in `spiffe-demo` or `default` while the client has its store. A pod with Kubernetes' own
+ *    projection of that bundle (by name, and by signer and labels;
+ *    tests/harness/fixtures/ctb_projection_pod.yaml) sees SPIRE's CA, and a CA SPIRE adds
+ *    (`spire-server localauthority x509 prepare`) reaches the projection by signer and labels and
+ *    the CSI store. (Kubelet keeps a signed bundle read by name cached for 5 minutes,
+ *    kubernetes/kubernetes#141439: that projection is checked before the change only.)
  */
 
 import assert from "node:assert/strict";
@@ -52,6 +61,15 @@ const SPIRE_SOCKET = "/tmp/spire-server/private/api.sock";
 const DRIVER_STATE_DIR = "/var/lib/spire-cacerts";
 const PV_DIR = "/var/lib/spire-cacerts-local/spire-server-data";
 const STORE = "/etc/ssl/certs/ca-certificates.crt";
+/** What the webhook's controller publishes SPIRE's bundle as (trust domain example.org). */
+const CTB_NAME = "cacerts.csi.cert-manager.io:spire-example.org:bundle";
+const CTB_SIGNER = "cacerts.csi.cert-manager.io/spire-example.org";
+/** The CSI driver's identity (manifests/csi/rbac.yaml). */
+const DRIVER_SA = "system:serviceaccount:spire-cacerts:spire-cacerts-csi";
+/** The projected ClusterTrustBundle files of fixtures/ctb_projection_pod.yaml. */
+const BY_NAME = "/var/run/ctb/by-name/ca.pem";
+const BY_SIGNER = "/var/run/ctb/by-signer/ca.pem";
+const PROJECTED = [BY_NAME, BY_SIGNER];
 /** Go's log.LstdFlags prefix the client puts on every line. */
 const GO_LOG = String.raw`\d{4}/\d\d/\d\d \d\d:\d\d:\d\d `;
 const REPORT = new RegExp(`^${GO_LOG}Certificate Information:$`, "m");
@@ -72,6 +90,14 @@ function pemBodies(text: string): string[] {
   for (const match of text.matchAll(re)) bodies.push(match[1].replace(/\s+/g, ""));
   return bodies;
 }
+
+/** Two lists of PEM bodies hold the same certificates (order and duplicates aside). */
+function same(a: string[], b: string[]): boolean {
+  const [x, y] = [[...new Set(a)].sort(), [...new Set(b)].sort()];
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+const escapeRe = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 
 class E2e {
   constructor(readonly cluster: LocalCluster) {}
@@ -119,6 +145,39 @@ class E2e {
         "/usr/local/bin/deno",
         "eval",
         `console.log(Deno.readTextFileSync(${JSON.stringify(STORE)}))`,
+      ]),
+    );
+  }
+
+  /** The roots in SPIRE's bundle ConfigMap, as its k8sbundle notifier wrote them. */
+  async spireBundleConfigMap(): Promise<string[]> {
+    return pemBodies(
+      await this.jsonpath(
+        ["configmap", "spire-bundle", "-n", "spire"],
+        String.raw`{.data.bundle\.crt}`,
+      ),
+    );
+  }
+
+  /** The roots of the ClusterTrustBundle the webhook's controller publishes. */
+  async publishedBundle(): Promise<string[]> {
+    return pemBodies(await this.jsonpath(["clustertrustbundle", CTB_NAME], "{.spec.trustBundle}"));
+  }
+
+  /** A projected ClusterTrustBundle file of the ctb-projection pod, read there with Deno. */
+  async projected(path: string): Promise<string[]> {
+    return pemBodies(
+      await this.k([
+        "exec",
+        "-n",
+        "spiffe-demo",
+        "ctb-projection",
+        "-c",
+        "reader",
+        "--",
+        "/usr/local/bin/deno",
+        "eval",
+        `console.log(Deno.readTextFileSync(${JSON.stringify(path)}))`,
       ]),
     );
   }
@@ -245,7 +304,7 @@ function toPem(bodies: string[]): string {
 }
 
 Deno.test({
-  name: "cluster e2e: images from the Containerfiles, one kubectl apply -k, points 1-7 converge",
+  name: "cluster e2e: images from the Containerfiles, one kubectl apply -k, points 1-8 converge",
   ignore: needsCluster().ignore || needsImageTools().ignore,
   sanitizeResources: false,
   sanitizeOps: false,
@@ -436,6 +495,139 @@ Deno.test({
             ),
             restarts,
           );
+        },
+      );
+
+      await t.step(
+        "8. default path on ClusterTrustBundles: no Secret read in workload namespaces; native " +
+          "projection and CSI store both follow a SPIRE CA change",
+        async () => {
+          // The managed class of the example namespace names the published bundle, nothing else.
+          const refs = JSON.parse(
+            await e.jsonpath(["caproviderclass", "spire-ca", "-n", "spiffe-demo"], "{.spec.refs}"),
+          );
+          assert.deepEqual(refs, [{
+            apiGroup: "certificates.k8s.io",
+            kind: "ClusterTrustBundle",
+            name: CTB_NAME,
+          }]);
+          // `kubectl get clustertrustbundle` lists it under SPIRE's signer, holding SPIRE's CA.
+          const table = await e.k(["get", "clustertrustbundle"]);
+          assert.match(
+            table,
+            new RegExp(`^${escapeRe(CTB_NAME)}\\s+${escapeRe(CTB_SIGNER)}\\s`, "m"),
+          );
+          await waitFor("the ClusterTrustBundle equal to SPIRE's bundle ConfigMap", async () => {
+            const [published, spire] = [await e.publishedBundle(), await e.spireBundleConfigMap()];
+            return published.length > 0 && same(published, spire);
+          }, { timeoutMs: 60_000, intervalMs: 2_000 });
+          log(`kubectl get clustertrustbundle:\n${table}`);
+
+          // The driver's ServiceAccount reads no Secret or ConfigMap outside spire (positive
+          // controls: its RoleBinding in spire and the ClusterTrustBundles it resolves).
+          const canI = async (verb: string, resource: string, namespace?: string) =>
+            (await cluster.kubectl([
+              "auth",
+              "can-i",
+              verb,
+              resource,
+              ...(namespace ? ["-n", namespace] : []),
+              `--as=${DRIVER_SA}`,
+            ])).stdout.trim();
+          for (const namespace of ["spiffe-demo", "default"]) {
+            for (const resource of ["secrets", "configmaps"]) {
+              for (const verb of ["get", "list", "watch"]) {
+                assert.equal(
+                  await canI(verb, resource, namespace),
+                  "no",
+                  `${verb} ${resource} -n ${namespace}`,
+                );
+              }
+            }
+          }
+          assert.equal(await canI("get", "secrets", "spire"), "yes", "get secrets -n spire");
+          assert.equal(await canI("watch", "clustertrustbundles.certificates.k8s.io"), "yes");
+          // ... and the demo client has its trust store all the same.
+          const roots = await e.spireRoots();
+          const store = await e.clientStore(clientPod);
+          assert.ok(roots.every((r) => store.includes(r)), "SPIRE roots missing from the store");
+
+          // Kubernetes' own projection of the same bundle, in a pod the webhook does not touch.
+          const image = await e.jsonpath(
+            ["deployment", "client", "-n", "spiffe-demo"],
+            '{.spec.template.spec.containers[?(@.name=="client")].image}',
+          );
+          const fixture = await Deno.readTextFile(
+            join(ROOT, "tests/harness/fixtures/ctb_projection_pod.yaml"),
+          );
+          const manifest = fixture.replace(
+            /^(\s+image: )ghcr\.io\/spire-cacerts\/workloads$/m,
+            `$1${image}`,
+          );
+          assert.notEqual(manifest, fixture, "fixture names the workloads image");
+          await e.k(["apply", "-f", "-"], manifest);
+          try {
+            await e.waitReady("spiffe-demo", "app=ctb-projection", 120_000);
+            const volumes = JSON.parse(
+              await e.jsonpath(["pod", "ctb-projection", "-n", "spiffe-demo"], "{.spec.volumes}"),
+            ) as { csi?: unknown }[];
+            assert.ok(volumes.every((v) => !v.csi), "the projection pod has no CSI volume");
+            for (const file of PROJECTED) {
+              assert.ok(same(await e.projected(file), await e.spireBundleConfigMap()), file);
+            }
+            log(`native projection: ${PROJECTED.join(", ")} equal to spire/spire-bundle`);
+
+            // SPIRE adds a CA to its bundle (the next X.509 authority, prepared, not active).
+            const before = new Set(await e.spireRoots());
+            await e.spireServer(["localauthority", "x509", "prepare"]);
+            const added = (await e.spireRoots()).filter((r) => !before.has(r));
+            assert.equal(added.length, 1, "prepare adds one root to the bundle");
+            const t0 = Date.now();
+            // The projection by signer name and labels, and the CSI store. Not the projection by
+            // name: kubelet (up to 1.37 at least) drops its cache entry of a bundle read by name
+            // only when the bundle has no signer, so a signed bundle read by name stays as it was
+            // until the entry's 5-minute TTL (kubernetes/kubernetes#141439) -- the reason the
+            // README says to project by signerName and labelSelector.
+            let last: Record<string, boolean> = {};
+            await waitFor(
+              "the new SPIRE root in the projection by signer and the CSI store",
+              async () => {
+                last = {
+                  "ConfigMap spire/spire-bundle": (await e.spireBundleConfigMap()).includes(
+                    added[0],
+                  ),
+                  [`ClusterTrustBundle ${CTB_NAME}`]: (await e.publishedBundle()).includes(
+                    added[0],
+                  ),
+                  [BY_SIGNER]: (await e.projected(BY_SIGNER)).includes(added[0]),
+                  [`CSI store of ${clientPod}`]: (await e.clientStore(clientPod)).includes(
+                    added[0],
+                  ),
+                };
+                return Object.values(last).every(Boolean);
+              },
+              { timeoutMs: 150_000, intervalMs: 3_000, detail: () => JSON.stringify(last) },
+            );
+            const byName = (await e.projected(BY_NAME)).includes(added[0]);
+            log(
+              `new root in ${BY_SIGNER} and the CSI store after ${Date.now() - t0} ms ` +
+                `(${BY_NAME}: ${byName ? "has it too" : "not yet, kubelet's by-name cache"})`,
+            );
+            const spire = await e.spireBundleConfigMap();
+            assert.ok(same(await e.projected(BY_SIGNER), spire), BY_SIGNER);
+            const store = await e.clientStore(clientPod);
+            assert.ok(spire.every((r) => store.includes(r)), "SPIRE roots missing from the store");
+          } finally {
+            await e.k([
+              "delete",
+              "pod",
+              "ctb-projection",
+              "-n",
+              "spiffe-demo",
+              "--ignore-not-found",
+              "--wait=true",
+            ]);
+          }
         },
       );
 

@@ -1,20 +1,20 @@
 import assert from "node:assert/strict";
 import { DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
 import { join } from "node:path";
-import { connect } from "node:tls";
 import { CoreV1Api, type V1Pod } from "@kubernetes/client-node";
 import { createApp } from "../webhook/app.ts";
 import { planMutation } from "../webhook/mutate.ts";
 import {
   createCa,
-  freePorts,
   issueCertificate,
   needsTools,
   runSpiffeHelper,
+  servedSerial,
   startKubeApiServer,
-  startProcess,
   startSpire,
+  startWebhookProcess,
   waitFor,
+  waitForWebhook,
 } from "./harness/mod.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -25,18 +25,6 @@ const config = { driverName: DRIVER_NAME, className: "spire-ca" };
 async function httpGet(url: string): Promise<{ status: number; text: string }> {
   const response = await fetch(url);
   return { status: response.status, text: await response.text() };
-}
-
-/** Serial of the certificate a fresh TLS handshake gets, verified against `ca` for `localhost`. */
-function servedSerial(port: number, ca: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = connect({ host: "127.0.0.1", port, servername: "localhost", ca }, () => {
-      const serial = socket.getPeerCertificate().serialNumber;
-      socket.end();
-      resolve(serial);
-    });
-    socket.on("error", reject);
-  });
 }
 
 function metric(text: string, name: string): number {
@@ -72,31 +60,13 @@ Deno.test({
       stops.push(() => helper.stop());
       await helper.waitForFiles();
 
-      const [port, healthPort] = freePorts(2);
-      const webhook = startProcess({
-        name: "webhook",
-        program: Deno.execPath(),
-        args: [
-          "run",
-          "-A",
-          join(ROOT, "webhook/main.ts"),
-          `--port=${port}`,
-          `--health-port=${healthPort}`,
-          "--bind-address=127.0.0.1",
-          `--cert-dir=${certDir}`,
-          `--kubeconfig=${kube.kubeconfigPath}`,
-        ],
+      const webhook = startWebhookProcess({
         logPath: join(work, "webhook.log"),
+        args: [`--cert-dir=${certDir}`, `--kubeconfig=${kube.kubeconfigPath}`],
       });
-      stops.push(() => webhook.stop());
-      const health = `http://127.0.0.1:${healthPort}`;
-      await waitFor("webhook ready", async () => {
-        try {
-          return (await httpGet(`${health}/readyz`)).status === 200;
-        } catch {
-          return false;
-        }
-      }, { timeoutMs: 60_000, detail: () => Deno.readTextFileSync(join(work, "webhook.log")) });
+      stops.push(() => webhook.process.stop());
+      const { port, health } = webhook;
+      await waitForWebhook(webhook);
 
       await kube.kubectl(["apply", "-f", CRD_PATH], { check: true });
       const caBundle = btoa(await spire.bundlePem());

@@ -251,13 +251,15 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    // A 70 s SVID against a 60 s margin: ready at first, not ready about 10 s later.
+    // An 8 s SVID against a 60 s margin: the margin is cut to a quarter of the lifetime (2 s),
+    // so it is ready at first (a fixed 60 s margin would never let it be) and not ready ~6 s later.
     const dir = await Deno.makeTempDir({ prefix: "webhook-expiry-" });
     const ca = await DevCa.create(1);
     const svid = await ca.issue({
       spiffeId: "spiffe://example.org/spire-cacerts/webhook",
       dnsNames: ["localhost"],
-      ttlMs: 70_000,
+      ttlMs: 8_000,
+      backdateMs: 0,
     });
     await writeSvidFiles(dir, { ...svid, bundlePem: ca.certPem });
     const server = await startWebhookServer({
@@ -286,7 +288,7 @@ Deno.test({
       assert.ok(Date.now() < notAfter.getTime(), "not ready before it expired");
       assert.equal(
         text,
-        `not ready: serving SVID expires at ${notAfter.toISOString()}, within the 60 s margin, ` +
+        `not ready: serving SVID expires at ${notAfter.toISOString()}, within the 2 s margin, ` +
           "and no renewed one was read\n",
       );
     } finally {

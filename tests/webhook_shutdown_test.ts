@@ -23,10 +23,10 @@ import { podCreateReview } from "../webhook/testdata/admission_review.ts";
 import {
   type CertificateFiles,
   createCa,
-  freePorts,
   type ManagedProcess,
-  startProcess,
+  startWebhookProcess,
   waitFor,
+  waitForWebhook,
   writeLocalhostSvid,
 } from "./harness/mod.ts";
 
@@ -119,35 +119,13 @@ async function startWebhook(extra: string[], withSvid = true) {
   await Deno.mkdir(certDir);
   const ca: CertificateFiles = await createCa(work, "ca", "test-spire-ca");
   if (withSvid) await writeLocalhostSvid(ca, work, certDir);
-  const [port, healthPort] = freePorts(2);
-  const process = startProcess({
-    name: "webhook",
-    program: Deno.execPath(),
-    args: [
-      "run",
-      "-A",
-      join(ROOT, "webhook/main.ts"),
-      "--controller=false",
-      `--cert-dir=${certDir}`,
-      `--port=${port}`,
-      `--health-port=${healthPort}`,
-      "--bind-address=127.0.0.1",
-      ...extra,
-    ],
+  const webhook = startWebhookProcess({
     logPath: join(work, "webhook.log"),
+    args: ["--controller=false", `--cert-dir=${certDir}`, ...extra],
   });
-  const health = `http://127.0.0.1:${healthPort}`;
   // Without an SVID the health port answers 503 until one appears.
-  const expected = withSvid ? 200 : 503;
-  await waitFor(
-    withSvid ? "ready" : "health port",
-    async () => (await readyz(health).catch(() => undefined))?.status === expected,
-    {
-      timeoutMs: 60_000,
-      abort: () => process.assertRunning(),
-      detail: () => process.logTail(20),
-    },
-  );
+  await waitForWebhook(webhook, { status: withSvid ? 200 : 503 });
+  const { process, port, health } = webhook;
   return { work, process, port, health, ca: ca.certPem };
 }
 

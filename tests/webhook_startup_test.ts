@@ -10,15 +10,14 @@ import assert from "node:assert/strict";
 import { X509Certificate } from "node:crypto";
 import { connect } from "node:net";
 import { join } from "node:path";
-import { connect as tlsConnect } from "node:tls";
 import {
   type CertificateFiles,
   createCa,
-  freePorts,
   type ManagedProcess,
   needsTools,
+  servedSerial,
   startKubeApiServer,
-  startProcess,
+  startWebhookProcess,
   waitFor,
   writeLocalhostSvid,
 } from "./harness/mod.ts";
@@ -27,18 +26,6 @@ import { setTimeout as delay } from "node:timers/promises";
 const ROOT = new URL("..", import.meta.url).pathname;
 const MANIFESTS = join(ROOT, "manifests");
 const REGISTRATIONS = join(MANIFESTS, "spire/clusterspiffeids.yaml");
-
-/** Serial of the certificate a fresh TLS handshake gets, verified against `ca` for `localhost`. */
-function servedSerial(port: number, ca: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = tlsConnect({ host: "127.0.0.1", port, servername: "localhost", ca }, () => {
-      const serial = socket.getPeerCertificate().serialNumber;
-      socket.end();
-      resolve(serial);
-    });
-    socket.on("error", reject);
-  });
-}
 
 /** Whether anything accepts TCP connections on the port. */
 function listening(port: number): Promise<boolean> {
@@ -69,22 +56,7 @@ async function writeSvid(dir: string, certDir: string, name: string, ca: Certifi
 }
 
 function startWebhook(work: string, extra: string[]) {
-  const [port, healthPort] = freePorts(2);
-  const process = startProcess({
-    name: "webhook",
-    program: Deno.execPath(),
-    args: [
-      "run",
-      "-A",
-      join(ROOT, "webhook/main.ts"),
-      `--port=${port}`,
-      `--health-port=${healthPort}`,
-      "--bind-address=127.0.0.1",
-      ...extra,
-    ],
-    logPath: join(work, "webhook.log"),
-  });
-  return { process, port, health: `http://127.0.0.1:${healthPort}` };
+  return startWebhookProcess({ logPath: join(work, "webhook.log"), args: extra });
 }
 
 /** Checks health, readiness and HTTPS before the SVID, then that HTTPS serves the SVID once written. */

@@ -17,7 +17,7 @@
  * | family | mount at | files |
  * |---|---|---|
  * | debian, ubuntu, distroless | `/etc/ssl/certs` | `ca-certificates.crt`, `<label>_<sha256:8>.pem` per certificate, `<subject_hash>.N`, `java/cacerts`, `java/cacerts.p12` |
- * | alpine | `/etc/ssl/certs` | the same plus `cert.pem` (Alpine's `/etc/ssl/cert.pem` lies outside the mount: point `SSL_CERT_FILE` at `/etc/ssl/certs/cert.pem` or `ca-certificates.crt`) |
+ * | alpine | `/etc/ssl/certs` | the same plus `cert.pem` (Alpine's `/etc/ssl/cert.pem`, from ca-certificates-bundle, is the relative link `certs/ca-certificates.crt`, so it resolves into the mount; no `SSL_CERT_FILE` needed) |
  * | fedora, centos, rhel, rockylinux, oraclelinux | `/etc/pki/ca-trust/extracted` | `pem/tls-ca-bundle.pem`, `pem/email-ca-bundle.pem`, `pem/objsign-ca-bundle.pem`, `pem/directory-hash/`, `openssl/ca-bundle.trust.crt`, `java/cacerts`, `java/cacerts.p12`; plus `ca-bundle.crt` and `ca-bundle.trust.crt` at the root so the same volume also works mounted at `/etc/pki/tls/certs` |
  * | opensuse, sles | `/var/lib/ca-certificates` | `ca-bundle.pem`, `pem/` (PEM + hashed names), `openssl/` (TRUSTED CERTIFICATE + hashed names), `java-cacerts`, `java-cacerts.p12` |
  *

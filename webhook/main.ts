@@ -179,8 +179,8 @@ export const WEBHOOK_FLAGS = {
     arg: "D",
     allowZero: true,
     default: `${DEFAULT_EXPIRY_MARGIN_MS / 60_000}m`,
-    help: "/readyz fails this long before the served SVID expires (default {default};\n" +
-      "SPIRE's 1h SVIDs are renewed at half-life, so a healthy one has 30m left)",
+    help: "/readyz fails this long before the served SVID expires, at most a quarter\n" +
+      "of its lifetime (default {default}; SPIRE's 1h SVIDs are renewed at half-life)",
   },
   "max-in-flight-bytes": {
     type: "number",

@@ -101,7 +101,10 @@ export interface WebhookServerOptions {
   log: Logger;
   /** Where counts go. */
   metrics: WebhookMetrics;
-  /** `/readyz` fails this long before the served certificate expires (ms, default 5 min). */
+  /**
+   * `/readyz` fails this long before the served certificate expires (ms, default 5 min; at most a
+   * quarter of the certificate's lifetime).
+   */
   expiryMarginMs?: number;
   /** At most one summary of failed TLS handshakes per this many ms (default 60 s). */
   handshakeLogIntervalMs?: number;
@@ -211,12 +214,17 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
         text: `not ready: serving SVID expired at ${current.notAfter.toISOString()}\n`,
       };
     }
-    if (left <= marginMs) {
+    // A short-lived SVID (SPIRE allows seconds) would never be ready under a fixed margin: the
+    // margin is at most a quarter of the SVID's lifetime, half of what spiffe-helper leaves it
+    // when it renews at half-life.
+    const lifetime = current.notAfter.getTime() - current.notBefore.getTime();
+    const effectiveMarginMs = Math.min(marginMs, lifetime / 4);
+    if (left <= effectiveMarginMs) {
       const why = source.watcher.lastError()?.message;
       return {
         ok: false,
         text: `not ready: serving SVID expires at ${current.notAfter.toISOString()}, within the ` +
-          `${Math.round(marginMs / 1000)} s margin, and no renewed one was read${
+          `${Math.round(effectiveMarginMs / 1000)} s margin, and no renewed one was read${
             why ? ` (${why})` : ""
           }\n`,
       };

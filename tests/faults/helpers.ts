@@ -13,6 +13,7 @@ import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { nodeService } from "../../csi/proto.ts";
 import { DevCa } from "../../x509/mod.ts";
+import { storeFiles } from "../../trust_store/mod.ts";
 import { installCrds, type KubeApiServer, runCommand, startKubeApiServer } from "../harness/mod.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -164,6 +165,9 @@ export async function makeGenerations(count: number, perGeneration = 2): Promise
   return out;
 }
 
+/** The debian layout's keystores (JKS and PKCS#12), from the renderer's file table. */
+const KEYSTORES: readonly string[] = [storeFiles("debian").java, storeFiles("debian").pkcs12];
+
 function contains(hay: Uint8Array, needle: Uint8Array): boolean {
   outer: for (let i = 0; i + needle.length <= hay.length; i++) {
     for (let j = 0; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
@@ -231,10 +235,11 @@ export function readView(target: string, generations: Generation[]): number | un
   let pemFiles = 0;
   for (const [rel, bytes] of files) {
     if (bytes.length === 0) throw new StoreViolationError(`${link}/${rel} is empty`);
-    if (rel === "java/cacerts") {
+    // The keystores (JKS and PKCS#12) hold each certificate's DER as is.
+    if (KEYSTORES.includes(rel)) {
       for (const der of g.ders) {
         if (!contains(bytes, der)) {
-          throw new StoreViolationError(`${link}/java/cacerts lacks a generation ${gen} CA`);
+          throw new StoreViolationError(`${link}/${rel} lacks a generation ${gen} CA`);
         }
       }
       continue;
@@ -251,7 +256,7 @@ export function readView(target: string, generations: Generation[]): number | un
     pemFiles++;
   }
   // ca-certificates.crt + one .pem and one hash name per certificate.
-  if (pemFiles !== 1 + 2 * g.fingerprints.size || !files.has("java/cacerts")) {
+  if (pemFiles !== 1 + 2 * g.fingerprints.size || !KEYSTORES.every((k) => files.has(k))) {
     throw new StoreViolationError(
       `${link} is incomplete: ${[...files.keys()].sort().join(", ")}`,
     );

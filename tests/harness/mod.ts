@@ -115,3 +115,10 @@ export {
   needsImageTools,
   PAUSE_IMAGE,
 } from "./images.ts";
+export {
+  servedSerial,
+  startWebhookProcess,
+  waitForWebhook,
+  type WebhookProcess,
+  type WebhookProcessOptions,
+} from "./webhook_process.ts";
