@@ -6,9 +6,10 @@
  * when it is not JSON, as YAML through `js-yaml`, imported only then: the programs in a cluster
  * use the in-cluster service account and never load a YAML parser.
  *
- * Limits: the kubeconfig's `exec` and `auth-provider` credential plugins and basic auth
- * (`username`/`password`) are refused with an error naming the field; a token, a token file and
- * a client certificate are supported, and so are `as`/`as-groups` (impersonation).
+ * Limits: the kubeconfig's `exec` and `auth-provider` credential plugins, basic auth
+ * (`username`/`password`) and a cluster's `proxy-url` are refused with an error naming the field;
+ * a token, a token file and a client certificate are supported, and so are `as`/`as-groups`
+ * (impersonation).
  *
  * @module
  */
@@ -197,6 +198,12 @@ export async function loadKubeConfigFile(path: string, context?: string): Promis
   const server = str(cluster, "server");
   if (server === undefined) {
     throw new KubeConfigError(`${path}: cluster "${clusterName}" has no server`);
+  }
+  if (cluster["proxy-url"] !== undefined) {
+    throw new KubeConfigError(
+      `${path}: clusters[${clusterName}].cluster.proxy-url is not supported; reach the API ` +
+        `server directly`,
+    );
   }
   for (const field of ["exec", "auth-provider"]) {
     if (user[field] !== undefined) {

@@ -150,6 +150,23 @@ Deno.test("kubeconfig: exec and auth-provider plugins are refused naming the fie
           e.message.includes("not supported"),
       );
     }
+    const proxied = join(dir, "proxied");
+    await Deno.writeTextFile(
+      proxied,
+      JSON.stringify({
+        "current-context": "x",
+        clusters: [{
+          name: "c",
+          cluster: { server: "https://127.0.0.1:1", "proxy-url": "http://proxy:3128" },
+        }],
+        users: [{ name: "u", user: { token: "t" } }],
+        contexts: [{ name: "x", context: { cluster: "c", user: "u" } }],
+      }),
+    );
+    await assert.rejects(
+      loadKubeConfigFile(proxied),
+      (e) => e instanceof KubeConfigError && e.message.includes("clusters[c].cluster.proxy-url"),
+    );
     await assert.rejects(
       loadKubeConfigFile(join(dir, "missing")),
       (e) => e instanceof KubeConfigError && e.cause instanceof Deno.errors.NotFound,
