@@ -16,6 +16,14 @@ export const UPDATE_FAILED_REASON = "TrustStoreUpdateFailed";
  */
 export const SOURCE_FORBIDDEN_REASON = "TrustStoreSourceForbidden";
 
+/**
+ * Reason of the Warning Event for a store written without some certificates its sources hold
+ * (expired, not yet valid, not a CA, an intermediate, or unloadable by OpenSSL 3): one Event per
+ * volume and distinct set of dropped certificates, naming each one's subject, SHA-256, source and
+ * reason. Base roots are not named (the image's bundle is not the pod owner's to fix).
+ */
+export const CERTIFICATE_DROPPED_REASON = "TrustStoreCertificateDropped";
+
 /** One Event about a pod. */
 export interface PodEvent {
   /** The pod. */

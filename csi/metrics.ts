@@ -19,6 +19,13 @@ export const UNPUBLISH_TOTAL = "cacerts_csi_unpublish_total";
 export const STORE_WRITES = "cacerts_csi_store_writes_total";
 /** Counter by `reason` (`source`, `render`): updates refused, last good store kept. */
 export const UPDATE_FAILURES = "cacerts_csi_update_failures_total";
+/**
+ * Counter by `reason` (a `DropReason`: `expired`, `not_yet_valid`, `non_ca`, `intermediate`,
+ * `openssl_unloadable`): certificates a store was written without. Counted once per distinct
+ * certificate and reason per volume (not again when the volume re-renders with it still dropped),
+ * and once per driver process for a base root.
+ */
+export const CERTIFICATES_DROPPED = "cacerts_csi_certificates_dropped_total";
 /** Counter: republish problems masked from kubelet. */
 export const REPUBLISH_ERRORS = "cacerts_csi_republish_errors_total";
 
@@ -45,4 +52,9 @@ export function defineNodeMetrics(
     "Updates rejected (last good store kept) by reason.",
   );
   registry.define(REPUBLISH_ERRORS, "counter", "Republish problems masked.");
+  registry.define(
+    CERTIFICATES_DROPPED,
+    "counter",
+    "Certificates left out of a volume's trust store, by reason (once per volume and certificate).",
+  );
 }

@@ -23,8 +23,15 @@ export {
   roleBindingCommand,
   serviceAccountOf,
 } from "./source_access.ts";
-export { PayloadCache, type PayloadCacheOptions, RenderError, storeHash } from "./payload_cache.ts";
 export {
+  PayloadCache,
+  type PayloadCacheOptions,
+  type RenderedStore,
+  RenderError,
+  storeHash,
+} from "./payload_cache.ts";
+export {
+  CERTIFICATE_DROPPED_REASON,
   type EventBody,
   type EventRecorder,
   type EventsApi,

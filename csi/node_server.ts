@@ -5,6 +5,15 @@
  * update keeps the last good store, counts in `cacerts_csi_update_failures_total` and records one
  * Warning Event per distinct failure.
  *
+ * A store written without some certificates its sources hold (the trust set's `dropped`: expired,
+ * not yet valid, not a CA, an intermediate, unloadable by OpenSSL 3) is reported once per volume
+ * and distinct certificate: a `certificate dropped from the trust store` warn line (subject,
+ * sha256, source, reason), one count in `cacerts_csi_certificates_dropped_total{reason}`, and one
+ * `TrustStoreCertificateDropped` Warning Event on the pod per distinct set of dropped
+ * certificates. A re-render that drops the same certificates reports nothing again. A dropped base
+ * root is logged and counted once per driver process, never in a pod's Event, so an expired root
+ * in the image's bundle does not repeat on every volume. (A driver restart reports again.)
+ *
  * Every collaborator is passed in ({@link NodeServerOptions}): the object source (API reads and
  * watches), the Event recorder, the mounter and the state store; `driver.ts` wires the real ones.
  * The store files themselves are written to the real file system (AtomicWriter), which a test
@@ -20,6 +29,7 @@ import {
   AtomicWriter,
   type BaseRoots,
   changedTmpfsBytes,
+  type DroppedCertificate,
   type OsFamily,
   parseOsFamily,
   type Payload,
@@ -36,8 +46,14 @@ import { Registry } from "../prometheus/mod.ts";
 import { CsiError, StoreTooLargeError, toCsiError } from "./errors.ts";
 import { KeyedLock, Semaphore } from "./concurrency.ts";
 import { DependencyIndex } from "./dependency_index.ts";
-import { type EventRecorder, SOURCE_FORBIDDEN_REASON, UPDATE_FAILED_REASON } from "./events.ts";
 import {
+  CERTIFICATE_DROPPED_REASON,
+  type EventRecorder,
+  SOURCE_FORBIDDEN_REASON,
+  UPDATE_FAILED_REASON,
+} from "./events.ts";
+import {
+  CERTIFICATES_DROPPED,
   defineNodeMetrics,
   PUBLISH_TOTAL,
   REPUBLISH_ERRORS,
@@ -109,6 +125,8 @@ interface NextStore {
   bytes: number;
   /** {@link changedTmpfsBytes} against the store on disk. */
   added: number;
+  /** Certificates the sources (and base roots) held that the payload leaves out. */
+  dropped: readonly DroppedCertificate[];
 }
 
 interface Volume {
@@ -122,9 +140,23 @@ interface Volume {
   /** The payload last written (unknown after a restart). */
   written?: Payload;
   lastError?: string;
+  /** `reason:sha256` of each custom certificate the store on disk leaves out (already reported). */
+  dropped: Set<string>;
+  /** The sorted keys of the dropped set last named in an Event. */
+  droppedEvent?: string;
   queue: Promise<void>;
   pending: boolean;
   closed: boolean;
+}
+
+/** The Event message naming each dropped certificate (the recorder cuts it to 1 000 characters). */
+function droppedMessage(dropped: readonly DroppedCertificate[]): string {
+  const n = dropped.length;
+  return `Trust store written without ${n} certificate${n === 1 ? "" : "s"} its sources hold: ` +
+    dropped.map((d) =>
+      `${d.subject} (sha256 ${d.sha256.slice(0, 16)}) from ${d.source}: ${d.reason}` +
+      (d.detail === undefined ? "" : ` (${d.detail})`)
+    ).join("; ");
 }
 
 function errorText(error: unknown): string {
@@ -158,6 +190,8 @@ export class NodeServer {
   readonly #tmpfsCap: number;
   /** Volume id → message of the last `Forbidden` first publish (its Event was recorded). */
   readonly #refused = new Map<string, string>();
+  /** `reason:sha256` of each base root dropped and reported by this process. */
+  readonly #baseDropped = new Set<string>();
 
   /**
    * Builds the server; nothing is read until {@link NodeServer.restore} or a publish.
@@ -255,6 +289,7 @@ export class NodeServer {
       // a power loss buys nothing, while fsync costs milliseconds per file on a plain directory.
       writer: new AtomicWriter(record.targetPath, { fsync: false }),
       log: this.#log.with({ [LOG_KEYS.volumeId]: record.volumeId }),
+      dropped: new Set(),
       queue: Promise.resolve(),
       pending: false,
       closed: false,
@@ -543,7 +578,7 @@ export class NodeServer {
     volume: Volume,
     { hash, sources }: { hash: string; sources: PemSource[] },
   ): Promise<NextStore> {
-    const payload = await this.#payloads.get(hash, volume.family, sources);
+    const { payload, dropped } = await this.#payloads.render(hash, volume.family, sources);
     const bytes = payloadTmpfsBytes(payload);
     const added = changedTmpfsBytes(payload, volume.written);
     if (!this.#opts.plainDir) {
@@ -553,7 +588,7 @@ export class NodeServer {
         throw new StoreTooLargeError(bytes, needed, this.#tmpfsCap, this.#opts.tmpfsSize);
       }
     }
-    return { hash, payload, bytes, added };
+    return { hash, payload, bytes, added, dropped };
   }
 
   /**
@@ -593,5 +628,57 @@ export class NodeServer {
       this.metrics.inc(STORE_WRITES);
       volume.log.debug("trust store written", { targetPath: volume.record.targetPath });
     }
+    this.#reportDropped(volume, next.dropped);
+  }
+
+  /**
+   * Reports the certificates the store just written leaves out: a warn line and a count for each
+   * one not already reported for this volume (base roots: for this process), and a Warning Event
+   * when the volume's set of dropped custom certificates is new and not empty.
+   */
+  #reportDropped(volume: Volume, dropped: readonly DroppedCertificate[]): void {
+    const { pod } = volume.record;
+    const current = new Set<string>();
+    const custom: DroppedCertificate[] = [];
+    for (const d of dropped) {
+      const key = `${d.reason}:${d.sha256}`;
+      const reported = d.fromBase ? this.#baseDropped : volume.dropped;
+      if (!d.fromBase) {
+        if (current.has(key)) continue;
+        current.add(key);
+        custom.push(d);
+      }
+      if (reported.has(key)) continue;
+      if (d.fromBase) this.#baseDropped.add(key);
+      this.metrics.inc(CERTIFICATES_DROPPED, { reason: d.reason });
+      const log = d.fromBase ? this.#log : volume.log;
+      log.warn("certificate dropped from the trust store", {
+        subject: d.subject,
+        sha256: d.sha256,
+        source: d.source,
+        [LOG_KEYS.reason]: d.reason,
+        ...(d.detail === undefined ? {} : { detail: d.detail }),
+        ...(d.fromBase ? { base: true } : { pod: `${pod.namespace}/${pod.name}` }),
+      });
+    }
+    volume.dropped = current;
+    const eventKey = [...current].sort().join(",");
+    if (custom.length === 0) {
+      volume.droppedEvent = undefined;
+      return;
+    }
+    if (volume.droppedEvent === eventKey) return;
+    volume.droppedEvent = eventKey;
+    this.#opts.events.record({
+      pod,
+      type: "Warning",
+      reason: CERTIFICATE_DROPPED_REASON,
+      message: droppedMessage(custom),
+    }).catch((error) => {
+      volume.log.warn("event not recorded", {
+        pod: `${pod.namespace}/${pod.name}`,
+        error: errorText(error),
+      });
+    });
   }
 }

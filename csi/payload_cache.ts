@@ -11,6 +11,7 @@ import { createHash } from "node:crypto";
 import {
   type BaseRoots,
   buildTrustSet,
+  type DroppedCertificate,
   type OsFamily,
   type Payload,
   type PemSource,
@@ -26,9 +27,10 @@ export class RenderError extends Error {
    * Makes the error.
    *
    * @param message what failed, naming the object and key
+   * @param options the underlying error as `cause`
    */
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "RenderError";
   }
 }
@@ -48,9 +50,17 @@ export interface PayloadCacheOptions {
   capacity?: number;
 }
 
+/** A rendered store and the certificates its sources held that it leaves out. */
+export interface RenderedStore {
+  /** The files to write. */
+  payload: Payload;
+  /** The trust set's {@link DroppedCertificate}s (custom sources and base roots). */
+  dropped: readonly DroppedCertificate[];
+}
+
 /** Rendered stores by {@link storeHash}; see the module documentation. */
 export class PayloadCache {
-  readonly #payloads = new Map<string, Promise<Payload>>();
+  readonly #payloads = new Map<string, Promise<RenderedStore>>();
   readonly #baseRoots?: BaseRoots;
   readonly #capacity: number;
 
@@ -77,15 +87,30 @@ export class PayloadCache {
    * @param sources the PEM sources
    * @throws {RenderError} a source holds no usable certificate, or rendering failed
    */
-  get(hash: string, family: OsFamily, sources: PemSource[]): Promise<Payload> {
+  async get(hash: string, family: OsFamily, sources: PemSource[]): Promise<Payload> {
+    return (await this.render(hash, family, sources)).payload;
+  }
+
+  /**
+   * The store for these sources with the certificates it leaves out, rendered once per hash (a
+   * failed render is not kept).
+   *
+   * @param hash {@link storeHash} of `family` and `sources`
+   * @param family the OS family
+   * @param sources the PEM sources
+   * @throws {RenderError} a source holds no usable certificate, or rendering failed
+   */
+  render(hash: string, family: OsFamily, sources: PemSource[]): Promise<RenderedStore> {
     let p = this.#payloads.get(hash);
     if (!p) {
       p = (async () => {
         try {
           const set = await buildTrustSet(sources, { base: this.#baseRoots });
-          return await renderTrustStore(family, set);
+          return { payload: await renderTrustStore(family, set), dropped: set.dropped };
         } catch (error) {
-          throw new RenderError(error instanceof Error ? error.message : String(error));
+          throw new RenderError(error instanceof Error ? error.message : String(error), {
+            cause: error,
+          });
         }
       })();
       this.#payloads.set(hash, p);

@@ -58,7 +58,7 @@ export interface BuildTarget {
 
 /** Programs built by default, and the optional example workloads (`--only server,client`). */
 export const TARGETS: readonly BuildTarget[] = [
-  { name: "csi", entry: "csi/main.ts", output: "spire-cacerts-csi", memoryLimit: "256Mi" },
+  { name: "csi", entry: "csi/main.ts", output: "spire-cacerts-csi", memoryLimit: "512Mi" },
   {
     name: "webhook",
     entry: "webhook/main.ts",

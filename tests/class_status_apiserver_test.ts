@@ -21,9 +21,11 @@ import { Registry } from "../prometheus/mod.ts";
 import {
   type ClassStatus,
   type ClassStatusController,
+  MAX_DROPPED_TEXT,
   rfc3339,
   startClassStatus,
 } from "../webhook/class_status.ts";
+import { makeCert } from "../trust_store/testdata/pki.ts";
 import {
   createCa,
   installCrds,
@@ -308,14 +310,67 @@ Deno.test({
         },
       );
 
+      await t.step(
+        "dropped certificates are listed in status (CRD schema keeps them), Ready stays True",
+        async () => {
+          const DAY = 86_400_000;
+          const expired = await makeCert({
+            subject: `CN=Dropped expired, O=${"o".repeat(300)}`,
+            notBefore: new Date(Date.now() - 10 * DAY),
+            notAfter: new Date(Date.now() - DAY),
+          });
+          const leaf = await makeCert({ subject: "CN=Dropped leaf", ca: false });
+          await apply(
+            kube,
+            secret("shop", "mixed", { "ca.crt": caOne.certPem + expired.pem + leaf.pem }),
+          );
+          await apply(
+            kube,
+            capClass("mixed", { kind: "Secret", namespace: "shop", name: "mixed", key: "ca.crt" }),
+          );
+          const status = await waitFor("mixed lists its dropped certificates", async () => {
+            const s = (await read("mixed")).status;
+            return s?.droppedCount === 2 ? s : undefined;
+          }, { timeoutMs: 15_000, intervalMs: 100 });
+          const [cond] = status.conditions;
+          assert.equal(cond.status, "True");
+          assert.equal(cond.reason, "Resolved");
+          assert.match(
+            cond.message,
+            /; 2 certificates dropped \(1 expired, 1 non_ca; see status\.droppedCertificates\)/,
+          );
+          assert.equal(status.certificates, 1);
+          const dropped = status.droppedCertificates ?? [];
+          assert.deepEqual(dropped.map((d) => [d.reason, d.sha256, d.source]), [
+            ["expired", sha256(expired.pem), "Secret shop/mixed key ca.crt"],
+            ["non_ca", sha256(leaf.pem), "Secret shop/mixed key ca.crt"],
+          ]);
+          assert.equal(dropped[0].subject.length, MAX_DROPPED_TEXT);
+          assert.ok(dropped[0].subject.startsWith("CN=Dropped expired"));
+          assert.match(dropped[0].detail ?? "", /^notAfter \d{4}-/);
+          assert.equal(dropped[1].subject, "CN=Dropped leaf");
+
+          // Fixed: the fields go away (server-side apply drops what the manager no longer sets).
+          await apply(kube, secret("shop", "mixed", { "ca.crt": caOne.certPem }));
+          const clean = await waitFor("mixed without dropped certificates", async () => {
+            const s = (await read("mixed")).status;
+            return s?.droppedCount === undefined ? s : undefined;
+          }, { timeoutMs: WITHIN_MS, intervalMs: 50 });
+          assert.equal(clean.droppedCertificates, undefined);
+          assert.equal(clean.conditions[0].status, "True");
+          assert.doesNotMatch(clean.conditions[0].message, /dropped/);
+        },
+      );
+
       await t.step("both replicas settle: no further writes without a change", async () => {
         await Promise.all(controllers.map((c) => c.idle()));
+        const names = ["spire-ca", "web", "team", "mixed"];
         const before = await Promise.all(
-          ["spire-ca", "web", "team"].map(async (n) => (await read(n)).metadata.resourceVersion),
+          names.map(async (n) => (await read(n)).metadata.resourceVersion),
         );
         await delay(3_000);
         const after = await Promise.all(
-          ["spire-ca", "web", "team"].map(async (n) => (await read(n)).metadata.resourceVersion),
+          names.map(async (n) => (await read(n)).metadata.resourceVersion),
         );
         assert.deepEqual(after, before);
         const writes = metrics.value("spire_cacerts_webhook_class_status_writes_total", {
@@ -324,7 +379,7 @@ Deno.test({
         assert.ok(writes >= 1, "replica a wrote");
         assert.equal(
           metrics.value("spire_cacerts_webhook_caproviderclasses", { ready: "true" }),
-          3,
+          4,
         );
       });
     } finally {

@@ -741,10 +741,10 @@ Deno.test({
       const flags = shipped.env!.find((e) => e.name === "DENO_V8_FLAGS")!.value;
       // A limit changed without the flags is caught...
       const raised = copy(objects);
-      sizedContainer(raised, kind, name, container).resources!.limits!.memory = "512Mi";
+      sizedContainer(raised, kind, name, container).resources!.limits!.memory = "1Gi";
       assert.deepEqual(heapFlagProblems(raised), [
-        `${name}/${container}: DENO_V8_FLAGS ${flags} for limit 512Mi, want ` +
-        v8FlagsFor(512 * 1024 * 1024),
+        `${name}/${container}: DENO_V8_FLAGS ${flags} for limit 1Gi, want ` +
+        v8FlagsFor(1024 * 1024 * 1024),
       ]);
       // ...and so are flags changed (or dropped) without the limit.
       const dropped = copy(objects);

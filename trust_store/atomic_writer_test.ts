@@ -174,6 +174,34 @@ Deno.test("a change hard-links unchanged files from the live generation and rewr
     assert.deepEqual(await listing(dir), ["..data", second, "b.pem", "ca.crt", "java"].sort());
   }));
 
+Deno.test("equal files are written once: every other path is a hard link, in this generation and from the live one", () =>
+  withDir(async (dir) => {
+    const w = new AtomicWriter(dir);
+    const ca = "-----BEGIN CERTIFICATE-----\nsame\n-----END CERTIFICATE-----\n";
+    await w.write(payload({ "certs/ca.pem": ca, "certs/1a2b3c4d.0": ca, "bundle.crt": "other" }));
+    const first = await Deno.readLink(join(dir, "..data"));
+    const pem = await Deno.lstat(join(dir, first, "certs/ca.pem"));
+    const hashed = await Deno.lstat(join(dir, first, "certs/1a2b3c4d.0"));
+    assert.ok(pem.isFile && hashed.isFile, "both are regular files, not symlinks");
+    assert.equal(hashed.ino, pem.ino);
+    assert.equal(pem.nlink, 2);
+    assert.notEqual((await Deno.stat(join(dir, first, "bundle.crt"))).ino, pem.ino);
+    assert.equal(await Deno.readTextFile(join(dir, "certs/1a2b3c4d.0")), ca);
+
+    // The content moves to new paths and a changed file takes it too: still the one inode.
+    await w.write(payload({ "certs/ca.0": ca, "bundle.crt": ca, "new.crt": "new" }));
+    const second = await Deno.readLink(join(dir, "..data"));
+    assert.notEqual(second, first);
+    const moved = await Deno.lstat(join(dir, second, "certs/ca.0"));
+    const bundle = await Deno.lstat(join(dir, second, "bundle.crt"));
+    assert.ok(moved.isFile && bundle.isFile);
+    assert.equal(moved.ino, pem.ino, "linked from the live generation");
+    assert.equal(bundle.ino, pem.ino);
+    assert.equal(moved.nlink, 2, "the old generation's links are gone with its directory");
+    assert.equal(await Deno.readTextFile(join(dir, "bundle.crt")), ca);
+    assert.equal(await Deno.readTextFile(join(dir, "new.crt")), "new");
+  }));
+
 Deno.test("a writer whose directory changed behind its back compares with the disk again", () =>
   withDir(async (dir) => {
     const a = new AtomicWriter(dir);

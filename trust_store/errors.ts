@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { DroppedCertificate } from "./trust_set.ts";
+
 /** A PEM source is not a clean list of `CERTIFICATE` blocks. */
 export class PemError extends Error {
   /** Name of the offending source, e.g. `Secret spire/spire-ca-bundle key ca.crt`. */
@@ -28,8 +30,12 @@ export class EmptyTrustSetError extends Error {
    * Creates an instance.
    *
    * @param warnings the reasons each certificate was dropped
+   * @param dropped the same certificates in structured form (`TrustSet.dropped`)
    */
-  constructor(readonly warnings: readonly string[]) {
+  constructor(
+    readonly warnings: readonly string[],
+    readonly dropped: readonly DroppedCertificate[] = [],
+  ) {
     super(
       `no certificate left to publish; refusing to write an empty trust store` +
         (warnings.length ? ` (${warnings.join("; ")})` : ""),

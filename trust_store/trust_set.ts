@@ -59,12 +59,51 @@ export interface TrustSetOptions {
   base?: BaseRoots;
 }
 
+/**
+ * Why a certificate was left out of a trust set, one value per filter (the `reason` label of
+ * `cacerts_csi_certificates_dropped_total` and the CAProviderClass status). A duplicate is not a
+ * dropped certificate: its first copy is published, so it is only a {@link TrustSet.warnings} line.
+ */
+export const DROP_REASONS = [
+  "expired",
+  "not_yet_valid",
+  "non_ca",
+  "intermediate",
+  "openssl_unloadable",
+] as const;
+
+/** One of {@link DROP_REASONS}. */
+export type DropReason = typeof DROP_REASONS[number];
+
+/** A certificate that was read from a source and is not published. */
+export interface DroppedCertificate {
+  /** The filter that dropped it. */
+  readonly reason: DropReason;
+  /** Its subject (RFC 4514-like), or `(unreadable subject)`. */
+  readonly subject: string;
+  /** Lower-case hex SHA-256 of its DER. */
+  readonly sha256: string;
+  /** The name of the source it came from (first one, when several held it). */
+  readonly source: string;
+  /** Whether it came from the base roots rather than a custom source. */
+  readonly fromBase: boolean;
+  /** The value that failed: `notAfter <RFC 3339>`, `notBefore <RFC 3339>` or OpenSSL's refusal. */
+  readonly detail?: string;
+  /** Its notBefore, when readable (a not-yet-valid one becomes publishable then). */
+  readonly notBefore?: Date;
+}
+
 /** The validated, deduplicated, ordered certificates to publish. */
 export interface TrustSet {
   /** Custom certificates first, then base roots; each group ordered by SHA-256. */
   readonly certificates: readonly TrustedCertificate[];
   /** One line per dropped certificate or duplicate, naming its source. */
   readonly warnings: readonly string[];
+  /**
+   * Every distinct certificate dropped by a filter (not duplicates), in input order: custom
+   * sources first, then base roots.
+   */
+  readonly dropped: readonly DroppedCertificate[];
   /** Which base roots were added. */
   readonly base: BaseInfo;
   /** Number of certificates from custom sources that were kept. */
@@ -174,6 +213,26 @@ export async function buildTrustSet(
   const custom = sources.flatMap((s) => parseSource(s, false));
   const { info, certs: baseCerts } = await readBase(options.base ?? { kind: "none" });
   const warnings: string[] = [];
+  const dropped: DroppedCertificate[] = [];
+  const drop = (
+    cert: { subject: string; sha256: string; source: string; fromBase: boolean },
+    reason: DropReason,
+    warning: string,
+    detail?: string,
+    notBefore?: Date,
+  ) => {
+    warnings.push(warning);
+    const { subject, sha256, source, fromBase } = cert;
+    dropped.push({
+      reason,
+      subject,
+      sha256,
+      source,
+      fromBase,
+      ...(detail === undefined ? {} : { detail }),
+      ...(notBefore === undefined ? {} : { notBefore }),
+    });
+  };
   const seen = new Map<string, { source: string }>();
   const kept: TrustedCertificate[] = [];
   for (const cert of [...custom, ...baseCerts]) {
@@ -185,28 +244,47 @@ export async function buildTrustSet(
     }
     seen.set(cert.sha256, cert);
     if ("unloadable" in cert) {
-      warnings.push(`dropped OpenSSL-unloadable ${what}: ${cert.unloadable}`);
+      drop(
+        cert,
+        "openssl_unloadable",
+        `dropped OpenSSL-unloadable ${what}: ${cert.unloadable}`,
+        cert.unloadable,
+      );
       continue;
     }
     if (dropExpired && cert.notAfter.getTime() < now.getTime()) {
-      warnings.push(`dropped expired ${what}: notAfter ${cert.notAfter.toISOString()}`);
+      const detail = `notAfter ${cert.notAfter.toISOString()}`;
+      drop(cert, "expired", `dropped expired ${what}: ${detail}`, detail, cert.notBefore);
       continue;
     }
     if (dropNotYetValid && cert.notBefore.getTime() > now.getTime()) {
-      warnings.push(`dropped not yet valid ${what}: notBefore ${cert.notBefore.toISOString()}`);
+      const detail = `notBefore ${cert.notBefore.toISOString()}`;
+      drop(
+        cert,
+        "not_yet_valid",
+        `dropped not yet valid ${what}: ${detail}`,
+        detail,
+        cert.notBefore,
+      );
       continue;
     }
     if (requireCa && !cert.isCa) {
-      warnings.push(`dropped non-CA ${what}`);
+      drop(cert, "non_ca", `dropped non-CA ${what}`, undefined, cert.notBefore);
       continue;
     }
     if (requireCa && !keepIntermediates && !cert.selfIssued) {
-      warnings.push(`dropped intermediate ${what} (keepIntermediates is off)`);
+      drop(
+        cert,
+        "intermediate",
+        `dropped intermediate ${what} (keepIntermediates is off)`,
+        undefined,
+        cert.notBefore,
+      );
       continue;
     }
     kept.push(cert);
   }
-  if (kept.length === 0) throw new EmptyTrustSetError(warnings);
+  if (kept.length === 0) throw new EmptyTrustSetError(warnings, dropped);
   const bySha = (a: TrustedCertificate, b: TrustedCertificate) =>
     a.sha256 < b.sha256 ? -1 : a.sha256 > b.sha256 ? 1 : 0;
   const customKept = kept.filter((c) => !c.fromBase).sort(bySha);
@@ -214,6 +292,7 @@ export async function buildTrustSet(
   return {
     certificates: [...customKept, ...baseKept],
     warnings,
+    dropped,
     base: info,
     customCount: customKept.length,
   };

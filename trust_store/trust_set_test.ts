@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { BaseRootsError, buildTrustSet, EmptyTrustSetError, PemError } from "./mod.ts";
 import { makeCert } from "./testdata/pki.ts";
+import { rawCa } from "./testdata/raw_cert.ts";
 
 const DAY = 86400_000;
 const root = await makeCert({ subject: "CN=Root A" });
@@ -53,6 +55,36 @@ Deno.test("filters drop expired, not-yet-valid, non-CA and intermediates, each w
   assert.match(w, /dropped non-CA CN=Self leaf/);
   assert.match(w, /dropped intermediate CN=Intermediate .*keepIntermediates/);
   assert.equal(set.warnings.length, 5);
+});
+
+Deno.test("dropped lists each distinct dropped certificate with its reason, source and SHA-256; duplicates are not drops", async () => {
+  const unloadable = rawCa({ serial: new Uint8Array([0x02, 0x02, 0x00, 0x01]) });
+  const set = await buildTrustSet([
+    src("S", root, inter, leaf, expired, future, expired),
+    src("T", expired, root2, unloadable),
+  ]);
+  assert.deepEqual(
+    set.dropped.map((d) => [d.reason, d.subject, d.source, d.fromBase]),
+    [
+      ["intermediate", "CN=Intermediate", "S", false],
+      ["non_ca", "CN=leaf", "S", false],
+      ["expired", "CN=Expired", "S", false],
+      ["not_yet_valid", "CN=Future", "S", false],
+      ["openssl_unloadable", "CN=Raw CA", "T", false],
+    ],
+  );
+  const sha = createHash("sha256").update(new Uint8Array(expired.cert.rawData)).digest("hex");
+  assert.equal(set.dropped[2].sha256, sha);
+  assert.match(set.dropped[2].detail ?? "", /^notAfter \d{4}-/);
+  assert.match(set.dropped[4].detail ?? "", /serial number/);
+  assert.equal(set.dropped[3].notBefore?.getTime(), future.cert.notBefore.getTime());
+  // Two duplicates of CN=Expired are warnings, not drops.
+  assert.equal(set.warnings.length, 7);
+  await assert.rejects(buildTrustSet([src("S", expired, leaf)]), (e: unknown) => {
+    assert.ok(e instanceof EmptyTrustSetError);
+    assert.deepEqual(e.dropped.map((d) => d.reason), ["expired", "non_ca"]);
+    return true;
+  });
 });
 
 Deno.test("each filter can be turned off; intermediates kept when asked", async () => {

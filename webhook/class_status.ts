@@ -12,7 +12,10 @@
  * - Certificates are counted with the driver's own admission rules (the trust-store engine's
  *   {@link buildTrustSet}: strict PEM, dedupe by SHA-256 of the DER, expired, not-yet-valid,
  *   non-CA and intermediate certificates dropped), and keyless refs pick their key with the
- *   driver's {@link readRefText}.
+ *   driver's {@link readRefText}. Every dropped certificate is listed in `droppedCertificates`
+ *   (at most {@link MAX_DROPPED_ENTRIES}, reason, subject, SHA-256, source) with their number in
+ *   `droppedCount`, and the `Ready` message says how many were dropped; `Ready` stays `True`
+ *   while a usable CA is left.
  * - Status is written through the `status` subresource with server-side apply (field manager
  *   {@link STATUS_FIELD_MANAGER}, forced: this program owns these fields).
  *
@@ -60,7 +63,14 @@ import {
   resourcePath,
   type WatchedObject,
 } from "../kube/mod.ts";
-import { buildTrustSet, EmptyTrustSetError, PemError, type PemSource } from "../trust_store/mod.ts";
+import {
+  buildTrustSet,
+  type DroppedCertificate,
+  type DropReason,
+  EmptyTrustSetError,
+  PemError,
+  type PemSource,
+} from "../trust_store/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
 
 /** Type of the condition this module writes. */
@@ -135,6 +145,25 @@ export interface ResolvedRef {
   certificates?: number;
 }
 
+/** At most this many {@link ClassStatus.droppedCertificates} entries are stored. */
+export const MAX_DROPPED_ENTRIES = 20;
+/** Longest `subject`, `source` and `detail` of a dropped entry; longer ones end in `…`. */
+export const MAX_DROPPED_TEXT = 256;
+
+/** A certificate a class's refs hold that the driver leaves out of the store. */
+export interface DroppedCertificateStatus {
+  /** The filter that dropped it: `expired`, `not_yet_valid`, `non_ca`, `intermediate`, `openssl_unloadable`. */
+  reason: DropReason;
+  /** Its subject (at most {@link MAX_DROPPED_TEXT} characters). */
+  subject: string;
+  /** Lower-case hex SHA-256 of its DER. */
+  sha256: string;
+  /** The object and key it was read from (at most {@link MAX_DROPPED_TEXT} characters). */
+  source: string;
+  /** The value that failed (e.g. `notAfter 2025-01-01T00:00:00.000Z`), when there is one. */
+  detail?: string;
+}
+
 /** The status fields this module owns. */
 export interface ClassStatus {
   /** `metadata.generation` of the class described. */
@@ -147,6 +176,13 @@ export interface ClassStatus {
   earliestNotAfter?: string;
   /** The refs in spec order (absent when spec.refs cannot be parsed). */
   resolvedRefs?: ResolvedRef[];
+  /**
+   * Number of distinct certificates the refs hold that the driver's filters drop (absent when
+   * none, or when a ref could not be read).
+   */
+  droppedCount?: number;
+  /** The first {@link MAX_DROPPED_ENTRIES} of those, in ref order (absent when none). */
+  droppedCertificates?: DroppedCertificateStatus[];
   /** The `Ready` condition. */
   conditions: [ReadyCondition];
 }
@@ -312,6 +348,54 @@ function bundleName(bundle: Record<string, unknown>): string {
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
+}
+
+function clipTo(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
+}
+
+/** The bounded status fields of the dropped certificates (none when nothing was dropped). */
+function droppedFields(
+  dropped: readonly DroppedCertificate[],
+): Pick<ClassStatus, "droppedCount" | "droppedCertificates"> {
+  if (dropped.length === 0) return {};
+  return {
+    droppedCount: dropped.length,
+    droppedCertificates: dropped.slice(0, MAX_DROPPED_ENTRIES).map((d) => ({
+      reason: d.reason,
+      subject: clipTo(d.subject, MAX_DROPPED_TEXT),
+      sha256: d.sha256,
+      source: clipTo(d.source, MAX_DROPPED_TEXT),
+      ...(d.detail === undefined ? {} : { detail: clipTo(d.detail, MAX_DROPPED_TEXT) }),
+    })),
+  };
+}
+
+/** `; 2 certificates dropped (1 expired, 1 non_ca; see status.droppedCertificates)`, or "". */
+function droppedNote(dropped: readonly DroppedCertificate[]): string {
+  if (dropped.length === 0) return "";
+  const byReason = new Map<DropReason, number>();
+  for (const d of dropped) byReason.set(d.reason, (byReason.get(d.reason) ?? 0) + 1);
+  const counts = [...byReason].map(([reason, n]) => `${n} ${reason}`).join(", ");
+  return `; ${plural(dropped.length, "certificate")} dropped (${counts}; see ` +
+    `status.droppedCertificates)`;
+}
+
+/** The earliest future notBefore of a not-yet-valid dropped certificate: it is kept from then. */
+function validFrom(dropped: readonly DroppedCertificate[], now: Date): Date | undefined {
+  let first: Date | undefined;
+  for (const d of dropped) {
+    if (d.reason !== "not_yet_valid" || d.notBefore === undefined) continue;
+    if (d.notBefore.getTime() <= now.getTime()) continue;
+    if (first === undefined || d.notBefore.getTime() < first.getTime()) first = d.notBefore;
+  }
+  return first;
+}
+
+function earlier(a: Date | undefined, b: Date | undefined): Date | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return a.getTime() <= b.getTime() ? a : b;
 }
 
 function plural(n: number, word: string): string {
@@ -517,6 +601,7 @@ export async function computeClassStatus(
     set = await buildTrustSet(sources, { now });
   } catch (error) {
     if (!(error instanceof EmptyTrustSetError)) throw error;
+    const recheckAt = validFrom(error.dropped, now);
     return {
       status: finish(
         false,
@@ -525,8 +610,10 @@ export async function computeClassStatus(
         {
           certificates: 0,
           resolvedRefs: resolved,
+          ...droppedFields(error.dropped),
         },
       ),
+      ...(recheckAt === undefined ? {} : { recheckAt }),
     };
   }
   const earliest = set.certificates.reduce(
@@ -535,15 +622,17 @@ export async function computeClassStatus(
   );
   const from = refs.map((ref, i) => describeRead(ref, resolved[i]));
   const message = `${plural(set.customCount, "CA certificate")} from ${from.join(", ")}; ` +
-    `earliest NotAfter ${rfc3339(earliest)}` + (notes.length ? `; ${notes.join("; ")}` : "");
+    `earliest NotAfter ${rfc3339(earliest)}` + droppedNote(set.dropped) +
+    (notes.length ? `; ${notes.join("; ")}` : "");
   return {
     status: finish(true, "Resolved", message, {
       certificates: set.customCount,
       fingerprints: set.certificates.map((c) => c.sha256),
       earliestNotAfter: rfc3339(earliest),
       resolvedRefs: resolved,
+      ...droppedFields(set.dropped),
     }),
-    recheckAt: earliest,
+    recheckAt: earlier(earliest, validFrom(set.dropped, now)) ?? earliest,
   };
 }
 
@@ -568,6 +657,8 @@ const OWNED_FIELDS = [
   "fingerprints",
   "earliestNotAfter",
   "resolvedRefs",
+  "droppedCount",
+  "droppedCertificates",
 ] as const;
 
 /**

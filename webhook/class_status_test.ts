@@ -12,6 +12,8 @@ import {
   computeClassStatus,
   forbiddenBundleMessage,
   forbiddenMessage,
+  MAX_DROPPED_ENTRIES,
+  MAX_DROPPED_TEXT,
   nextReadyCondition,
   rfc3339,
   type SourceFeed,
@@ -109,8 +111,87 @@ Deno.test("status: two CAs in one Secret are counted, fingerprinted and the earl
     ready.message,
     `2 CA certificates from Secret spire/bundle key ca.crt; earliest NotAfter ${
       rfc3339(pki.at(5))
-    }`,
+    }; 2 certificates dropped (1 expired, 1 non_ca; see status.droppedCertificates)`,
   );
+  // The duplicate of Root A is merged, not dropped.
+  assert.equal(status.droppedCount, 2);
+  assert.deepEqual(status.droppedCertificates, [
+    {
+      reason: "expired",
+      subject: "CN=Old",
+      sha256: sha(pki.expired),
+      source: "Secret spire/bundle key ca.crt",
+      detail: `notAfter ${pki.at(-1).toISOString()}`,
+    },
+    {
+      reason: "non_ca",
+      subject: "CN=leaf",
+      sha256: sha(pki.leaf),
+      source: "Secret spire/bundle key ca.crt",
+    },
+  ]);
+});
+
+Deno.test("status: dropped certificates are bounded to MAX_DROPPED_ENTRIES with the total, subjects cut", async () => {
+  const long = "x".repeat(400);
+  const many = [];
+  for (let i = 0; i < MAX_DROPPED_ENTRIES + 5; i++) {
+    many.push(
+      await makeCert({
+        subject: `CN=Old ${i}${i === 0 ? ` ${long}` : ""}`,
+        notBefore: pki.at(-10),
+        notAfter: pki.at(-1),
+      }),
+    );
+  }
+  const { status } = await computeClassStatus(
+    cls([{ kind: "Secret", namespace: "spire", name: "bundle", key: "ca.crt" }]),
+    lookupFrom({
+      "Secret/spire/bundle": {
+        object: secret({ "ca.crt": pki.rootA.pem + many.map((c) => c.pem).join("") }),
+      },
+    }),
+    { now: NOW },
+  );
+  assert.equal(status.conditions[0].status, "True");
+  assert.equal(status.certificates, 1);
+  assert.equal(status.droppedCount, MAX_DROPPED_ENTRIES + 5);
+  assert.equal(status.droppedCertificates?.length, MAX_DROPPED_ENTRIES);
+  const first = status.droppedCertificates![0];
+  assert.equal(first.subject.length, MAX_DROPPED_TEXT);
+  assert.ok(first.subject.startsWith("CN=Old 0 xxx") && first.subject.endsWith("…"));
+  assert.match(status.conditions[0].message, /; 25 certificates dropped \(25 expired; see/);
+});
+
+Deno.test("status: a not-yet-valid CA is listed and the status is rechecked when it becomes valid", async () => {
+  const future = await makeCert({ subject: "CN=Next", notBefore: pki.at(1), notAfter: pki.at(60) });
+  const ref = [{ kind: "Secret", namespace: "spire", name: "bundle", key: "ca.crt" }];
+  const ready = await computeClassStatus(
+    cls(ref),
+    lookupFrom({
+      "Secret/spire/bundle": { object: secret({ "ca.crt": pki.rootA.pem + future.pem }) },
+    }),
+    { now: NOW },
+  );
+  assert.deepEqual(ready.status.droppedCertificates?.map((d) => d.reason), ["not_yet_valid"]);
+  assert.deepEqual(ready.recheckAt, future.cert.notBefore);
+  const none = await computeClassStatus(
+    cls(ref),
+    lookupFrom({ "Secret/spire/bundle": { object: secret({ "ca.crt": future.pem }) } }),
+    { now: NOW },
+  );
+  assert.equal(none.status.conditions[0].reason, "NoUsableCA");
+  assert.equal(none.status.droppedCount, 1);
+  assert.equal(none.status.droppedCertificates?.[0].subject, "CN=Next");
+  assert.deepEqual(none.recheckAt, future.cert.notBefore);
+  const later = await computeClassStatus(
+    cls(ref),
+    lookupFrom({ "Secret/spire/bundle": { object: secret({ "ca.crt": future.pem }) } }),
+    { now: pki.at(2) },
+  );
+  assert.equal(later.status.conditions[0].status, "True");
+  assert.equal(later.status.droppedCount, undefined);
+  assert.equal(later.status.droppedCertificates, undefined);
 });
 
 Deno.test("status: a keyless ref says which key it read, and when tls.crt was the fallback", async () => {

@@ -25,6 +25,11 @@ export interface DriverProcessOptions {
   env?: Record<string, string>;
   /** Run with `--inspect` on a free loopback port, for {@link DriverProcess.liveHeapMB}. */
   inspect?: boolean;
+  /**
+   * Rewrites the command line before it starts, e.g. `MemoryCgroup.wrap` to run the driver in
+   * a memory cgroup from its first instruction (the wrapper must exec the program, same pid).
+   */
+  wrap?: (argv: string[]) => string[];
 }
 
 /** A driver started by {@link startDriverProcess}. */
@@ -85,22 +90,25 @@ export async function startDriverProcess(options: DriverProcessOptions): Promise
   const socketPath = join(options.dir, "csi.sock");
   const [port, inspectPort] = freePorts(2);
   const healthUrl = `http://127.0.0.1:${port}`;
+  const argv = [
+    Deno.execPath(),
+    "run",
+    "-A",
+    ...(options.inspect ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
+    MAIN,
+    `--endpoint=unix://${socketPath}`,
+    "--node-id=test-node",
+    `--state-dir=${options.stateDir ?? join(options.dir, "state")}`,
+    `--health-addr=127.0.0.1:${port}`,
+    `--kubeconfig=${options.kubeconfigPath}`,
+    "--log-level=debug",
+    ...(options.args ?? []),
+  ];
+  const [program, ...args] = options.wrap ? options.wrap(argv) : argv;
   const process = startProcess({
     name: "spire-cacerts-csi",
-    program: Deno.execPath(),
-    args: [
-      "run",
-      "-A",
-      ...(options.inspect ? [`--inspect=127.0.0.1:${inspectPort}`] : []),
-      MAIN,
-      `--endpoint=unix://${socketPath}`,
-      "--node-id=test-node",
-      `--state-dir=${options.stateDir ?? join(options.dir, "state")}`,
-      `--health-addr=127.0.0.1:${port}`,
-      `--kubeconfig=${options.kubeconfigPath}`,
-      "--log-level=debug",
-      ...(options.args ?? []),
-    ],
+    program,
+    args,
     logPath: join(options.dir, options.logName ?? "driver.log"),
     env: options.env,
   });
