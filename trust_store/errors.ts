@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { DroppedCertificate } from "./trust_set.ts";
+import type { DroppedCertificate } from "./dropped.ts";
 
 /** A PEM source is not a clean list of `CERTIFICATE` blocks. */
 export class PemError extends Error {
