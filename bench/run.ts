@@ -76,6 +76,7 @@ const STEPS: Step[] = [
       "--publishes=10",
       "--families=debian,alpine",
       "--bundled-sizes=1,20",
+      "--ctb-sizes=1,20",
     ],
   },
   {
