@@ -22,10 +22,9 @@ import { benchLine } from "./report.ts";
 import { readRss } from "./proc.ts";
 import {
   createCa,
-  freePorts,
   startKubeApiServer,
-  startProcess,
-  waitFor,
+  startWebhookProcess,
+  waitForWebhook,
   writeLocalhostSvid,
 } from "../tests/harness/mod.ts";
 import { startDriverProcess } from "../tests/harness/driver_process.ts";
@@ -63,29 +62,11 @@ if (import.meta.main) {
       driverMB.push(driver.rssMB());
       await driver.process.stop();
 
-      const [port, healthPort] = freePorts(2);
-      const webhook = startProcess({
-        name: "webhook",
-        program: Deno.execPath(),
-        args: [
-          "run",
-          "-A",
-          "webhook/main.ts",
-          `--kubeconfig=${kube.kubeconfigPath}`,
-          `--cert-dir=${certDir}`,
-          `--port=${port}`,
-          `--health-port=${healthPort}`,
-          "--bind-address=127.0.0.1",
-          "--log-level=warn",
-        ],
+      const { process: webhook, ...ports } = startWebhookProcess({
         logPath: join(dir, `webhook-${run}.log`),
-        cwd: ROOT,
+        args: [`--kubeconfig=${kube.kubeconfigPath}`, `--cert-dir=${certDir}`, "--log-level=warn"],
       });
-      await waitFor("webhook /readyz", async () => {
-        const response = await fetch(`http://127.0.0.1:${healthPort}/readyz`);
-        await response.body?.cancel();
-        return response.status === 200;
-      }, { abort: () => webhook.assertRunning(), detail: () => webhook.logTail() });
+      await waitForWebhook({ process: webhook, ...ports });
       await delay(3000);
       webhookMB.push(readRss(webhook.pid).rssMB);
       await webhook.stop();

@@ -39,7 +39,9 @@ import {
   createCa,
   freePorts,
   startProcess,
+  startWebhookProcess,
   waitFor,
+  waitForWebhook,
   writeLocalhostSvid,
 } from "../tests/harness/mod.ts";
 import {
@@ -152,17 +154,6 @@ function afterIdle(result: AdmissionClientResult): GapOutcome {
   };
 }
 
-/** Readiness probe: resolves true once `url` answers 200. */
-async function answers(url: string): Promise<boolean> {
-  try {
-    const response = await fetch(url);
-    await response.body?.cancel();
-    return response.status === 200;
-  } catch {
-    return false;
-  }
-}
-
 async function main(options: Options): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "keepalive-bench-" });
   const certDir = join(dir, "certs");
@@ -177,24 +168,12 @@ async function main(options: Options): Promise<void> {
       spec: { containers: [{ name: "app", image: "example/app:1" }] },
     }, { uid: "keepalive" })),
   );
-  const [webhookPort, healthPort, baselinePort] = freePorts(3);
-  const webhook = startProcess({
-    name: "webhook",
-    program: Deno.execPath(),
-    args: [
-      "run",
-      "-A",
-      join(ROOT, "webhook/main.ts"),
-      "--controller=false",
-      `--cert-dir=${certDir}`,
-      `--port=${webhookPort}`,
-      `--health-port=${healthPort}`,
-      "--bind-address=127.0.0.1",
-      "--log-level=warn",
-    ],
+  const [baselinePort] = freePorts(1);
+  const started = startWebhookProcess({
     logPath: join(dir, "webhook.log"),
-    cwd: ROOT,
+    args: ["--controller=false", `--cert-dir=${certDir}`, "--log-level=warn"],
   });
+  const { process: webhook, port: webhookPort } = started;
   const baseline = startProcess({
     name: "baseline",
     program: Deno.execPath(),
@@ -209,10 +188,7 @@ async function main(options: Options): Promise<void> {
     cwd: ROOT,
   });
   try {
-    await waitFor("webhook /readyz", () => answers(`http://127.0.0.1:${healthPort}/readyz`), {
-      abort: () => webhook.assertRunning(),
-      detail: () => webhook.logTail(),
-    });
+    await waitForWebhook(started);
     const baselineTimeout = await waitFor(
       "baseline listening",
       () => /listening (\d+)/.exec(Deno.readTextFileSync(baseline.logPath))?.[1],

@@ -144,7 +144,7 @@ function importOrder(packages: string[]): string[] {
 
 /** RSS of `webhook/main.ts --controller=false` serving a localhost SVID, idle. */
 async function runningWebhookRssMB(): Promise<number> {
-  const { createCa, freePorts, startProcess, waitFor, writeLocalhostSvid } = await import(
+  const { createCa, startWebhookProcess, waitForWebhook, writeLocalhostSvid } = await import(
     "../tests/harness/mod.ts"
   );
   const dir = await Deno.makeTempDir({ prefix: "memory-floor-" });
@@ -152,30 +152,12 @@ async function runningWebhookRssMB(): Promise<number> {
   await Deno.mkdir(certDir);
   const ca = await createCa(dir, "ca", "bench-spire-ca");
   await writeLocalhostSvid(ca, dir, certDir);
-  const [port, healthPort] = freePorts(2);
-  const webhook = startProcess({
-    name: "webhook",
-    program: Deno.execPath(),
-    args: [
-      "run",
-      "-A",
-      "webhook/main.ts",
-      "--controller=false",
-      `--cert-dir=${certDir}`,
-      `--port=${port}`,
-      `--health-port=${healthPort}`,
-      "--bind-address=127.0.0.1",
-      "--log-level=warn",
-    ],
+  const { process: webhook, ...ports } = startWebhookProcess({
     logPath: join(dir, "webhook.log"),
-    cwd: ROOT,
+    args: ["--controller=false", `--cert-dir=${certDir}`, "--log-level=warn"],
   });
   try {
-    await waitFor("webhook /readyz", async () => {
-      const response = await fetch(`http://127.0.0.1:${healthPort}/readyz`);
-      await response.body?.cancel();
-      return response.status === 200;
-    }, { abort: () => webhook.assertRunning(), detail: () => webhook.logTail() });
+    await waitForWebhook({ process: webhook, ...ports });
     await delay(1500);
     return readRss(webhook.pid).rssMB;
   } finally {
