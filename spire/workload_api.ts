@@ -8,17 +8,46 @@
  * method path is `/SpiffeWorkloadAPI/FetchX509SVID`. Every call carries the metadata
  * `workload.spiffe.io: true`, without which the agent answers InvalidArgument.
  *
+ * `@grpc/grpc-js` and `protobufjs` are loaded when the first source connects, not when this
+ * module is: `spire/mod.ts` re-exports it, and the programs that read spiffe-helper's files (the
+ * webhook, the examples) would otherwise carry ~13 MB of resident memory for a client they never
+ * start (bench/memory_floor_bench.ts: grpc-js +8 MB, protobufjs +5 MB on a bare Deno process).
+ *
  * @module
  */
 
-import * as grpc from "@grpc/grpc-js";
-import protobuf from "protobufjs";
+import type * as grpc from "@grpc/grpc-js";
 import { Buffer } from "node:buffer";
 import { toPem } from "./pem.ts";
 import { type SvidSet, verifySvidSet } from "./svid.ts";
 import { Backoff } from "../cli/mod.ts";
 
-const root = protobuf.Root.fromJSON({
+/** What a connection needs, loaded on first use. */
+interface Wire {
+  grpc: typeof grpc;
+  requestType: import("protobufjs").Type;
+  responseType: import("protobufjs").Type;
+}
+
+let wire: Promise<Wire> | undefined;
+
+function loadWire(): Promise<Wire> {
+  wire ??= (async () => {
+    const [grpcModule, { default: protobuf }] = await Promise.all([
+      import("@grpc/grpc-js"),
+      import("protobufjs"),
+    ]);
+    const root = protobuf.Root.fromJSON(MESSAGES);
+    return {
+      grpc: grpcModule,
+      requestType: root.lookupType("X509SVIDRequest"),
+      responseType: root.lookupType("X509SVIDResponse"),
+    };
+  })();
+  return wire;
+}
+
+const MESSAGES = {
   nested: {
     X509SVIDRequest: { fields: {} },
     X509SVID: {
@@ -37,9 +66,7 @@ const root = protobuf.Root.fromJSON({
       },
     },
   },
-});
-const RequestType = root.lookupType("X509SVIDRequest");
-const ResponseType = root.lookupType("X509SVIDResponse");
+};
 
 /** One X.509-SVID as the agent sends it. */
 export interface WireX509Svid {
@@ -137,7 +164,8 @@ export class WorkloadApiX509Source {
   /** The agent socket path. */
   readonly socketPath: string;
   #options: WorkloadApiOptions;
-  #client: grpc.Client;
+  #client: grpc.Client | undefined;
+  #wire: Wire | undefined;
   #call: grpc.ClientReadableStream<WireX509Svid> | undefined;
   #current: SvidSet | undefined;
   #listeners = new Set<(set: SvidSet) => void>();
@@ -147,7 +175,7 @@ export class WorkloadApiX509Source {
   #closed = false;
 
   /**
-   * Connects at once.
+   * Connects at once (after loading the gRPC library on first use).
    *
    * @param socketPath agent socket, a plain path
    * @param options hint, retry and error callback
@@ -156,8 +184,18 @@ export class WorkloadApiX509Source {
     this.socketPath = socketPath;
     this.#options = options;
     this.#backoff = new Backoff({ initialMs: options.retryMs ?? 500, maxMs: 30_000 });
-    this.#client = new grpc.Client(`unix:${socketPath}`, grpc.credentials.createInsecure());
-    this.#connect();
+    loadWire().then((loaded) => {
+      if (this.#closed) return;
+      this.#wire = loaded;
+      this.#client = new loaded.grpc.Client(
+        `unix:${socketPath}`,
+        loaded.grpc.credentials.createInsecure(),
+      );
+      this.#connect();
+    }, (error: Error) => {
+      this.#report(new Error(`cannot load the gRPC client: ${error.message}`, { cause: error }));
+      this.close();
+    });
   }
 
   /** The last good set. */
@@ -184,7 +222,7 @@ export class WorkloadApiX509Source {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#call?.cancel();
-    this.#client.close();
+    this.#client?.close();
     for (const w of this.#waiters.splice(0)) w.reject(new Error("Workload API source closed"));
   }
 
@@ -195,14 +233,17 @@ export class WorkloadApiX509Source {
   }
 
   #connect(): void {
-    if (this.#closed) return;
-    const metadata = new grpc.Metadata();
+    const client = this.#client;
+    const loaded = this.#wire;
+    if (this.#closed || !client || !loaded) return;
+    const { requestType, responseType } = loaded;
+    const metadata = new loaded.grpc.Metadata();
     metadata.set("workload.spiffe.io", "true");
-    const call = this.#client.makeServerStreamRequest<Record<string, never>, WireX509Svid>(
+    const call = client.makeServerStreamRequest<Record<string, never>, WireX509Svid>(
       "/SpiffeWorkloadAPI/FetchX509SVID",
-      (value) => Buffer.from(RequestType.encode(RequestType.create(value)).finish()),
+      (value) => Buffer.from(requestType.encode(requestType.create(value)).finish()),
       (bytes) => {
-        const message = ResponseType.toObject(ResponseType.decode(bytes), { defaults: true }) as {
+        const message = responseType.toObject(responseType.decode(bytes), { defaults: true }) as {
           svids: {
             spiffe_id: string;
             x509_svid: Uint8Array;
