@@ -90,6 +90,11 @@ const STEPS: Step[] = [
     quick: ["bench/driver_memory_bench.ts", "--settle-ms=500"],
   },
   {
+    name: "idle-programs",
+    args: ["bench/idle_programs_bench.ts", "--runs=3"],
+    quick: ["bench/idle_programs_bench.ts", "--runs=1"],
+  },
+  {
     name: "rotation",
     args: ["bench/rotation_bench.ts", "--rotations=100"],
     quick: ["bench/rotation_bench.ts", "--rotations=5"],
