@@ -226,8 +226,14 @@ export class KubeClient {
         path: this.#target(spec),
         headers,
         agent: this.#agent,
-        signal: spec.signal,
-      }, resolve);
+      }, (res) => {
+        response = res;
+        // Readers see a destroyed body through their own iterator; this keeps an error on a body
+        // nobody reads any more from ending the process.
+        res.on("error", () => {});
+        resolve(res);
+      });
+      let response: IncomingMessage | undefined;
       if (spec.timeoutMs !== undefined) {
         req.setTimeout(spec.timeoutMs, () => {
           req.destroy(new Error(`no answer in ${spec.timeoutMs} ms`));
@@ -236,6 +242,23 @@ export class KubeClient {
       req.on("error", (error: Error) => {
         reject(spec.signal?.aborted ? abortError(what, error) : new KubeRequestError(what, error));
       });
+      // The signal is not handed to node:https: Deno 2.8.3 then destroys the request even after
+      // its response ended (a watch stopped on the server's ERROR event, which ends the stream),
+      // and that AbortError surfaced uncaught and ended the driver. Here an abort destroys the
+      // response while it is still being read, the request before it arrived, and nothing after.
+      const signal = spec.signal;
+      if (signal) {
+        const onAbort = () => {
+          const error = abortError(what, signal.reason);
+          if (response === undefined) req.destroy(error);
+          else if (!response.complete) response.destroy(error);
+        };
+        if (signal.aborted) onAbort();
+        else {
+          signal.addEventListener("abort", onAbort, { once: true });
+          req.on("close", () => signal.removeEventListener("abort", onAbort));
+        }
+      }
       req.end(spec.body);
     });
   }
