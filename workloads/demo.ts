@@ -387,11 +387,16 @@ export async function main(args: string[]): Promise<number> {
     }
   }
   const controller = new AbortController();
-  let interrupts = 0;
+  // A terminal's Ctrl-C reaches the whole foreground group, and `deno task` forwards what it
+  // gets as well, so one key press can arrive twice within milliseconds: only a second press
+  // at least a second later forces the exit (which leaves the directory behind).
+  let stoppingSince: number | undefined;
   const interrupt = () => {
-    if (++interrupts > 1) Deno.exit(130);
-    console.log("[demo] stopping (Ctrl-C again to force)");
-    controller.abort();
+    if (stoppingSince === undefined) {
+      stoppingSince = Date.now();
+      console.log("[demo] stopping (Ctrl-C again to force)");
+      controller.abort();
+    } else if (Date.now() - stoppingSince >= 1_000) Deno.exit(130);
   };
   Deno.addSignalListener("SIGINT", interrupt);
   Deno.addSignalListener("SIGTERM", interrupt);
