@@ -98,9 +98,11 @@ const SUFFIXES: Record<string, number> = {
   k: 1e3,
   M: 1e6,
   G: 1e9,
+  T: 1e12,
   Ki: 2 ** 10,
   Mi: 2 ** 20,
   Gi: 2 ** 30,
+  Ti: 2 ** 40,
 };
 
 /**
@@ -109,7 +111,7 @@ const SUFFIXES: Record<string, number> = {
  * @throws {HeapFlagsError} for anything else
  */
 export function parseMemoryQuantity(quantity: string): number {
-  const match = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|k|M|G)?$/.exec(quantity.trim());
+  const match = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(quantity.trim());
   if (!match) throw new HeapFlagsError(`not a memory quantity: "${quantity}"`);
   return Math.ceil(Number(match[1]) * SUFFIXES[match[2] ?? ""]);
 }

@@ -9,6 +9,7 @@
  */
 
 import { join } from "node:path";
+import { parseMemoryQuantity as parseQuantity } from "../../cli/heap_flags.ts";
 import {
   loadAllYaml,
   type V1Container,
@@ -53,29 +54,22 @@ export interface WebhookContainerSpec {
   memoryLimit: string;
 }
 
-const SUFFIXES: Record<string, number> = {
-  "": 1,
-  k: 1e3,
-  M: 1e6,
-  G: 1e9,
-  T: 1e12,
-  Ki: 2 ** 10,
-  Mi: 2 ** 20,
-  Gi: 2 ** 30,
-  Ti: 2 ** 40,
-};
-
 /**
- * Bytes of a Kubernetes memory quantity: a decimal number with an optional binary (`Ki`, `Mi`,
+ * Bytes of a Kubernetes memory quantity (`cli/heap_flags.ts`, the parser the manifest tests and
+ * `scripts/build.ts` use): a decimal number with an optional binary (`Ki`, `Mi`,
  * `Gi`, `Ti`) or decimal (`k`, `M`, `G`, `T`) suffix, rounded up to a whole byte.
  *
  * @param quantity e.g. `384Mi`, `1G`, `134217728`
  * @throws {WebhookManifestError} for anything else (including milli `m` and exponents)
  */
 export function parseMemoryQuantity(quantity: string): number {
-  const match = /^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$/.exec(quantity.trim());
-  if (!match) throw new WebhookManifestError(`not a memory quantity: ${JSON.stringify(quantity)}`);
-  return Math.ceil(Number(match[1]) * SUFFIXES[match[2] ?? ""]);
+  try {
+    return parseQuantity(quantity);
+  } catch (error) {
+    throw new WebhookManifestError(`not a memory quantity: ${JSON.stringify(quantity)}`, {
+      cause: error,
+    });
+  }
 }
 
 function loadDocuments<T>(path: string): T[] {
