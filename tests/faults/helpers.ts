@@ -320,24 +320,33 @@ export class StoreReader {
     if (this.#report.violations.length < 20) this.#report.violations.push(message);
   }
 
+  #observe(): void {
+    try {
+      const gen = readView(this.target, this.generations);
+      this.#see(gen, "view");
+      if (gen !== undefined) this.#report.views++;
+      this.#see(readBundleLink(this.target, this.generations), "link");
+    } catch (error) {
+      this.#violation(error instanceof Error ? error.message : String(error));
+    }
+  }
+
   async #loop(): Promise<void> {
     while (!this.#stopped) {
-      try {
-        const gen = readView(this.target, this.generations);
-        this.#see(gen, "view");
-        if (gen !== undefined) this.#report.views++;
-        this.#see(readBundleLink(this.target, this.generations), "link");
-      } catch (error) {
-        this.#violation(error instanceof Error ? error.message : String(error));
-      }
+      this.#observe();
       await sleep(2);
     }
   }
 
-  /** Stops polling and returns what was seen. */
+  /**
+   * Stops polling and returns what was seen, after one last view: a caller that has just seen
+   * the store converge must find that generation in the report even when it stopped the reader
+   * between two of its polls.
+   */
   async stop(): Promise<ReaderReport> {
     this.#stopped = true;
     await this.#done;
+    this.#observe();
     return this.#report;
   }
 }
