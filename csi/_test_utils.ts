@@ -121,6 +121,8 @@ export class FakeMounter implements Mounter {
   unmounts = 0;
   /** When set, mount() throws it. */
   failWith?: Error;
+  /** Arguments of every successful mount() call, in order. */
+  readonly calls: { path: string; size: string; options: readonly string[] }[] = [];
 
   /** Whether `path` was mounted and not unmounted. */
   isMounted(path: string): Promise<boolean> {
@@ -128,9 +130,10 @@ export class FakeMounter implements Mounter {
   }
 
   /** Marks `path` mounted (or throws {@link FakeMounter.failWith}). */
-  mount(path: string, _size: string): Promise<void> {
+  mount(path: string, size: string, options: readonly string[] = []): Promise<void> {
     if (this.failWith) return Promise.reject(this.failWith);
     this.mounts++;
+    this.calls.push({ path, size, options: [...options] });
     this.mounted.add(path);
     return Promise.resolve();
   }
@@ -212,8 +215,13 @@ export interface Harness {
   dir: string;
   /** A target path in {@link Harness.dir}. */
   target(volumeId: string): string;
-  /** A valid NodePublishVolume request of pod `shop/web` for `classes`. */
-  publishRequest(volumeId: string, classes?: string, os?: string): NodePublishVolumeRequest;
+  /** A valid NodePublishVolume request of pod `shop/web` for `classes`, with kubelet's flags. */
+  publishRequest(
+    volumeId: string,
+    classes?: string,
+    os?: string,
+    mountFlags?: string[],
+  ): NodePublishVolumeRequest;
   /** The matching NodeUnpublishVolume request. */
   unpublishRequest(volumeId: string): NodeUnpublishVolumeRequest;
   /** Another server on the same fakes and directory (a restarted driver). */
@@ -224,7 +232,10 @@ export interface Harness {
 
 const quiet: Logger = createLogger("error", () => {});
 
-/** Builds a {@link Harness}; `options` override the server's settings. */
+/**
+ * Builds a {@link Harness}; `options` override the server's settings. The node has no SELinux
+ * unless `options.selinuxEnabled` says so (the host's is not probed).
+ */
 export async function harness(options: Partial<NodeServerOptions> = {}): Promise<Harness> {
   const dir = await Deno.makeTempDir({ prefix: "node_server_test_" });
   const objects = new FakeObjects();
@@ -241,6 +252,7 @@ export async function harness(options: Partial<NodeServerOptions> = {}): Promise
       plainDir: false,
       tmpfsSize: "1Mi",
       allowedRefNamespaces: [],
+      selinuxEnabled: () => false,
       ...options,
     });
     objects.onChange = (key) => server.objectChanged(key);
@@ -254,11 +266,15 @@ export async function harness(options: Partial<NodeServerOptions> = {}): Promise
     events,
     dir,
     target: (volumeId) => join(dir, volumeId, "mount"),
-    publishRequest: (volumeId, classes = "spire-ca", os = "debian") => ({
+    publishRequest: (volumeId, classes = "spire-ca", os = "debian", mountFlags) => ({
       volumeId,
       targetPath: h.target(volumeId),
       stagingTargetPath: "",
-      volumeCapability: { accessType: "mount", accessMode: { mode: "SINGLE_NODE_READER_ONLY" } },
+      volumeCapability: {
+        accessType: "mount",
+        accessMode: { mode: "SINGLE_NODE_READER_ONLY" },
+        ...(mountFlags ? { mount: { mountFlags } } : {}),
+      },
       readonly: true,
       volumeContext: {
         [POD_KEYS.namespace]: "shop",

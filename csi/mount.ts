@@ -10,8 +10,11 @@
 export interface Mounter {
   /** Whether `path` is a mount point. */
   isMounted(path: string): Promise<boolean>;
-  /** Mounts a tmpfs of `size` (e.g. `"8Mi"`) at `path`. */
-  mount(path: string, size: string): Promise<void>;
+  /**
+   * Mounts a tmpfs of `size` (e.g. `"8Mi"`) at `path`, with `options` (e.g. an SELinux
+   * `context="..."`, see `selinux.ts`) after the driver's own.
+   */
+  mount(path: string, size: string, options?: readonly string[]): Promise<void>;
   /** Unmounts everything mounted at `path`. */
   unmount(path: string): Promise<void>;
   /**
@@ -88,15 +91,23 @@ export async function isMountPoint(path: string): Promise<boolean> {
   return false;
 }
 
-/** Mounts a tmpfs of `size` (e.g. `"4Mi"` or `"4m"`) with mode 0755 at `path`. */
-export async function mountTmpfs(path: string, size: string): Promise<void> {
+/**
+ * Mounts a tmpfs of `size` (e.g. `"4Mi"` or `"4m"`) with mode 0755, `nosuid,nodev,noexec`, at
+ * `path`; `options` are appended as given (already checked: an SELinux `context=` whose quoted
+ * label may hold commas, which libmount's option parser keeps inside the quotes).
+ */
+export async function mountTmpfs(
+  path: string,
+  size: string,
+  options: readonly string[] = [],
+): Promise<void> {
   const sz = size.replace(/i$/i, "").toLowerCase();
   await run([
     "mount",
     "-t",
     "tmpfs",
     "-o",
-    `size=${sz},mode=0755,nosuid,nodev,noexec`,
+    [`size=${sz}`, "mode=0755", "nosuid", "nodev", "noexec", ...options].join(","),
     "tmpfs",
     path,
   ]);
@@ -105,6 +116,13 @@ export async function mountTmpfs(path: string, size: string): Promise<void> {
 /**
  * Resizes the tmpfs at `path` to `bytes` with `mount -o remount,size=`; files stay. Shrinking
  * below what is in use fails (EINVAL) and leaves the size as it was.
+ *
+ * The SELinux context of a tmpfs mounted with `context=` is left alone, and deliberately not
+ * passed here: a context belongs to the superblock and cannot change on a remount (the kernel
+ * refuses a different one, and a context on a remount of a mount that had none), while a remount
+ * that names none keeps it. util-linux's `mount` prepends the mount's current options from
+ * `/proc/self/mountinfo` to a remount's, which then carry the same context; the kernel accepts a
+ * remount repeating the context it has. Passing it here too would name it twice.
  */
 export async function resizeTmpfs(path: string, bytes: number): Promise<void> {
   await run(["mount", "-o", `remount,size=${bytes}`, path]);

@@ -14,6 +14,10 @@
  * root is logged and counted once per driver process, never in a pod's Event, so an expired root
  * in the image's bundle does not repeat on every volume. (A driver restart reports again.)
  *
+ * A first publish mounts the volume's tmpfs with the SELinux context kubelet passes in its mount
+ * flags (`seLinuxMount: true` on the CSIDriver) or, on an SELinux node, with one every container
+ * may read (`selinux.ts`); the options are kept in the volume's record.
+ *
  * Every collaborator is passed in ({@link NodeServerOptions}): the object source (API reads and
  * watches), the Event recorder, the mounter and the state store; `driver.ts` wires the real ones.
  * The store files themselves are written to the real file system (AtomicWriter), which a test
@@ -69,6 +73,7 @@ import type {
   NodeUnpublishVolumeRequest,
 } from "./proto.ts";
 import { type ObjectSource, SourceResolver } from "./resolver.ts";
+import { selinuxfsMounted, tmpfsMountOptions } from "./selinux.ts";
 import type { VolumeRecord, VolumeStateStore } from "./state.ts";
 import { type PodRef, validatePublish, validateStats, validateUnpublish } from "./validation.ts";
 
@@ -107,6 +112,13 @@ export interface NodeServerOptions {
   baseRoots?: BaseRoots;
   /** How many volumes are re-rendered at once after a change (default 32). */
   renderConcurrency?: number;
+  /**
+   * Whether the node has SELinux enabled; called once, when the server is built. When it has, a
+   * tmpfs mounted without kubelet's `context=` mount flag gets the default
+   * `context="system_u:object_r:container_file_t:s0"` (see `selinux.ts`). Default: whether
+   * `/sys/fs/selinux/enforce` exists.
+   */
+  selinuxEnabled?: () => boolean;
 }
 
 /** Result of {@link NodeServer.stats}. */
@@ -192,6 +204,8 @@ export class NodeServer {
   readonly #refused = new Map<string, string>();
   /** `reason:sha256` of each base root dropped and reported by this process. */
   readonly #baseDropped = new Set<string>();
+  /** Whether the node has SELinux (probed once). */
+  readonly #selinux: boolean;
 
   /**
    * Builds the server; nothing is read until {@link NodeServer.restore} or a publish.
@@ -209,6 +223,7 @@ export class NodeServer {
     this.#payloads = new PayloadCache({ baseRoots: options.baseRoots });
     this.#renders = new Semaphore(options.renderConcurrency ?? 32);
     this.#tmpfsCap = parseSize(options.tmpfsSize);
+    this.#selinux = (options.selinuxEnabled ?? (() => selinuxfsMounted()))();
     this.metrics = options.metrics ?? new Registry();
     defineNodeMetrics(this.metrics, {
       volumes: () => this.#volumes.size,
@@ -253,7 +268,7 @@ export class NodeServer {
       this.#schedule(volume, "restart");
       resumed++;
     }
-    this.#log.info("volume records restored", { resumed, forgotten });
+    this.#log.info("volume records restored", { resumed, forgotten, selinux: this.#selinux });
     return { resumed, forgotten };
   }
 
@@ -314,7 +329,14 @@ export class NodeServer {
         return;
       }
       try {
-        await this.#firstPublish(spec.volumeId, spec.targetPath, spec.pod, spec.os, spec.classes);
+        await this.#firstPublish(
+          spec.volumeId,
+          spec.targetPath,
+          spec.pod,
+          spec.os,
+          spec.classes,
+          spec.mountFlags,
+        );
         this.metrics.inc(PUBLISH_TOTAL, { result: "ok" });
       } catch (error) {
         this.metrics.inc(PUBLISH_TOTAL, { result: "error" });
@@ -348,9 +370,13 @@ export class NodeServer {
     pod: PodRef,
     family: OsFamily,
     classes: ObjectName[],
+    mountFlags: readonly string[],
   ): Promise<void> {
     const who = `pod ${pod.namespace}/${pod.name}`;
     const { mounter, plainDir } = this.#opts;
+    // kubelet's SELinux context (flags already checked by validatePublish), or the default one on
+    // an SELinux node: set by the first mount, as a remount cannot change it.
+    const mountOptions = plainDir ? [] : tmpfsMountOptions(mountFlags, { enabled: this.#selinux });
     await Deno.mkdir(targetPath, { recursive: true, mode: 0o750 });
     const record: VolumeRecord = {
       version: 1,
@@ -360,6 +386,7 @@ export class NodeServer {
       os: family,
       classes,
       mounted: !plainDir,
+      ...(plainDir ? {} : { mountOptions }),
     };
     const volume = this.#newVolume(record, family);
     let mounted = false;
@@ -370,7 +397,7 @@ export class NodeServer {
       if (!plainDir && !(await mounter.isMounted(targetPath))) {
         const size = String(Math.min(this.#tmpfsCap, tmpfsSizeFor(next.bytes)));
         try {
-          await mounter.mount(targetPath, size);
+          await mounter.mount(targetPath, size, mountOptions);
         } catch (error) {
           throw new CsiError(status.INTERNAL, `${errorText(error)} (${who})`, { cause: error });
         }
@@ -393,6 +420,7 @@ export class NodeServer {
       pod: `${pod.namespace}/${pod.name}`,
       os: family,
       classes: classes.map((c) => `${c.namespace}/${c.name}`),
+      ...(mountOptions.length ? { mountOptions: mountOptions.join(",") } : {}),
     });
   }
 

@@ -3,7 +3,8 @@
  * mounts a tmpfs sized from its store with room for a rotation, a larger store grows it in place
  * up to `--tmpfs-size`, and a store that cannot swap within the cap is refused before anything is
  * written: RESOURCE_EXHAUSTED naming the size, the limit and the flag on a first publish (nothing
- * mounted), the last good store kept on an update.
+ * mounted), the last good store kept on an update. On a host without SELinux (the real probe) a
+ * tmpfs is mounted without a context, and a resize keeps its options.
  */
 import assert from "node:assert/strict";
 import { statfsSync } from "node:fs";
@@ -14,6 +15,7 @@ import { makeCert } from "../trust_store/testdata/pki.ts";
 import { CsiError } from "./errors.ts";
 import { UPDATE_FAILURES } from "./metrics.ts";
 import { hostMounter, isMountPoint } from "./mount.ts";
+import { selinuxfsMounted } from "./selinux.ts";
 import { caSecret, harness, readStore, secretClass } from "./_test_utils.ts";
 
 const ignore = Deno.uid() !== 0 && Deno.env.get("CI") !== "true";
@@ -27,6 +29,17 @@ const many = pems.slice(0, 160).join("");
 const manyPlusOne = pems.slice(0, 161).join("");
 /** 160 other CAs: every file changes. */
 const others = pems.slice(161).join("");
+
+/** The mount options and super options of the mount at `dir`, from `/proc/self/mountinfo`. */
+async function mountinfo(dir: string): Promise<{ options: string[]; superOptions: string[] }> {
+  for (const line of (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")) {
+    const fields = line.split(" ");
+    if (fields[4] !== dir) continue;
+    const sep = fields.indexOf("-");
+    return { options: fields[5].split(","), superOptions: fields[sep + 3].split(",") };
+  }
+  throw new Error(`${dir} is not in /proc/self/mountinfo`);
+}
 
 function tmpfs(dir: string): { size: number; used: number } {
   const fs = statfsSync(dir);
@@ -185,6 +198,46 @@ Deno.test({
         /over the limit of 1572864 bytes set by --tmpfs-size=1536Ki/,
       );
       await h.server.unpublish(h.unpublishRequest("v1"));
+    } finally {
+      await h.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "without SELinux a publish with no context flag mounts a real tmpfs with no context; a resize keeps its options",
+  ignore: ignore || selinuxfsMounted(),
+  async fn() {
+    // The real probe, as the driver runs: this host has no SELinux (the test is skipped on one).
+    const h = await harness({ mounter: hostMounter, tmpfsSize: "8Mi", selinuxEnabled: undefined });
+    try {
+      h.objects.put("CAProviderClass", "shop", "spire-ca", secretClass("ca"));
+      h.objects.put("Secret", "shop", "ca", caSecret(few));
+      await h.server.publish(h.publishRequest("v1", undefined, undefined, ["ro"]));
+      const target = h.target("v1");
+      assert.ok(await isMountPoint(target));
+      assert.deepEqual(h.state.records.get("v1")?.mountOptions, []);
+      const first = await mountinfo(target);
+      for (const o of ["nosuid", "nodev", "noexec"]) assert.ok(first.options.includes(o), o);
+      assert.ok(first.options.includes("rw"), "the driver's tmpfs stays writable with ro");
+      assert.ok(first.superOptions.includes("mode=755"), first.superOptions.join(","));
+      const selinux = (o: string) => /context=|^seclabel$/.test(o);
+      assert.deepEqual([...first.options, ...first.superOptions].filter(selinux), []);
+
+      // Grown in place by mount -o remount,size=: same flags, still no context.
+      const before = tmpfs(target).size;
+      h.objects.put("Secret", "shop", "ca", caSecret(many));
+      await h.server.idle();
+      assert.ok(tmpfs(target).size > before);
+      const grown = await mountinfo(target);
+      assert.deepEqual(grown.options, first.options);
+      assert.deepEqual(
+        grown.superOptions.filter((o) => !o.startsWith("size=")),
+        first.superOptions.filter((o) => !o.startsWith("size=")),
+      );
+      await h.server.unpublish(h.unpublishRequest("v1"));
+      assert.ok(!(await isMountPoint(target)));
     } finally {
       await h.close();
     }

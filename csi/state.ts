@@ -26,6 +26,13 @@ export interface VolumeRecord {
   classes: ObjectName[];
   /** Whether a tmpfs was mounted at the target. */
   mounted: boolean;
+  /**
+   * Options the tmpfs was mounted with beside the driver's own size, mode and
+   * `nosuid,nodev,noexec`: its SELinux `context=`, if any. Nothing mounts a volume twice today (a
+   * restart and a republish keep the tmpfs in place, a resize leaves the context alone); a
+   * future re-mount must pass these. Absent in records written before it existed, meaning none.
+   */
+  mountOptions?: string[];
 }
 
 /** A persisted record that could not be read. */
@@ -110,6 +117,13 @@ export class StateStore implements VolumeStateStore {
         const record = JSON.parse(await Deno.readTextFile(path)) as VolumeRecord;
         if (record.version !== 1 || !record.volumeId || !record.targetPath) {
           throw new Error("missing fields");
+        }
+        const options: unknown = record.mountOptions;
+        if (
+          options !== undefined &&
+          !(Array.isArray(options) && options.every((o) => typeof o === "string"))
+        ) {
+          throw new Error("mountOptions is not a list of strings");
         }
         records.push(record);
       } catch (e) {

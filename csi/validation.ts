@@ -22,6 +22,7 @@ import type {
   NodePublishVolumeRequest,
   NodeUnpublishVolumeRequest,
 } from "./proto.ts";
+import { MountFlagError, parseMountFlags } from "./selinux.ts";
 
 /** volume_context keys kubelet adds for inline volumes when `podInfoOnMount: true`. */
 export const POD_KEYS = {
@@ -58,6 +59,11 @@ export interface PublishSpec<Os> {
   os: Os;
   /** CAProviderClasses, in attribute order. */
   classes: ObjectName[];
+  /**
+   * kubelet's `volume_capability.mount.mount_flags`, checked (an SELinux `context=` with
+   * `seLinuxMount`, `ro`); `selinux.ts`'s `tmpfsMountOptions` turns them into the tmpfs's options.
+   */
+  mountFlags: string[];
 }
 
 /** Options for {@link validatePublish}. */
@@ -98,7 +104,7 @@ export function checkPath(field: string, value: string, who: string): string {
  * Validates a NodePublishVolume request for an ephemeral inline trust-store volume.
  *
  * Order follows the CSI spec and csi-sanity: volume_id, target_path, volume_capability, then the
- * driver's own rules (mount access, read-only, ephemeral, pod info, attributes).
+ * driver's own rules (mount access, mount flags, read-only, ephemeral, pod info, attributes).
  *
  * @throws {CsiError} INVALID_ARGUMENT for every malformed request
  */
@@ -117,6 +123,17 @@ export function validatePublish<Os>(
     throw bad("volume_capability: block access is not supported, use a filesystem (mount) volume");
   }
   if (cap.accessType !== "mount") throw bad("volume_capability: access_type mount is required");
+  const mountFlags = [...(cap.mount?.mountFlags ?? [])];
+  try {
+    parseMountFlags(mountFlags);
+  } catch (error) {
+    if (!(error instanceof MountFlagError)) throw error;
+    throw new CsiError(
+      status.INVALID_ARGUMENT,
+      `volume_capability.mount.mount_flags: ${error.message} (${who})`,
+      { cause: error },
+    );
+  }
   const mode = cap.accessMode?.mode ?? "UNKNOWN";
   if (mode === "UNKNOWN") throw bad("volume_capability.access_mode is required");
   if (!req.readonly) {
@@ -158,6 +175,7 @@ export function validatePublish<Os>(
     pod: { namespace, name, uid: ctx[POD_KEYS.uid] ?? "" },
     os,
     classes,
+    mountFlags,
   };
 }
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
 import { CsiError } from "./errors.ts";
 import type { NodePublishVolumeRequest } from "./proto.ts";
+import { MountFlagError } from "./selinux.ts";
 import { validatePublish, validateStats, validateUnpublish } from "./validation.ts";
 
 const FAMILIES = ["debian", "alpine", "rhel"];
@@ -101,6 +102,48 @@ Deno.test("each invalid publish gets INVALID_ARGUMENT naming the field and the p
     [{ volumeContext: { ...ctx, caProviderClasses: "Bad_Name" } }, /not a valid object name/],
   ];
   for (const [patch, pattern] of cases) rejects(request(patch), status.INVALID_ARGUMENT, pattern);
+});
+
+Deno.test("kubelet's SELinux context flag and ro are accepted and kept for the mount", () => {
+  const flags = ['context="system_u:object_r:container_file_t:s0:c1,c2"', "ro"];
+  const withFlags = (mountFlags?: string[]) =>
+    request({
+      volumeCapability: {
+        accessType: "mount",
+        mount: mountFlags ? { mountFlags } : {},
+        accessMode: { mode: "SINGLE_NODE_READER_ONLY" },
+      },
+    });
+  assert.deepEqual(validatePublish(withFlags(flags), { parseOs }).mountFlags, flags);
+  assert.deepEqual(validatePublish(withFlags(), { parseOs }).mountFlags, []);
+  assert.deepEqual(validatePublish(withFlags([]), { parseOs }).mountFlags, []);
+});
+
+Deno.test("a mount flag the driver refuses is INVALID_ARGUMENT naming the field, the flag and the pod", () => {
+  const withFlags = (mountFlags: string[]) =>
+    request({
+      volumeCapability: {
+        accessType: "mount",
+        mount: { mountFlags },
+        accessMode: { mode: "SINGLE_NODE_READER_ONLY" },
+      },
+    });
+  rejects(
+    withFlags(["exec"]),
+    status.INVALID_ARGUMENT,
+    /^volume_capability\.mount\.mount_flags: mount flag "exec" is refused: .* \(pod shop\/web-1\)$/,
+  );
+  rejects(
+    withFlags(['context="system_u:object_r:container_file_t:s0",suid']),
+    status.INVALID_ARGUMENT,
+    /mount_flags: mount flag "context=\\"system_u:object_r:container_file_t:s0\\",suid" is refused: a comma outside a quoted label/,
+  );
+  assert.throws(() => validatePublish(withFlags(["dev"]), { parseOs }), (e: unknown) => {
+    assert.ok(e instanceof CsiError);
+    assert.ok(e.cause instanceof MountFlagError);
+    assert.equal(e.cause.flag, "dev");
+    return true;
+  });
 });
 
 Deno.test("missing pod info is reported with the CSIDriver setting to change", () => {

@@ -245,6 +245,25 @@ Deno.test({
           podContext("web-5", "spire-ca", "windows"),
         );
         assert.match(os.stderr, /volumeAttributes\.os.*pod shop\/web-5/);
+        // volume_capability.mount.mount_flags on the wire: only an SELinux context= and ro pass.
+        const exec = await csc(driver!, [
+          "node",
+          "publish",
+          "--target-path",
+          join(dir, "pods", "web-6", "mount"),
+          "--read-only",
+          "--cap",
+          "SINGLE_NODE_READER_ONLY,mount,tmpfs,ro,exec",
+          "--vol-context",
+          podContext("web-6", "spire-ca"),
+          "csi-web-6",
+        ]);
+        assert.notEqual(exec.code, 0);
+        assert.match(
+          exec.stderr,
+          /^volume_capability\.mount\.mount_flags: mount flag "exec" is refused.*pod shop\/web-6/,
+        );
+        assert.ok(!(await isMountPoint(join(dir, "pods", "web-6", "mount"))));
       });
 
       await t.step("a Secret update swaps the store atomically", async () => {

@@ -219,16 +219,23 @@ Deno.test({
   fn: async () => {
     const objects = await render();
     // loadAllYaml returns client-node model classes for built-in kinds: compare plain data.
-    const driver = JSON.parse(
-      JSON.stringify(find(objects, "CSIDriver", DRIVER_NAME).spec),
-    );
+    const csiDriver = find(objects, "CSIDriver", DRIVER_NAME);
+    const driver = JSON.parse(JSON.stringify(csiDriver.spec));
     assert.deepEqual(driver, {
       attachRequired: false,
       podInfoOnMount: true,
       volumeLifecycleModes: ["Ephemeral"],
       requiresRepublish: true,
       fsGroupPolicy: "None",
+      // kubelet passes a labelled pod's SELinux context as a mount flag (csi/selinux.ts).
+      seLinuxMount: true,
     });
+    // OpenShift admits the inline volume in restricted namespaces (restricted-v2 pods).
+    assert.equal(
+      (csiDriver.metadata as { labels?: Record<string, string> }).labels
+        ?.["security.openshift.io/csi-ephemeral-volume-profile"],
+      "restricted",
+    );
 
     const csi = (find(objects, "DaemonSet", "spire-cacerts-csi") as unknown as PodTemplateOwner)
       .spec.template.spec.containers;
