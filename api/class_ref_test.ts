@@ -217,7 +217,14 @@ Deno.test("the contract's names: driver, API, volume attributes, defaults, label
   assert.equal(defaultMountPath("fedora"), "/etc/pki/ca-trust/extracted");
   assert.equal(INJECT_LABEL, "spiffe.io/spire-managed-identity");
   assert.equal(ANNOTATION_PREFIX, "cacerts.spiffe.io/");
-  assert.deepEqual(Object.values(ANNOTATIONS), ["inject", "os", "containers", "mount-path", "env"]);
+  assert.deepEqual(Object.values(ANNOTATIONS), [
+    "inject",
+    "os",
+    "containers",
+    "mount-path",
+    "env",
+    "trust-restarted-at",
+  ]);
   assert.equal(JKS_PASSWORD, "changeit");
   assert.equal(storeFiles("sles").java, "java-cacerts");
 });

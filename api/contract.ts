@@ -93,4 +93,28 @@ export const ANNOTATIONS = {
   mountPath: "mount-path",
   /** `"true"` sets SSL_CERT_FILE, SSL_CERT_DIR, NODE_EXTRA_CA_CERTS, REQUESTS_CA_BUNDLE, JAVA_TOOL_OPTIONS. */
   env: "env",
+  /**
+   * Written by the webhook's trust-restart controller on a workload's pod template when it rolls
+   * the workload out (RFC 3339), as `kubectl rollout restart` writes
+   * `kubectl.kubernetes.io/restartedAt`; read back as the time of the last such rollout.
+   */
+  trustRestartedAt: "trust-restarted-at",
+} as const;
+
+/**
+ * Annotation keys (after {@link ANNOTATION_PREFIX}) on a Deployment, StatefulSet or DaemonSet, or
+ * (for {@link WORKLOAD_ANNOTATIONS.restartOnTrustChange} only) on a namespace.
+ */
+export const WORKLOAD_ANNOTATIONS = {
+  /**
+   * `"true"` asks the webhook's controller to roll the workload out when the CA set of its pods'
+   * CAProviderClasses gains a certificate; `"false"` opts out. On a namespace: the default of the
+   * workloads in it.
+   */
+  restartOnTrustChange: "restart-on-trust-change",
+  /**
+   * Written by the controller: the comma-separated SHA-256 fingerprints of the CA certificates the
+   * workload's pods were started with (the baseline a gain is measured against).
+   */
+  trustedFingerprints: "trusted-fingerprints",
 } as const;

@@ -25,6 +25,12 @@ export interface InformerOptions {
   watchTimeoutSeconds?: number;
   /** Called after each list that succeeded. */
   onList?: () => void;
+  /**
+   * Turns each listed or watched object into what is kept and reported, so a cache of a large
+   * collection holds only the fields its owner reads. The result must keep `metadata.name`,
+   * `metadata.namespace` and `metadata.resourceVersion`. Default: the object as received.
+   */
+  transform?: (object: KubeObject) => object;
 }
 
 interface Meta {
@@ -121,12 +127,13 @@ export class Informer<T extends object = KubeObject> {
   }
 
   async #list(): Promise<void> {
-    const list = await this.#client.list<T>(this.#path, {
+    const list = await this.#client.list<KubeObject>(this.#path, {
       fieldSelector: this.#options.fieldSelector,
       labelSelector: this.#options.labelSelector,
     });
     const seen = new Set<string>();
-    for (const item of list.items ?? []) {
+    for (const raw of list.items ?? []) {
+      const item = this.#keep(raw);
       const key = keyOf(item);
       seen.add(key);
       const before = this.#objects.get(key);
@@ -141,6 +148,11 @@ export class Informer<T extends object = KubeObject> {
     }
     this.#resourceVersion = list.metadata?.resourceVersion ?? "";
     this.#options.onList?.();
+  }
+
+  #keep(object: KubeObject): T {
+    const transform = this.#options.transform;
+    return (transform === undefined ? object : transform(object)) as T;
   }
 
   #emit(event: InformerEvent, o: T): void {
@@ -169,7 +181,7 @@ export class Informer<T extends object = KubeObject> {
           if (rv !== "") this.#resourceVersion = rv;
           if (type === "BOOKMARK") return;
           const key = keyOf(object);
-          const o = object as unknown as T;
+          const o = this.#keep(object);
           if (type === "DELETED") {
             this.#objects.delete(key);
             this.#emit("delete", o);

@@ -89,6 +89,11 @@ const POLICIES: Record<string, Policy> = {
       `*|attest signers.certificates.k8s.io/${SIGNER}`,
       "spire|create secrets/spire-ca-bundle",
       "spire|patch secrets/spire-ca-bundle",
+      // Trust restart: the rollout patch of annotated workloads, and its Event.
+      "*|patch deployments.apps",
+      "*|patch statefulsets.apps",
+      "*|patch daemonsets.apps",
+      "*|create events",
     ],
     exactWrites: true,
   },
@@ -399,6 +404,33 @@ Deno.test({
             namespace: "default",
             name: "mine",
           }),
+          "patch a Deployment": await allowed(WEBHOOK, {
+            verb: "patch",
+            group: "apps",
+            resource: "deployments",
+            namespace: "default",
+            name: "web",
+          }),
+          "update a Deployment": await allowed(WEBHOOK, {
+            verb: "update",
+            group: "apps",
+            resource: "deployments",
+            namespace: "default",
+            name: "web",
+          }),
+          "delete a Deployment": await allowed(WEBHOOK, {
+            verb: "delete",
+            group: "apps",
+            resource: "deployments",
+            namespace: "default",
+            name: "web",
+          }),
+          "patch a Pod": await allowed(WEBHOOK, {
+            verb: "patch",
+            resource: "pods",
+            namespace: "default",
+            name: "web-0",
+          }),
         };
         assert.deepEqual(decisions, {
           "create own bundle": true,
@@ -413,6 +445,10 @@ Deno.test({
           "patch the managed class": true,
           "patch a user's class": false,
           "patch a user's class status": true,
+          "patch a Deployment": true,
+          "update a Deployment": false,
+          "delete a Deployment": false,
+          "patch a Pod": false,
         });
       });
     } finally {

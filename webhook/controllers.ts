@@ -1,7 +1,8 @@
 /**
  * The controller half of the webhook program in one place: cluster access, the namespace and
- * bundle {@link Controller}, the CAProviderClass status writer and the ClusterSPIFFEID
- * {@link RegistrationSync}, started and stopped together.
+ * bundle {@link Controller}, the CAProviderClass status writer, the trust-restart controller
+ * (`trust_restart.ts`) and the ClusterSPIFFEID {@link RegistrationSync}, started and stopped
+ * together.
  *
  * `main.ts` reaches this module only through a dynamic `import()` and only when the controller
  * runs, so `--controller=false` never loads the Kubernetes client or the controller modules.
@@ -19,6 +20,7 @@ import type { Logger } from "../cli/mod.ts";
 import { startClassStatus } from "./class_status.ts";
 import type { ClassStatusController } from "./class_status.ts";
 import { Controller, type ControllerOptions } from "./controller.ts";
+import { startTrustRestart, type TrustRestartController } from "./trust_restart.ts";
 import type { WebhookMetrics } from "./metrics.ts";
 import {
   kubeRegistrationApi,
@@ -47,6 +49,8 @@ export interface ControllerSettings {
   kubeconfig: string | undefined;
   /** Controller settings other than cluster access, logging and the write hook. */
   controller: Omit<ControllerOptions, "client" | "log" | "onWrite">;
+  /** Trust-restart controller settings; undefined: off (`--trust-restart=false`). */
+  trustRestart: { driverName: string; settleMs: number; intervalMs: number } | undefined;
   /** Directory of ClusterSPIFFEID files to keep applied ("" = off). */
   registrationsDir: string;
   /** Period of the registrations' repair pass (ms). */
@@ -87,6 +91,7 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
   let controller: Controller | undefined;
   let classStatus: ClassStatusController | undefined;
   let registrations: RegistrationSync | undefined;
+  let trustRestart: TrustRestartController | undefined;
   let client: KubeClient | undefined;
   return {
     async start() {
@@ -108,6 +113,25 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
         },
         (error) => log.error("CAProviderClass status failed to start", { error: String(error) }),
       );
+      const restart = settings.trustRestart;
+      if (restart !== undefined) {
+        startTrustRestart({
+          client,
+          driverName: restart.driverName,
+          className: settings.controller.className,
+          settleMs: restart.settleMs,
+          intervalMs: restart.intervalMs,
+          log,
+          metrics: metrics.registry,
+        }).then(
+          (started) => {
+            trustRestart = started;
+            log.info("rolling out annotated workloads when their classes gain a CA");
+          },
+          (error) =>
+            log.error("trust-restart controller failed to start", { error: String(error) }),
+        );
+      }
       if (registered !== undefined) {
         registrations = new RegistrationSync({
           dir: settings.registrationsDir,
@@ -126,6 +150,7 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
     async stop() {
       await controller?.stop();
       await classStatus?.stop();
+      await trustRestart?.stop();
       await registrations?.stop();
       client?.close();
     },

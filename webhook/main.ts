@@ -47,6 +47,7 @@ import {
   startWebhookServer,
 } from "./server.ts";
 import { DEFAULT_TRUST_DOMAIN, signerNameFor } from "./cluster_trust_bundle.ts";
+import { DEFAULT_INTERVAL_MS, DEFAULT_SETTLE_MS } from "./trust_restart_plan.ts";
 
 // Defaults of the controller modules, repeated because importing them would load the controller
 // (and the Kubernetes client); `main_test.ts` checks they are still equal.
@@ -145,6 +146,29 @@ export const WEBHOOK_FLAGS = {
     label: "--controller=false",
     default: "true",
     help: "serve admissions only; no namespace or bundle controller",
+  },
+  "trust-restart": {
+    type: "boolean",
+    label: "--trust-restart=false",
+    default: "true",
+    help: "never roll out workloads annotated\n" +
+      "cacerts.spiffe.io/restart-on-trust-change (default: roll them out when\n" +
+      "their classes gain a CA)",
+  },
+  "trust-restart-settle": {
+    type: "duration",
+    arg: "D",
+    allowZero: true,
+    default: `${DEFAULT_SETTLE_MS / 1000}s`,
+    help: "wait this long after a CA is gained before rolling out, so several\n" +
+      "changes make one rollout (default {default})",
+  },
+  "trust-restart-interval": {
+    type: "duration",
+    arg: "D",
+    allowZero: true,
+    default: `${DEFAULT_INTERVAL_MS / 60_000}m`,
+    help: "at most one trust rollout per workload in this time (default {default})",
   },
   "registrations-dir": {
     type: "string",
@@ -259,6 +283,12 @@ export interface WebhookFlags {
   kubeconfig: string | undefined;
   /** Whether the controller runs. */
   controller: boolean;
+  /** Whether annotated workloads are rolled out when their classes gain a CA. */
+  trustRestart: boolean;
+  /** Settle delay of a trust rollout (ms). */
+  trustRestartSettleMs: number;
+  /** Least time between two trust rollouts of one workload (ms). */
+  trustRestartIntervalMs: number;
   /** Directory of ClusterSPIFFEID files to keep applied ("" = off). */
   registrationsDir: string;
   /** Period of the registrations' repair pass (ms). */
@@ -304,6 +334,9 @@ export function parseFlags(args: string[]): WebhookFlags {
     trustDomain: values["trust-domain"],
     kubeconfig: values.kubeconfig,
     controller: values.controller,
+    trustRestart: values["trust-restart"],
+    trustRestartSettleMs: values["trust-restart-settle"],
+    trustRestartIntervalMs: values["trust-restart-interval"],
     registrationsDir: values["registrations-dir"],
     registrationsResyncMs: values["registrations-resync"],
     shutdownDelayMs: values["shutdown-delay"],
@@ -376,6 +409,13 @@ async function run(flags: WebhookFlags): Promise<void> {
           ? { trustDomain: flags.trustDomain }
           : undefined,
       },
+      trustRestart: flags.trustRestart
+        ? {
+          driverName: flags.driverName,
+          settleMs: flags.trustRestartSettleMs,
+          intervalMs: flags.trustRestartIntervalMs,
+        }
+        : undefined,
       registrationsDir: flags.registrationsDir,
       registrationsResyncMs: flags.registrationsResyncMs,
       log,
