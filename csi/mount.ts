@@ -22,6 +22,13 @@ export interface Mounter {
    * mounter without it (a test fake) leaves sizes alone.
    */
   resize?(path: string, bytes: number): Promise<void>;
+  /**
+   * Mounts the SELinux file system at `dir` (`/sys/fs/selinux`), so that `mount` keeps the
+   * volumes' `context=` (see `selinux.ts`); called at most once, when the server starts on an
+   * SELinux node with nothing mounted there. Optional: a mounter without it (a test fake) never
+   * mounts one.
+   */
+  mountSelinuxfs?(dir: string): Promise<void>;
 }
 
 /** A size flag value is not a size such as `8Mi`, `512Ki` or `1048576`. */
@@ -128,18 +135,27 @@ export async function resizeTmpfs(path: string, bytes: number): Promise<void> {
   await run(["mount", "-o", `remount,size=${bytes}`, path]);
 }
 
+/**
+ * Mounts selinuxfs at `dir` with `mount -t selinuxfs selinuxfs <dir>` (read-write, as libselinux
+ * wants it; in the driver's own mount namespace, a privileged container's).
+ */
+export async function mountSelinuxfs(dir: string): Promise<void> {
+  await run(["mount", "-t", "selinuxfs", "selinuxfs", dir]);
+}
+
 /** Unmounts `path` (every stacked mount there). */
 export async function unmount(path: string): Promise<void> {
   while (await isMountPoint(path)) await run(["umount", path]);
 }
 
 /**
- * The host's mounts: {@link isMountPoint}, {@link mountTmpfs}, {@link unmount} and
- * {@link resizeTmpfs}.
+ * The host's mounts: {@link isMountPoint}, {@link mountTmpfs}, {@link unmount},
+ * {@link resizeTmpfs} and {@link mountSelinuxfs}.
  */
 export const hostMounter: Mounter = {
   isMounted: isMountPoint,
   mount: mountTmpfs,
   unmount,
   resize: resizeTmpfs,
+  mountSelinuxfs,
 };

@@ -16,7 +16,10 @@
  *
  * A first publish mounts the volume's tmpfs with the SELinux context kubelet passes in its mount
  * flags (`seLinuxMount: true` on the CSIDriver) or, on an SELinux node, with one every container
- * may read (`selinux.ts`); the options are kept in the volume's record.
+ * may read (`selinux.ts`); the options are kept in the volume's record. Whether the node has
+ * SELinux is decided once, when the server is built, from the kernel's `/proc/filesystems`; the
+ * SELinux file system is then mounted in the driver's `/sys/fs/selinux` if it is not, so `mount`
+ * keeps the context.
  *
  * Every collaborator is passed in ({@link NodeServerOptions}): the object source (API reads and
  * watches), the Event recorder, the mounter and the state store; `driver.ts` wires the real ones.
@@ -73,7 +76,7 @@ import type {
   NodeUnpublishVolumeRequest,
 } from "./proto.ts";
 import { type ObjectSource, SourceResolver } from "./resolver.ts";
-import { selinuxfsMounted, tmpfsMountOptions } from "./selinux.ts";
+import { prepareSelinux, tmpfsMountOptions } from "./selinux.ts";
 import type { VolumeRecord, VolumeStateStore } from "./state.ts";
 import { type PodRef, validatePublish, validateStats, validateUnpublish } from "./validation.ts";
 
@@ -113,12 +116,15 @@ export interface NodeServerOptions {
   /** How many volumes are re-rendered at once after a change (default 32). */
   renderConcurrency?: number;
   /**
-   * Whether the node has SELinux enabled; called once, when the server is built. When it has, a
-   * tmpfs mounted without kubelet's `context=` mount flag gets the default
-   * `context="system_u:object_r:container_file_t:s0"` (see `selinux.ts`). Default: whether
-   * `/sys/fs/selinux/enforce` exists.
+   * Whether the node has SELinux enabled; called once, when the server is built (first publishes
+   * and {@link NodeServer.restore} wait for its answer). When it has, a tmpfs mounted without
+   * kubelet's `context=` mount flag gets the default
+   * `context="system_u:object_r:container_file_t:s0"` (see `selinux.ts`). Default: `false` with
+   * `plainDir`, else `selinux.ts`'s `prepareSelinux`: `/proc/filesystems` lists `selinuxfs` or
+   * `/sys/fs/selinux/enforce` exists, with selinuxfs mounted at `/sys/fs/selinux` through the
+   * mounter's `mountSelinuxfs` when the kernel has SELinux and nothing is mounted there.
    */
-  selinuxEnabled?: () => boolean;
+  selinuxEnabled?: () => boolean | Promise<boolean>;
 }
 
 /** Result of {@link NodeServer.stats}. */
@@ -204,8 +210,8 @@ export class NodeServer {
   readonly #refused = new Map<string, string>();
   /** `reason:sha256` of each base root dropped and reported by this process. */
   readonly #baseDropped = new Set<string>();
-  /** Whether the node has SELinux (probed once). */
-  readonly #selinux: boolean;
+  /** Whether the node has SELinux (probed once, when built). */
+  readonly #selinux: Promise<boolean>;
 
   /**
    * Builds the server; nothing is read until {@link NodeServer.restore} or a publish.
@@ -223,7 +229,15 @@ export class NodeServer {
     this.#payloads = new PayloadCache({ baseRoots: options.baseRoots });
     this.#renders = new Semaphore(options.renderConcurrency ?? 32);
     this.#tmpfsCap = parseSize(options.tmpfsSize);
-    this.#selinux = (options.selinuxEnabled ?? (() => selinuxfsMounted()))();
+    const { mounter } = options;
+    const probe = options.selinuxEnabled ?? (() =>
+      options.plainDir ? false : prepareSelinux({
+        mountSelinuxfs: mounter.mountSelinuxfs?.bind(mounter),
+        logger: options.logger,
+      }));
+    this.#selinux = Promise.resolve(probe());
+    // A failed probe fails restore() and first publishes; it is not an unhandled rejection before.
+    this.#selinux.catch(() => {});
     this.metrics = options.metrics ?? new Registry();
     defineNodeMetrics(this.metrics, {
       volumes: () => this.#volumes.size,
@@ -238,6 +252,7 @@ export class NodeServer {
 
   /** Loads the volume records and resumes every volume whose target still holds our store. */
   async restore(): Promise<{ resumed: number; forgotten: number }> {
+    const selinux = await this.#selinux;
     const { records, errors } = await this.#opts.state.loadAll();
     for (const e of errors) {
       this.#log.warn("ignoring unreadable volume record", { error: e.message });
@@ -268,7 +283,11 @@ export class NodeServer {
       this.#schedule(volume, "restart");
       resumed++;
     }
-    this.#log.info("volume records restored", { resumed, forgotten, selinux: this.#selinux });
+    this.#log.info("volume records restored", {
+      resumed,
+      forgotten,
+      selinux,
+    });
     return { resumed, forgotten };
   }
 
@@ -376,7 +395,9 @@ export class NodeServer {
     const { mounter, plainDir } = this.#opts;
     // kubelet's SELinux context (flags already checked by validatePublish), or the default one on
     // an SELinux node: set by the first mount, as a remount cannot change it.
-    const mountOptions = plainDir ? [] : tmpfsMountOptions(mountFlags, { enabled: this.#selinux });
+    const mountOptions = plainDir
+      ? []
+      : tmpfsMountOptions(mountFlags, { enabled: await this.#selinux });
     await Deno.mkdir(targetPath, { recursive: true, mode: 0o750 });
     const record: VolumeRecord = {
       version: 1,

@@ -1,13 +1,16 @@
 /**
  * The node server's SELinux mount options on the fake mounter: kubelet's `context=` flag reaches
  * the mount call unchanged, the default context is added only on an SELinux node, a refused flag
- * fails the publish before anything is mounted, and the options are kept in the volume record.
+ * fails the publish before anything is mounted, and the options are kept in the volume record;
+ * the default probe mounts no selinuxfs on a kernel without SELinux (this host).
  */
 import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
 import { DevCa } from "../x509/mod.ts";
 import { CsiError } from "./errors.ts";
 import { PUBLISH_TOTAL } from "./metrics.ts";
+import type { Mounter } from "./mount.ts";
+import { kernelHasSelinux, selinuxfsMounted } from "./selinux.ts";
 import { caSecret, type Harness, harness, secretClass } from "./_test_utils.ts";
 
 const KUBELET = 'context="system_u:object_r:container_file_t:s0:c12,c345"';
@@ -126,3 +129,52 @@ Deno.test("a plain-directory volume records no mount options", async () => {
     await h.close();
   }
 });
+
+Deno.test("a probe that answers later is waited for by publish and restore", async () => {
+  const h = await harness({ selinuxEnabled: () => Promise.resolve(true) });
+  try {
+    sources(h);
+    assert.deepEqual(await h.server.restore(), { resumed: 0, forgotten: 0 });
+    await h.server.publish(h.publishRequest("v1"));
+    assert.deepEqual(h.mounter.calls.map((c) => c.options), [[DEFAULT]]);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("a failed probe fails restore and first publishes, and is not an unhandled rejection", async () => {
+  const h = await harness({ selinuxEnabled: () => Promise.reject(new Error("probe broke")) });
+  try {
+    sources(h);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    await assert.rejects(() => h.server.restore(), /probe broke/);
+    await assert.rejects(() => h.server.publish(h.publishRequest("v1")), /probe broke/);
+    assert.equal(h.mounter.mounts, 0);
+  } finally {
+    await h.close();
+  }
+});
+
+for (const plainDir of [false, true]) {
+  Deno.test({
+    name:
+      `the default probe on this host (no SELinux kernel) mounts no selinuxfs (plainDir: ${plainDir})`,
+    ignore: kernelHasSelinux() || selinuxfsMounted(),
+    fn: async () => {
+      const h = await harness({ selinuxEnabled: undefined, plainDir });
+      const selinuxfsMounts: string[] = [];
+      (h.mounter as Mounter).mountSelinuxfs = (dir) => (
+        selinuxfsMounts.push(dir), Promise.resolve()
+      );
+      h.restart();
+      try {
+        sources(h);
+        await h.server.publish(h.publishRequest("v1"));
+        assert.deepEqual(selinuxfsMounts, []);
+        assert.deepEqual(h.mounter.calls.map((c) => c.options), plainDir ? [] : [[]]);
+      } finally {
+        await h.close();
+      }
+    },
+  });
+}
