@@ -33,6 +33,13 @@
  *    (`spire-server localauthority x509 prepare`) reaches the projection by signer and labels and
  *    the CSI store. (Kubelet keeps a signed bundle read by name cached for 5 minutes,
  *    kubernetes/kubernetes#141439: that projection is checked before the change only.)
+ * 9. Trust restart (tests/harness/fixtures/roots_once_clients.yaml): two Deployments of a Go
+ *    client that loads the system roots once and calls the webhook's Service. SPIRE prepares a
+ *    CA and a second class of the annotated one gains a CA inside the settle delay: the annotated
+ *    Deployment is rolled out once (one new ReplicaSet, one Event naming both CAs), the other is
+ *    not. After `localauthority x509 activate` and `taint`, the webhook serves an SVID of the new
+ *    CA: the restarted client trusts it, the other fails with "unknown authority". The extra
+ *    class then loses its CA again: a removal alone rolls nothing out.
  */
 
 import assert from "node:assert/strict";
@@ -52,8 +59,11 @@ import {
   importImages,
   needsImageTools,
   PAUSE_IMAGE,
+  ROOTS_ONCE_CLIENT_IMAGE,
 } from "./harness/images.ts";
 import { waitFor } from "./harness/process.ts";
+import { createCa } from "./harness/pki.ts";
+import { createHash, X509Certificate } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -303,13 +313,39 @@ function toPem(bodies: string[]): string {
   ).join("");
 }
 
+/** Lower-case hex SHA-256 of a certificate's DER, from a PEM body or a whole PEM. */
+function fingerprint(cert: string): string {
+  if (cert.includes("-----BEGIN")) {
+    return new X509Certificate(cert).fingerprint256.replaceAll(":", "").toLowerCase();
+  }
+  return createHash("sha256").update(Uint8Array.fromBase64(cert)).digest("hex");
+}
+
+/** `Authority ID` of the active and the prepared X.509 authority in `localauthority x509 show`. */
+function authorityIds(show: string): { active?: string; prepared?: string } {
+  const id = (section: string) =>
+    new RegExp(`${section} X\\.509 authority:\\n\\s+Authority ID: (\\S+)`).exec(show)?.[1];
+  return { active: id("Active"), prepared: id("Prepared") };
+}
+
+const ROOTS_ONCE_FIXTURE = join(ROOT, "tests/harness/fixtures/roots_once_clients.yaml");
+const EXTRA_BUNDLE = "spiffe-demo-extra";
+const TRUSTED = "cacerts\\.spiffe\\.io/trusted-fingerprints";
+const RESTARTED_AT = "cacerts\\.spiffe\\.io/trust-restarted-at";
+/** The webhook's default --trust-restart-settle, which the manifests keep. */
+const SETTLE_MS = 30_000;
+
 Deno.test({
-  name: "cluster e2e: images from the Containerfiles, one kubectl apply -k, points 1-8 converge",
+  name: "cluster e2e: images from the Containerfiles, one kubectl apply -k, points 1-9 converge",
   ignore: needsCluster().ignore || needsImageTools().ignore,
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async (t) => {
-    const images = await buildLocalImages({ log });
+    const images = [
+      ...await buildLocalImages({ log }),
+      // The trust-restart step's Go client (a test workload, not a product image).
+      ...await buildLocalImages({ log, refs: [ROOTS_ONCE_CLIENT_IMAGE] }),
+    ];
     log(`${images.length} images built`);
     const cluster = await startCluster({
       sandboxImage: PAUSE_IMAGE,
@@ -828,6 +864,194 @@ Deno.test({
           }
           assert.deepEqual(failures, []);
           assert.ok(attempts >= 20, `only ${attempts} creates during the rollout`);
+        },
+      );
+
+      await t.step(
+        "9. a Go client that loads its roots once survives a SPIRE CA rotation only when its " +
+          "Deployment asks for restart-on-trust-change; a removal restarts nothing",
+        async () => {
+          const dir = await Deno.makeTempDir({ prefix: "cacerts-e2e-extra-" });
+          const [x, y] = await Promise.all([
+            createCa(dir, "extra-x", "Extra CA X"),
+            createCa(dir, "extra-y", "Extra CA Y"),
+          ]);
+          const extraBundle = (pems: string[]) =>
+            JSON.stringify({
+              apiVersion: "certificates.k8s.io/v1",
+              kind: "ClusterTrustBundle",
+              metadata: { name: EXTRA_BUNDLE },
+              spec: { trustBundle: pems.join("") },
+            });
+          await e.k(["apply", "-f", "-"], extraBundle([x.certPem]));
+          await e.k(
+            ["apply", "-f", "-"],
+            JSON.stringify({
+              apiVersion: "cacerts.csi.cert-manager.io/v1alpha1",
+              kind: "CAProviderClass",
+              metadata: { namespace: "spiffe-demo", name: "extra" },
+              spec: {
+                refs: [{
+                  apiGroup: "certificates.k8s.io",
+                  kind: "ClusterTrustBundle",
+                  name: EXTRA_BUNDLE,
+                }],
+              },
+            }),
+          );
+          await e.k(["apply", "-f", ROOTS_ONCE_FIXTURE]);
+          const logsOf = (target: string) => e.k(["logs", "-n", "spiffe-demo", target, "--tail=5"]);
+          const lastLine = async (target: string) =>
+            (await logsOf(target)).trim().split("\n").at(-1) ?? "";
+          const replicaSets = async (app: string) =>
+            (await e.jsonpath(
+              ["replicasets", "-n", "spiffe-demo", "-l", `app=${app}`],
+              "{.items[*].metadata.name}",
+            )).split(/\s+/).filter(Boolean);
+          const deployment = (name: string, path: string) =>
+            e.jsonpath(["deployment", name, "-n", "spiffe-demo"], path);
+          await e.waitReady("spiffe-demo", "app=roots-restart", 180_000);
+          const staticPod = await e.waitReady("spiffe-demo", "app=roots-static", 180_000);
+          for (const target of ["deployment/roots-restart", `pod/${staticPod}`]) {
+            await waitFor(
+              `${target} calls the webhook`,
+              async () => /^\S+ \S+ ok status=\d+ root=[0-9a-f]{64}/.test(await lastLine(target)),
+              {
+                timeoutMs: 60_000,
+                intervalMs: 2_000,
+              },
+            );
+          }
+          const baseline = await waitFor(
+            "roots-restart's CA set recorded",
+            async () =>
+              (await deployment("roots-restart", `{.metadata.annotations.${TRUSTED}}`)) ||
+              undefined,
+            { timeoutMs: 60_000, intervalMs: 2_000 },
+          );
+          assert.equal(await deployment("roots-static", `{.metadata.annotations.${TRUSTED}}`), "");
+          assert.equal((await replicaSets("roots-restart")).length, 1);
+
+          // Two gains inside the settle delay: SPIRE prepares a CA, the extra class gains Y.
+          const before = new Set(await e.spireRoots());
+          const activeBefore = authorityIds(
+            await e.spireServer(["localauthority", "x509", "show"]),
+          ).active;
+          assert.ok(activeBefore, "an active X.509 authority");
+          await e.spireServer(["localauthority", "x509", "prepare"]);
+          const added = (await e.spireRoots()).filter((r) => !before.has(r));
+          assert.equal(added.length, 1, "prepare adds one root to the bundle");
+          await e.k(["apply", "-f", "-"], extraBundle([x.certPem, y.certPem]));
+          const gained = [fingerprint(added[0]), fingerprint(y.certPem)];
+          const t0 = Date.now();
+          await waitFor(
+            "roots-restart rolled out",
+            async () => (await replicaSets("roots-restart")).length === 2,
+            {
+              timeoutMs: SETTLE_MS + 90_000,
+              intervalMs: 2_000,
+            },
+          );
+          log(`roots-restart rolled out ${Date.now() - t0} ms after the gains`);
+          await e.k([
+            "rollout",
+            "status",
+            "deployment/roots-restart",
+            "-n",
+            "spiffe-demo",
+            "--timeout=180s",
+          ]);
+          // One rollout for both: the new baseline holds both CAs, one Event names both.
+          const trusted = (await deployment("roots-restart", `{.metadata.annotations.${TRUSTED}}`))
+            .split(",");
+          for (const fp of gained) assert.ok(trusted.includes(fp), `${fp} not in ${trusted}`);
+          assert.notEqual(trusted.join(), baseline);
+          const events = JSON.parse(
+            await e.k([
+              "get",
+              "events",
+              "-n",
+              "spiffe-demo",
+              "--field-selector",
+              "involvedObject.kind=Deployment,involvedObject.name=roots-restart,reason=TrustRestart",
+              "-o",
+              "json",
+            ]),
+          ) as { items: { message: string }[] };
+          assert.equal(events.items.length, 1, JSON.stringify(events.items));
+          for (const fp of gained) assert.ok(events.items[0].message.includes(`sha256:${fp}`));
+          log(`Event: ${events.items[0].message}`);
+          assert.equal((await replicaSets("roots-static")).length, 1);
+          assert.equal(
+            await deployment("roots-static", `{.spec.template.metadata.annotations}`),
+            "",
+          );
+          const restartedAt = await deployment(
+            "roots-restart",
+            `{.spec.template.metadata.annotations.${RESTARTED_AT}}`,
+          );
+
+          // SPIRE switches to the new CA and forces every SVID off the old one.
+          const prepared = authorityIds(await e.spireServer(["localauthority", "x509", "show"]))
+            .prepared;
+          assert.ok(prepared, "a prepared X.509 authority");
+          await e.spireServer(["localauthority", "x509", "activate", "-authorityID", prepared]);
+          await e.spireServer(["localauthority", "x509", "taint", "-authorityID", activeBefore]);
+          const ip = await e.jsonpath(
+            ["service", "spire-cacerts-webhook", "-n", "spire-cacerts"],
+            "{.spec.clusterIP}",
+          );
+          const t1 = Date.now();
+          await waitFor("the webhook serves an SVID of the new CA", async () => {
+            try {
+              await webhookCertificate(ip, toPem(added));
+              return true;
+            } catch {
+              return false;
+            }
+          }, { timeoutMs: 180_000, intervalMs: 2_000 });
+          log(`webhook SVID from the new CA ${Date.now() - t1} ms after activate + taint`);
+          const newRoot = new RegExp(`ok status=\\d+ root=${gained[0]} `);
+          await waitFor(
+            "the restarted client trusts the new CA",
+            async () => newRoot.test(await lastLine("deployment/roots-restart")),
+            {
+              timeoutMs: 60_000,
+              intervalMs: 2_000,
+            },
+          );
+          await waitFor(
+            "the client that was not restarted fails",
+            async () =>
+              /FAIL .*certificate signed by unknown authority/.test(
+                await lastLine(`pod/${staticPod}`),
+              ),
+            { timeoutMs: 60_000, intervalMs: 2_000 },
+          );
+          log(`roots-static: ${await lastLine(`pod/${staticPod}`)}`);
+          assert.equal((await replicaSets("roots-restart")).length, 2, "one rollout only");
+
+          // A removal alone: the extra class loses Y again; nothing is rolled out.
+          await e.k(["apply", "-f", "-"], extraBundle([x.certPem]));
+          await waitFor("spiffe-demo/extra back to one CA", async () =>
+            (await e.jsonpath(
+              ["caproviderclass", "extra", "-n", "spiffe-demo"],
+              "{.status.certificates}",
+            )) === "1", { timeoutMs: 60_000, intervalMs: 2_000 });
+          await delay(SETTLE_MS + 10_000);
+          assert.equal((await replicaSets("roots-restart")).length, 2, "a removal rolled out");
+          assert.equal(
+            await deployment(
+              "roots-restart",
+              `{.spec.template.metadata.annotations.${RESTARTED_AT}}`,
+            ),
+            restartedAt,
+          );
+          assert.ok(newRoot.test(await lastLine("deployment/roots-restart")));
+          await e.k(["delete", "-f", ROOTS_ONCE_FIXTURE, "--wait=false"]);
+          await e.k(["delete", "caproviderclass", "extra", "-n", "spiffe-demo"]);
+          await e.k(["delete", "clustertrustbundle", EXTRA_BUNDLE]);
+          await Deno.remove(dir, { recursive: true });
         },
       );
     } finally {

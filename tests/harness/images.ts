@@ -10,6 +10,7 @@
  * | spire-server, spire-agent, spiffe-helper, spire-controller-manager, coredns | the binaries `tests/tools/build.sh` built from their Go modules, at the upstream images' paths |
  * | csi-node-driver-registrar, livenessprobe | Go stand-ins from `tests/tools/cluster/` (the proxy does not serve their modules) |
  * | pause | a tiny Go `pause` from `tests/tools/cluster/pause` |
+ * | spire-cacerts.test/roots-once-client (test workload, built on request) | `tests/tools/cluster/roots-once-client` |
  * | csi-driver, webhook, workloads | built from `images/*.Containerfile` with buildah (`containerfile_images.ts`) |
  *
  * Dynamically linked programs (CGO spire-server/agent, Deno) get the loader and the libraries
@@ -69,6 +70,12 @@ export const PAUSE_IMAGE = "registry.k8s.io/pause:3.10";
 /** The CoreDNS image ref (built from github.com/coredns/coredns v1.15.0). */
 export const COREDNS_IMAGE = "registry.k8s.io/coredns/coredns:v1.15.0";
 
+/**
+ * A test workload, not a product image: `tests/tools/cluster/roots-once-client`, a Go HTTPS client
+ * that loads the system roots once at start (the cluster test's trust-restart step).
+ */
+export const ROOTS_ONCE_CLIENT_IMAGE = "spire-cacerts.test/roots-once-client:v1";
+
 /** Binaries from `tests/tools/build.sh` that the images are made of. */
 export const IMAGE_TOOLS = [
   "spire-server",
@@ -79,6 +86,7 @@ export const IMAGE_TOOLS = [
   "pause",
   "csi-node-driver-registrar",
   "livenessprobe",
+  "roots-once-client",
   "kubectl",
 ] as const;
 
@@ -229,6 +237,11 @@ const RECIPES: Record<string, Recipe> = {
   "registry.k8s.io/sig-storage/csi-node-driver-registrar": () =>
     goBinaryPlan("csi-node-driver-registrar", "/csi-node-driver-registrar", {
       Entrypoint: ["/csi-node-driver-registrar"],
+    }),
+  "spire-cacerts.test/roots-once-client": () =>
+    goBinaryPlan("roots-once-client", "/roots-once-client", {
+      User: "65532:65532",
+      Entrypoint: ["/roots-once-client"],
     }),
   "registry.k8s.io/sig-storage/livenessprobe": () =>
     goBinaryPlan("livenessprobe", "/livenessprobe", { Entrypoint: ["/livenessprobe"] }),

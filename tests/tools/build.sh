@@ -84,6 +84,7 @@ cluster|coredns|./coredns|github.com/coredns/coredns|0|-s -w
 cluster|pause|./pause||0|-s -w
 cluster|csi-node-driver-registrar|./csi-node-driver-registrar||0|-s -w
 cluster|livenessprobe|./livenessprobe||0|-s -w
+cluster|roots-once-client|./roots-once-client||0|-s -w
 cluster/controller-manager|spire-controller-manager|github.com/spiffe/spire-controller-manager/cmd|github.com/spiffe/spire-controller-manager|0|-s -w
 EOF
 }
