@@ -63,6 +63,12 @@ export interface SourceRef extends ObjectName {
   key: string | undefined;
   /** Position in `spec.refs`, for messages. */
   index: number;
+  /**
+   * The cert-manager issuer this Secret ref stands for (e.g. `ClusterIssuer root`), set by
+   * {@link issuerSecretRef}: a missing key is then fixed in the Secret or the issuer, not with
+   * the ref's `key`.
+   */
+  via?: string;
 }
 
 /**
@@ -352,7 +358,7 @@ export function issuerSecretRef(
   from?: string,
 ): SourceRef {
   const secret = issuerSecret(ref, issuer, clusterResourceNamespace, from);
-  return { kind: "Secret", ...secret, key: undefined, index: ref.index };
+  return { kind: "Secret", ...secret, key: undefined, index: ref.index, via: issuerRefName(ref) };
 }
 
 function stringMap(value: unknown): Record<string, unknown> {
@@ -415,7 +421,12 @@ export function refKey(ref: SourceRef, object: Record<string, unknown>, from?: s
   const keys = ref.key === undefined ? [DEFAULT_KEY, FALLBACK_KEY] : [ref.key];
   const field = from ? `${from} spec.refs[${ref.index}].key` : `spec.refs[${ref.index}].key`;
   const presentText = present.length ? present.join(", ") : "none";
-  const message = ref.key === undefined
+  const message = ref.via !== undefined
+    ? `${what}${from ? ` (from ${from})` : ""} has neither key "${DEFAULT_KEY}" nor ` +
+      `"${FALLBACK_KEY}", the keys the CA Secret of ${ref.via} is read by; keys present: ` +
+      `${presentText}. Add the CA certificate as one of them, or point ${ref.via}'s ` +
+      `spec.ca.secretName at the Secret that holds it`
+    : ref.key === undefined
     ? `${what}${from ? ` (from ${from})` : ""} has neither key "${DEFAULT_KEY}" nor ` +
       `"${FALLBACK_KEY}", the keys a ref without key reads; keys present: ${presentText}. ` +
       `Add one of them, or set ${field} to the key holding the CA certificates`

@@ -23,7 +23,14 @@
  * @module
  */
 
-import { CLUSTER_ISSUER_KIND, ISSUER_KIND } from "./contract.ts";
+import {
+  CLUSTER_ISSUER_KIND,
+  CLUSTER_ISSUER_PLURAL,
+  ISSUER_GROUP,
+  ISSUER_KIND,
+  ISSUER_PLURAL,
+  ISSUER_VERSION,
+} from "./contract.ts";
 import { SourceError } from "./errors.ts";
 
 /** Kinds of cert-manager issuer a ref may name. */
@@ -134,6 +141,21 @@ export function issuerRefName(ref: IssuerRef): string {
   return ref.kind === CLUSTER_ISSUER_KIND
     ? `${CLUSTER_ISSUER_KIND} ${ref.name}`
     : `${ISSUER_KIND} ${ref.namespace}/${ref.name}`;
+}
+
+/**
+ * What to say when the API server answers a list of issuers with 404: it does not serve the
+ * resource, i.e. cert-manager (its CRDs) is not installed. Names the ref, the resource and the
+ * fix.
+ *
+ * @param ref the parsed ref
+ * @param from where the ref comes from, for messages (e.g. `CAProviderClass shop/ca`)
+ */
+export function issuerNotServedMessage(ref: IssuerRef, from?: string): string {
+  const plural = ref.kind === CLUSTER_ISSUER_KIND ? CLUSTER_ISSUER_PLURAL : ISSUER_PLURAL;
+  return `cannot read ${issuerRefName(ref)}${from ? ` (from ${from})` : ""}: the API server ` +
+    `does not serve ${plural}.${ISSUER_GROUP}/${ISSUER_VERSION} (HTTP 404); install ` +
+    `cert-manager (its CRDs), or remove spec.refs[${ref.index}]; retrying`;
 }
 
 /**

@@ -9,6 +9,7 @@ import {
   issuerSecretRef,
   issuerType,
   isTrustBundleRef,
+  KeyNotFoundError,
   parseClassRefs,
   readRefText,
   refObjectName,
@@ -126,6 +127,7 @@ Deno.test("a CA issuer stands for its Secret: the Issuer's namespace, or the clu
     name: "root-ca",
     key: undefined,
     index: 1,
+    via: "ClusterIssuer root",
   });
   const both = { data: { "ca.crt": btoa("CA"), "tls.crt": btoa("TLS") } };
   assert.deepEqual(readRefText(secretRef, both), { key: "ca.crt", origin: "Default", text: "CA" });
@@ -135,6 +137,17 @@ Deno.test("a CA issuer stands for its Secret: the Issuer's namespace, or the clu
     origin: "Fallback",
     text: "TLS",
   });
+  // Neither key: the fix is in the Secret or the issuer, not a ref key.
+  assert.throws(
+    () => readRefText(secretRef, { data: { "tls.key": btoa("K") } }, "CAProviderClass shop/ca"),
+    (e: unknown) =>
+      e instanceof KeyNotFoundError &&
+      e.message ===
+        'Secret cert-manager/root-ca (from CAProviderClass shop/ca) has neither key "ca.crt" ' +
+          'nor "tls.crt", the keys the CA Secret of ClusterIssuer root is read by; keys ' +
+          "present: tls.key. Add the CA certificate as one of them, or point ClusterIssuer " +
+          "root's spec.ca.secretName at the Secret that holds it",
+  );
 });
 
 Deno.test("a missing issuer is SourceNotFound; a non-CA issuer is refused naming its type", () => {

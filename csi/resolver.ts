@@ -18,6 +18,7 @@ import {
   DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
   isIssuerRef,
   isSourceRef,
+  issuerNotServedMessage,
   type IssuerRef,
   issuerSecretRef,
   type ObjectName,
@@ -255,6 +256,12 @@ export class SourceResolver {
     if ((error as { code?: unknown }).code === 403) {
       throw new SourceError(forbiddenMessage(ref, label, this.#identity, describeApiError(error)), {
         reason: "Forbidden",
+        cause: error,
+      });
+    }
+    if ((error as { code?: unknown }).code === 404 && isIssuerRef(ref)) {
+      throw new SourceError(issuerNotServedMessage(ref, label), {
+        reason: "SourceUnreadable",
         cause: error,
       });
     }

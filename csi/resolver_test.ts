@@ -378,3 +378,19 @@ Deno.test("a Forbidden issuer Secret names the cluster resource namespace and th
     /cannot read ClusterIssuer root \(from CAProviderClass shop\/a\): HTTP 403; .*may not list issuers\.cert-manager\.io and clusterissuers\.cert-manager\.io; add get, list and watch on them to ClusterRole spire-cacerts-csi/,
   );
 });
+
+Deno.test("issuers not served (cert-manager not installed) are unreadable, with the fix", async () => {
+  const { objects, resolver } = setup();
+  objects.put("CAProviderClass", "shop", "a", {
+    spec: { refs: [{ ...CM, kind: "Issuer", name: "team-ca" }] },
+  });
+  objects.fail("Issuer", "shop", "team-ca", { code: 404 });
+  const error = await refusal(resolver);
+  assert.equal(error.reason, "SourceUnreadable");
+  assert.equal(
+    error.message,
+    "cannot read Issuer shop/team-ca (from CAProviderClass shop/a): the API server does not " +
+      "serve issuers.cert-manager.io/v1 (HTTP 404); install cert-manager (its CRDs), or remove " +
+      "spec.refs[0]; retrying",
+  );
+});

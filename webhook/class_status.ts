@@ -47,6 +47,7 @@ import {
   isIssuerRef,
   isSourceRef,
   type IssuerKind,
+  issuerNotServedMessage,
   type IssuerRef,
   issuerRefName,
   issuerSecretRef,
@@ -690,6 +691,10 @@ export async function computeClassStatus(
           reason: "Forbidden",
           message: forbiddenIssuerMessage(ref, options.serviceAccount),
         });
+        continue;
+      }
+      if (code === 404 && state.object === null) {
+        problems.push({ reason: "SourceUnreadable", message: issuerNotServedMessage(ref, label) });
         continue;
       }
       if (state.error !== undefined && state.object === null) {

@@ -946,6 +946,14 @@ Deno.test("status: an ACME issuer is InvalidRef naming it; missing and Forbidden
     secretForbidden.message,
     /`kubectl create rolebinding spire-cacerts-source-reader --clusterrole=spire-cacerts-source-reader --serviceaccount=spire-cacerts:spire-cacerts-webhook -n cert-manager` \(the CA Secret of ClusterIssuer root\)$/,
   );
+  const notServed = await ready([{ ...CM, kind: "ClusterIssuer", name: "root" }], {
+    "ClusterIssuer//root": { object: null, error: Object.assign(new Error("nf"), { code: 404 }) },
+  });
+  assert.equal(notServed.reason, "SourceUnreadable");
+  assert.match(
+    notServed.message,
+    /the API server does not serve clusterissuers\.cert-manager\.io\/v1 \(HTTP 404\); install cert-manager/,
+  );
   const issuerForbidden = await ready([{ ...CM, kind: "Issuer", name: "x" }], {
     "Issuer/shop/x": forbidden,
   });
