@@ -1,8 +1,9 @@
 /**
  * Parsing of the `caProviderClasses` volume attribute, and CAProviderClass objects
  * (`cacerts.csi.cert-manager.io/v1alpha1`, the kubeops/csi-driver-cacerts schema:
- * `spec.refs[]` of `{apiGroup, kind, namespace, name, key}`, plus this driver's
- * `ClusterTrustBundle` refs, `trust_bundle_ref.ts`): {@link buildClass}, which the webhook
+ * `spec.refs[]` of `{apiGroup, kind, namespace, name, key}`, cert-manager `Issuer` and
+ * `ClusterIssuer` refs, `issuer_ref.ts`, plus this driver's `ClusterTrustBundle` refs,
+ * `trust_bundle_ref.ts`): {@link buildClass}, which the webhook
  * applies, and {@link parseClassRefs}, which the driver and the status controller read them with,
  * side by side so the shape is written down once.
  *
@@ -12,10 +13,21 @@
 import {
   CLASS_API_VERSION,
   CLASS_KIND,
+  CLUSTER_ISSUER_KIND,
+  ISSUER_GROUP,
+  ISSUER_KIND,
   TRUST_BUNDLE_GROUP,
   TRUST_BUNDLE_KIND,
 } from "./contract.ts";
 import { KeyNotFoundError, SourceError } from "./errors.ts";
+import {
+  isIssuerKind,
+  type IssuerKind,
+  type IssuerRef,
+  issuerRefName,
+  issuerSecret,
+  parseIssuerRef,
+} from "./issuer_ref.ts";
 import {
   parseTrustBundleRef,
   type TrustBundleRef,
@@ -51,14 +63,33 @@ export interface SourceRef extends ObjectName {
   key: string | undefined;
   /** Position in `spec.refs`, for messages. */
   index: number;
+  /**
+   * The cert-manager issuer this Secret ref stands for (e.g. `ClusterIssuer root`), set by
+   * {@link issuerSecretRef}: a missing key is then fixed in the Secret or the issuer, not with
+   * the ref's `key`.
+   */
+  via?: string;
 }
 
-/** A parsed `spec.refs` entry: a Secret or ConfigMap key, or ClusterTrustBundles. */
-export type ClassRef = SourceRef | TrustBundleRef;
+/**
+ * A parsed `spec.refs` entry: a Secret or ConfigMap key, ClusterTrustBundles, or a cert-manager
+ * Issuer or ClusterIssuer.
+ */
+export type ClassRef = SourceRef | TrustBundleRef | IssuerRef;
 
-/** Whether a parsed ref is a Secret or ConfigMap ref (not ClusterTrustBundles). */
+/** Whether a parsed ref is a Secret or ConfigMap ref (not ClusterTrustBundles, not an issuer). */
 export function isSourceRef(ref: ClassRef): ref is SourceRef {
-  return ref.kind !== TRUST_BUNDLE_KIND;
+  return ref.kind === "Secret" || ref.kind === "ConfigMap";
+}
+
+/** Whether a parsed ref is a cert-manager Issuer or ClusterIssuer ref. */
+export function isIssuerRef(ref: ClassRef): ref is IssuerRef {
+  return isIssuerKind(ref.kind);
+}
+
+/** Whether a parsed ref selects ClusterTrustBundles. */
+export function isTrustBundleRef(ref: ClassRef): ref is TrustBundleRef {
+  return ref.kind === TRUST_BUNDLE_KIND;
 }
 
 /** How the key a ref reads was chosen. */
@@ -141,6 +172,18 @@ export interface TrustBundleRefSpec {
   name: string;
 }
 
+/** A `spec.refs` entry naming a cert-manager Issuer or ClusterIssuer, as {@link buildClass} writes it. */
+export interface IssuerRefSpec {
+  /** `cert-manager.io`. */
+  apiGroup: typeof ISSUER_GROUP;
+  /** `Issuer` or `ClusterIssuer`. */
+  kind: IssuerKind;
+  /** An Issuer's namespace; absent means the class's own (never set for a ClusterIssuer). */
+  namespace?: string;
+  /** The issuer's name. */
+  name: string;
+}
+
 /** A CAProviderClass object as {@link buildClass} makes it. */
 export interface CAProviderClassObject {
   /** `cacerts.csi.cert-manager.io/v1alpha1`. */
@@ -150,7 +193,7 @@ export interface CAProviderClassObject {
   /** Name, namespace and labels. */
   metadata: { name: string; namespace: string; labels?: Record<string, string> };
   /** The refs, in order. */
-  spec: { refs: (ClassRefSpec | TrustBundleRefSpec)[] };
+  spec: { refs: (ClassRefSpec | TrustBundleRefSpec | IssuerRefSpec)[] };
 }
 
 /** What {@link buildClass} needs. */
@@ -159,18 +202,19 @@ export interface ClassOptions extends ObjectName {
   labels?: Record<string, string>;
   /**
    * The sources, in order: Secret or ConfigMap keys (a ref without namespace or key leaves the
-   * field out), or a ClusterTrustBundle by name.
+   * field out), a ClusterTrustBundle by name, or a cert-manager Issuer or ClusterIssuer.
    */
   refs: readonly (
     | { kind: SourceKind; namespace?: string; name: string; key?: string }
     | { kind: typeof TRUST_BUNDLE_KIND; name: string }
+    | { kind: IssuerKind; namespace?: string; name: string }
   )[];
 }
 
 /**
  * Builds a CAProviderClass object (the shape {@link parseClassRefs} reads back): `apiVersion`,
  * `kind`, metadata, and `spec.refs` with `apiGroup: ""` (`certificates.k8s.io` for a
- * ClusterTrustBundle) and only the fields given.
+ * ClusterTrustBundle, `cert-manager.io` for an issuer) and only the fields given.
  */
 export function buildClass(options: ClassOptions): CAProviderClassObject {
   const metadata: CAProviderClassObject["metadata"] = {
@@ -183,17 +227,22 @@ export function buildClass(options: ClassOptions): CAProviderClassObject {
     kind: CLASS_KIND,
     metadata,
     spec: {
-      refs: options.refs.map((ref) =>
-        ref.kind === TRUST_BUNDLE_KIND
-          ? { apiGroup: TRUST_BUNDLE_GROUP, kind: ref.kind, name: ref.name }
-          : {
+      refs: options.refs.map((ref): ClassRefSpec | TrustBundleRefSpec | IssuerRefSpec => {
+        if (ref.kind === TRUST_BUNDLE_KIND) {
+          return { apiGroup: TRUST_BUNDLE_GROUP, kind: ref.kind, name: ref.name };
+        }
+        const namespace = ref.namespace === undefined ? {} : { namespace: ref.namespace };
+        if (ref.kind === "Secret" || ref.kind === "ConfigMap") {
+          return {
             apiGroup: "" as const,
             kind: ref.kind,
-            ...(ref.namespace === undefined ? {} : { namespace: ref.namespace }),
+            ...namespace,
             name: ref.name,
             ...(ref.key === undefined ? {} : { key: ref.key }),
-          }
-      ),
+          };
+        }
+        return { apiGroup: ISSUER_GROUP, kind: ref.kind, ...namespace, name: ref.name };
+      }),
     },
   };
 }
@@ -207,7 +256,8 @@ function str(value: unknown): string | undefined {
  * a namespace live in the class's namespace; refs without a key keep `key` undefined
  * ({@link refKey} picks it per object). `ClusterTrustBundle` refs (`apiGroup:
  * certificates.k8s.io`) select bundles by `name`, or by `signerName` and `labelSelector` (see
- * `parseTrustBundleRef`).
+ * `parseTrustBundleRef`). `Issuer` and `ClusterIssuer` refs (`apiGroup: cert-manager.io`) name a
+ * cert-manager CA issuer (see `parseIssuerRef`); an Issuer without namespace is the class's.
  *
  * @param object the object as returned by the API server
  * @param where `namespace/name` of the class, for messages
@@ -234,15 +284,32 @@ export function parseClassRefs(object: unknown, where: ObjectName): ClassRef[] {
       }
       return parseTrustBundleRef(ref, at, i);
     }
+    if (isIssuerKind(kind)) {
+      if (apiGroup !== ISSUER_GROUP) {
+        throw new SourceError(
+          `${at}: kind ${kind} needs apiGroup "${ISSUER_GROUP}", not "${apiGroup}"`,
+        );
+      }
+      return parseIssuerRef(ref, at, i, where.namespace);
+    }
+    if (apiGroup === ISSUER_GROUP && kind !== "Secret" && kind !== "ConfigMap") {
+      throw new SourceError(
+        `${at}: kind "${kind ?? ""}" of apiGroup "${ISSUER_GROUP}" is not supported: only ` +
+          `${ISSUER_KIND} and ${CLUSTER_ISSUER_KIND} are read (a Certificate's CA is in its ` +
+          `Secret: reference that Secret with kind Secret)`,
+      );
+    }
     if (apiGroup !== "" && apiGroup !== "core" && apiGroup !== "v1") {
       throw new SourceError(
         `${at}: apiGroup "${apiGroup}" is not supported (use "" for Secret and ConfigMap, ` +
-          `"${TRUST_BUNDLE_GROUP}" for ${TRUST_BUNDLE_KIND})`,
+          `"${TRUST_BUNDLE_GROUP}" for ${TRUST_BUNDLE_KIND}, "${ISSUER_GROUP}" for ` +
+          `${ISSUER_KIND} and ${CLUSTER_ISSUER_KIND})`,
       );
     }
     if (kind !== "Secret" && kind !== "ConfigMap") {
       throw new SourceError(
-        `${at}: kind "${kind ?? ""}" is not supported (Secret, ConfigMap or ${TRUST_BUNDLE_KIND})`,
+        `${at}: kind "${kind ?? ""}" is not supported (Secret, ConfigMap, ${TRUST_BUNDLE_KIND}, ` +
+          `${ISSUER_KIND} or ${CLUSTER_ISSUER_KIND})`,
       );
     }
     if (str(ref.signerName) !== undefined || (ref.labelSelector ?? null) !== null) {
@@ -264,11 +331,34 @@ export function parseClassRefs(object: unknown, where: ObjectName): ClassRef[] {
 }
 
 /**
- * `Secret ns/name`, `ConfigMap ns/name`, `ClusterTrustBundle name` or `ClusterTrustBundles of
- * signer s`.
+ * `Secret ns/name`, `ConfigMap ns/name`, `ClusterTrustBundle name`, `ClusterTrustBundles of
+ * signer s`, `Issuer ns/name` or `ClusterIssuer name`.
  */
 export function refObjectName(ref: ClassRef): string {
-  return isSourceRef(ref) ? `${ref.kind} ${ref.namespace}/${ref.name}` : trustBundleRefName(ref);
+  if (isSourceRef(ref)) return `${ref.kind} ${ref.namespace}/${ref.name}`;
+  return isIssuerRef(ref) ? issuerRefName(ref) : trustBundleRefName(ref);
+}
+
+/**
+ * The keyless Secret ref a CA issuer stands for: the Secret its `spec.ca.secretName` names (in
+ * the Issuer's namespace, or `clusterResourceNamespace` for a ClusterIssuer), read with
+ * {@link readRefText} like a Secret ref without key (`ca.crt`, else `tls.crt`).
+ *
+ * @param ref the parsed Issuer or ClusterIssuer ref
+ * @param issuer the issuer object, or null when it does not exist
+ * @param clusterResourceNamespace cert-manager's cluster resource namespace
+ * @param from where the ref comes from, for messages
+ * @throws {SourceError} `SourceNotFound` for a missing issuer, `InvalidRef` for one that is not a
+ *   CA issuer (see `issuerSecret`)
+ */
+export function issuerSecretRef(
+  ref: IssuerRef,
+  issuer: Record<string, unknown> | null,
+  clusterResourceNamespace: string,
+  from?: string,
+): SourceRef {
+  const secret = issuerSecret(ref, issuer, clusterResourceNamespace, from);
+  return { kind: "Secret", ...secret, key: undefined, index: ref.index, via: issuerRefName(ref) };
 }
 
 function stringMap(value: unknown): Record<string, unknown> {
@@ -331,7 +421,12 @@ export function refKey(ref: SourceRef, object: Record<string, unknown>, from?: s
   const keys = ref.key === undefined ? [DEFAULT_KEY, FALLBACK_KEY] : [ref.key];
   const field = from ? `${from} spec.refs[${ref.index}].key` : `spec.refs[${ref.index}].key`;
   const presentText = present.length ? present.join(", ") : "none";
-  const message = ref.key === undefined
+  const message = ref.via !== undefined
+    ? `${what}${from ? ` (from ${from})` : ""} has neither key "${DEFAULT_KEY}" nor ` +
+      `"${FALLBACK_KEY}", the keys the CA Secret of ${ref.via} is read by; keys present: ` +
+      `${presentText}. Add the CA certificate as one of them, or point ${ref.via}'s ` +
+      `spec.ca.secretName at the Secret that holds it`
+    : ref.key === undefined
     ? `${what}${from ? ` (from ${from})` : ""} has neither key "${DEFAULT_KEY}" nor ` +
       `"${FALLBACK_KEY}", the keys a ref without key reads; keys present: ${presentText}. ` +
       `Add one of them, or set ${field} to the key holding the CA certificates`

@@ -67,8 +67,8 @@ Deno.test("unusable class refs name the class and the ref index", () => {
     [{}, /CAProviderClass shop\/c has no spec\.refs/],
     [{ spec: { refs: [] } }, /has no spec\.refs/],
     [
-      { spec: { refs: [{ kind: "Issuer", name: "x", apiGroup: "cert-manager.io" }] } },
-      /spec\.refs\[0\]: apiGroup "cert-manager\.io" is not supported/,
+      { spec: { refs: [{ kind: "Certificate", name: "x", apiGroup: "cert-manager.io" }] } },
+      /spec\.refs\[0\]: kind "Certificate" of apiGroup "cert-manager\.io" is not supported/,
     ],
     [
       { spec: { refs: [{ kind: "Secret", name: "ok" }, { kind: "Pod", name: "x" }] } },

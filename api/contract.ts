@@ -1,9 +1,10 @@
 /**
  * The names the webhook writes and the CSI driver reads, defined once: the driver name, the
- * `CAProviderClass` API (group, version, plural, kind), the `ClusterTrustBundle` API a ref may
- * name, the inline volume's attributes, the OS family assumed when a pod names none and where
- * each family's store is mounted, the pod label and annotations the webhook reads, and the Java
- * keystore password of every rendered store.
+ * `CAProviderClass` API (group, version, plural, kind), the `ClusterTrustBundle` API and
+ * cert-manager's `Issuer` and `ClusterIssuer` API a ref may name (with cert-manager's default
+ * cluster resource namespace), the inline volume's attributes, the OS family assumed when a pod
+ * names none and where each family's store is mounted, the pod label and annotations the webhook
+ * reads, and the Java keystore password of every rendered store.
  * The class object itself is built by `buildClass` next to `parseClassRefs`, the parser that
  * reads it (`class_ref.ts`); the files inside a store come from the renderer's own table
  * ({@link storeFiles}).
@@ -46,6 +47,24 @@ export const TRUST_BUNDLE_PLURAL = "clustertrustbundles";
 export const TRUST_BUNDLE_KIND = "ClusterTrustBundle";
 /** Field selector key ClusterTrustBundles are listed by signer with (`spec.signerName=<signer>`). */
 export const TRUST_BUNDLE_SIGNER_FIELD = "spec.signerName";
+
+/** API group of cert-manager's Issuer and ClusterIssuer, the `apiGroup` of a ref of those kinds. */
+export const ISSUER_GROUP = "cert-manager.io";
+/** API version of Issuer and ClusterIssuer the driver reads. */
+export const ISSUER_VERSION = "v1";
+/** Kind of a namespaced cert-manager issuer. */
+export const ISSUER_KIND = "Issuer";
+/** Plural resource name of Issuer (namespaced). */
+export const ISSUER_PLURAL = "issuers";
+/** Kind of a cluster-scoped cert-manager issuer. */
+export const CLUSTER_ISSUER_KIND = "ClusterIssuer";
+/** Plural resource name of ClusterIssuer (cluster-scoped). */
+export const CLUSTER_ISSUER_PLURAL = "clusterissuers";
+/**
+ * cert-manager's default "cluster resource namespace" (its `--cluster-resource-namespace`): where
+ * the Secret of a ClusterIssuer lives.
+ */
+export const DEFAULT_CLUSTER_RESOURCE_NAMESPACE = "cert-manager";
 
 /** Volume attribute naming the OS family whose layout is rendered ({@link DEFAULT_OS_FAMILY} when absent). */
 export const OS_ATTRIBUTE = "os";

@@ -116,8 +116,8 @@ Deno.test("ClusterTrustBundle refs that cannot work name the field and the fix",
       /signerName and labelSelector apply to ClusterTrustBundle refs only; remove them from this Secret ref/,
     ],
     [
-      { kind: "Issuer", name: "x" },
-      /kind "Issuer" is not supported \(Secret, ConfigMap or ClusterTrustBundle\)/,
+      { kind: "Certificate", name: "x" },
+      /kind "Certificate" is not supported \(Secret, ConfigMap, ClusterTrustBundle, Issuer or ClusterIssuer\)/,
     ],
   ];
   for (const [ref, message] of cases) {

@@ -31,6 +31,11 @@ export interface NodeDriverOptions {
   tmpfsSize: string;
   /** Namespaces (besides the pod's own) that classes and refs may point into. */
   allowedRefNamespaces: readonly string[];
+  /**
+   * cert-manager's cluster resource namespace, where a ClusterIssuer's Secret is read
+   * (`--cluster-resource-namespace`; default `cert-manager`).
+   */
+  clusterResourceNamespace?: string;
   /** Cluster access. */
   client: KubeClient;
   /** Structured logger. */
@@ -73,6 +78,7 @@ export function createNodeDriver(options: NodeDriverOptions): NodeServer {
     plainDir: options.plainDir,
     tmpfsSize: options.tmpfsSize,
     allowedRefNamespaces: options.allowedRefNamespaces,
+    clusterResourceNamespace: options.clusterResourceNamespace,
     metrics: options.metrics,
     baseRoots: options.baseRoots,
     renderConcurrency: options.renderConcurrency,

@@ -20,7 +20,7 @@
  */
 
 import { hostname } from "node:os";
-import { DRIVER_NAME } from "../api/mod.ts";
+import { DEFAULT_CLUSTER_RESOURCE_NAMESPACE, DRIVER_NAME } from "../api/mod.ts";
 import { KubeClient, type KubeConfig, loadKubeConfig } from "../kube/mod.ts";
 import { createNodeDriver } from "./driver.ts";
 import type { BaseRoots } from "../trust_store/mod.ts";
@@ -87,6 +87,16 @@ export const CSI_FLAGS = {
     type: "list",
     arg: "NS",
     help: "comma list of namespaces classes may reference besides the pod's",
+  },
+  "cluster-resource-namespace": {
+    type: "string",
+    arg: "NS",
+    nonEmpty: true,
+    default: DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
+    expect: "a namespace name",
+    parse: (text: string) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text) ? text : undefined,
+    help: "\nwhere a ClusterIssuer's CA Secret is read: cert-manager's own\n" +
+      "--cluster-resource-namespace (default {default})",
   },
   "plain-dir": {
     type: "boolean",
@@ -165,6 +175,8 @@ export interface CsiFlags {
   kubeconfig?: string;
   /** --allowed-ref-namespaces */
   allowedRefNamespaces: string[];
+  /** --cluster-resource-namespace */
+  clusterResourceNamespace: string;
   /** --plain-dir */
   plainDir: boolean;
   /** --tmpfs-size */
@@ -199,6 +211,7 @@ export function parseFlags(args: string[]): CsiFlags {
     healthAddr: values["health-addr"],
     kubeconfig: values.kubeconfig,
     allowedRefNamespaces: values["allowed-ref-namespaces"],
+    clusterResourceNamespace: values["cluster-resource-namespace"],
     plainDir: values["plain-dir"],
     tmpfsSize: values["tmpfs-size"],
     logLevel: values["log-level"],
@@ -245,6 +258,7 @@ export async function main(args: string[]): Promise<number> {
     plainDir: flags.plainDir,
     tmpfsSize: flags.tmpfsSize,
     allowedRefNamespaces: flags.allowedRefNamespaces,
+    clusterResourceNamespace: flags.clusterResourceNamespace,
     baseRoots: flags.baseRoots,
     renderConcurrency: flags.renderConcurrency,
     client,

@@ -67,3 +67,21 @@ Deno.test("flags: a bad value is a UsageError naming the flag and what it takes;
     ),
   );
 });
+
+Deno.test("flags: --cluster-resource-namespace defaults to cert-manager and takes a namespace", () => {
+  assert.equal(parseFlags(["--node-id=n1"]).clusterResourceNamespace, "cert-manager");
+  assert.equal(
+    parseFlags(["--cluster-resource-namespace=certs-system"]).clusterResourceNamespace,
+    "certs-system",
+  );
+  for (const value of ["", "Not_A_Namespace"]) {
+    assert.throws(
+      () => parseFlags([`--cluster-resource-namespace=${value}`]),
+      (error: Error) =>
+        error instanceof UsageError &&
+        /--cluster-resource-namespace(: "Not_A_Namespace" is not a namespace name| is empty)/
+          .test(error.message),
+      value,
+    );
+  }
+});

@@ -109,6 +109,11 @@ export interface NodeServerOptions {
   tmpfsSize: string;
   /** Namespaces (besides the pod's own) that classes and refs may point into. */
   allowedRefNamespaces: readonly string[];
+  /**
+   * cert-manager's cluster resource namespace, where a ClusterIssuer's Secret is read
+   * (`--cluster-resource-namespace`; default `cert-manager`).
+   */
+  clusterResourceNamespace?: string;
   /** Metrics registry (one is created when omitted). */
   metrics?: Registry;
   /** Public roots added under the referenced CAs (default: none). */
@@ -225,6 +230,7 @@ export class NodeServer {
     this.#resolver = new SourceResolver({
       objects: options.objects,
       allowedRefNamespaces: options.allowedRefNamespaces,
+      clusterResourceNamespace: options.clusterResourceNamespace,
     });
     this.#payloads = new PayloadCache({ baseRoots: options.baseRoots });
     this.#renders = new Semaphore(options.renderConcurrency ?? 32);

@@ -2,18 +2,25 @@
  * A volume's CAProviderClasses turned into PEM sources: each class and each object it refers to is
  * read through an injected {@link ObjectSource} (in the driver, `kube/`'s ObjectWatcher: a
  * list+watch of that single object, or of the ClusterTrustBundles of a signer), the namespace rule
- * (`--allowed-ref-namespaces`) is applied to Secret and ConfigMap refs, and every failure is a
- * {@link SourceError} whose reason `toCsiError` maps to a gRPC code. Every object read is
- * recorded, even an unusable one, so a fix to it is picked up. A ref the driver may not read (403)
- * is `Forbidden`, with a message naming the namespace and the RoleBinding that grants the read
- * (`source_access.ts`).
+ * (`--allowed-ref-namespaces`) is applied to Secret, ConfigMap and Issuer refs (not to
+ * ClusterIssuers: cluster-scoped, their Secret in the operator's `--cluster-resource-namespace`),
+ * a cert-manager CA issuer is read as the Secret its `spec.ca.secretName` names, and every
+ * failure is a {@link SourceError} whose reason `toCsiError` maps to a gRPC code. Every object
+ * read is recorded, even an unusable one, so a fix to it is picked up. A ref the driver may not
+ * read (403) is `Forbidden`, with a message naming the namespace and the RoleBinding that grants
+ * the read (`source_access.ts`), also for an issuer's Secret (e.g. in `cert-manager`).
  *
  * @module
  */
 
 import {
   type ClassRef,
+  DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
+  isIssuerRef,
   isSourceRef,
+  issuerNotServedMessage,
+  type IssuerRef,
+  issuerSecretRef,
   type ObjectName,
   parseClassRefs,
   readRefText,
@@ -67,6 +74,11 @@ export interface SourceResolverOptions {
   allowedRefNamespaces: readonly string[];
   /** Who the driver runs as, for `Forbidden` messages (default: the manifests' names). */
   identity?: DriverIdentity;
+  /**
+   * cert-manager's cluster resource namespace, where a ClusterIssuer's Secret lives
+   * (`--cluster-resource-namespace`, default `cert-manager`).
+   */
+  clusterResourceNamespace?: string;
 }
 
 /** Resolves CAProviderClasses into PEM sources; see the module documentation. */
@@ -74,6 +86,7 @@ export class SourceResolver {
   readonly #objects: ObjectSource;
   readonly #allowed: readonly string[];
   readonly #identity: DriverIdentity;
+  readonly #clusterResourceNamespace: string;
 
   /**
    * Makes a resolver.
@@ -84,6 +97,8 @@ export class SourceResolver {
     this.#objects = options.objects;
     this.#allowed = options.allowedRefNamespaces;
     this.#identity = options.identity ?? {};
+    this.#clusterResourceNamespace = options.clusterResourceNamespace ??
+      DEFAULT_CLUSTER_RESOURCE_NAMESPACE;
   }
 
   /**
@@ -124,6 +139,7 @@ export class SourceResolver {
       }
       for (const ref of parseClassRefs(object, cls)) {
         if (isSourceRef(ref)) sources.push(await this.#readSource(ref, pod, label, deps));
+        else if (isIssuerRef(ref)) sources.push(await this.#readIssuer(ref, pod, label, deps));
         else sources.push(...await this.#readBundles(ref, label, deps));
       }
     }
@@ -154,6 +170,43 @@ export class SourceResolver {
     this.#unreadable(watched, source, ref, label);
     const { key, text } = readRefText(ref, source, label);
     return { name: `${refObjectName(ref)} key ${key}`, text };
+  }
+
+  /**
+   * An Issuer or ClusterIssuer ref: the namespace rule for an Issuer (a ClusterIssuer is
+   * cluster-scoped and its Secret's namespace is the operator's `--cluster-resource-namespace`, so
+   * it is allowed), then the issuer, then the Secret its `spec.ca.secretName` names, read as a
+   * keyless Secret ref. Both are dependencies: a change of the Secret or of the issuer's
+   * `secretName` is picked up.
+   */
+  async #readIssuer(
+    ref: IssuerRef,
+    pod: PodRef,
+    label: string,
+    deps: WatchedObject[],
+  ): Promise<PemSource> {
+    const name = refObjectName(ref);
+    if (ref.kind === "Issuer" && !this.#isAllowed(ref.namespace, pod)) {
+      throw new SourceError(
+        `${label} refers to ${name} in another namespace and "${ref.namespace}" is not in ` +
+          `--allowed-ref-namespaces`,
+        { reason: "NotAllowed" },
+      );
+    }
+    const watched: WatchedObject = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+    const issuer = await this.#use(deps, watched);
+    this.#unreadable(watched, issuer, ref, label);
+    const secretRef = issuerSecretRef(ref, issuer, this.#clusterResourceNamespace, label);
+    const from = `${label} via ${name}`;
+    const secret: WatchedObject = {
+      kind: "Secret",
+      namespace: secretRef.namespace,
+      name: secretRef.name,
+    };
+    const object = await this.#use(deps, secret);
+    this.#unreadable(secret, object, secretRef, from);
+    const { key, text } = readRefText(secretRef, object, from);
+    return { name: `${refObjectName(secretRef)} key ${key} (${name})`, text };
   }
 
   /**
@@ -203,6 +256,12 @@ export class SourceResolver {
     if ((error as { code?: unknown }).code === 403) {
       throw new SourceError(forbiddenMessage(ref, label, this.#identity, describeApiError(error)), {
         reason: "Forbidden",
+        cause: error,
+      });
+    }
+    if ((error as { code?: unknown }).code === 404 && isIssuerRef(ref)) {
+      throw new SourceError(issuerNotServedMessage(ref, label), {
+        reason: "SourceUnreadable",
         cause: error,
       });
     }

@@ -215,3 +215,182 @@ Deno.test("a Forbidden ClusterTrustBundle list names the ClusterRole rule, not a
         .test(e.message),
   );
 });
+
+const CM = { apiGroup: "cert-manager.io" };
+
+function caIssuer(secretName: string, resourceVersion = "1") {
+  return { metadata: { resourceVersion }, spec: { ca: { secretName } } };
+}
+
+async function refusal(resolver: SourceResolver, name = "a"): Promise<SourceError> {
+  try {
+    await resolver.resolve({ pod, classes: [{ namespace: "shop", name }] }, []);
+  } catch (error) {
+    assert.ok(error instanceof SourceError, String(error));
+    return error;
+  }
+  throw new Error("resolved");
+}
+
+Deno.test("a CA Issuer ref reads its Secret's ca.crt, else tls.crt; issuer and Secret are both followed", async () => {
+  const { objects, resolver } = setup();
+  objects.put("CAProviderClass", "shop", "a", {
+    spec: { refs: [{ ...CM, kind: "Issuer", name: "team-ca" }] },
+  });
+  objects.put("Issuer", "shop", "team-ca", caIssuer("team-ca-key"));
+  objects.put("Secret", "shop", "team-ca-key", {
+    data: { "ca.crt": btoa("CA"), "tls.crt": btoa("LEAF"), "tls.key": btoa("K") },
+  });
+  const deps: WatchedObject[] = [];
+  const classes = [{ namespace: "shop", name: "a" }];
+  const sources = await resolver.resolve({ pod, classes }, deps);
+  assert.deepEqual(sources, [{
+    name: "Secret shop/team-ca-key key ca.crt (Issuer shop/team-ca)",
+    text: "CA",
+  }]);
+  assert.deepEqual(deps.map(objectKey), [
+    "CAProviderClass/shop/a",
+    "Issuer/shop/team-ca",
+    "Secret/shop/team-ca-key",
+  ]);
+  // A Secret without ca.crt (a kubernetes.io/tls Secret): tls.crt.
+  objects.put("Secret", "shop", "team-ca-key", { data: { "tls.crt": btoa("TLS") } });
+  assert.deepEqual((await resolver.resolve({ pod, classes }, [])).map((s) => s.text), ["TLS"]);
+  // The issuer names another Secret: that one is read (and followed) instead.
+  objects.put("Issuer", "shop", "team-ca", caIssuer("rotated", "2"));
+  objects.put("Secret", "shop", "rotated", { data: { "ca.crt": btoa("NEW") } });
+  const after: WatchedObject[] = [];
+  assert.deepEqual((await resolver.resolve({ pod, classes }, after)).map((s) => s.text), ["NEW"]);
+  assert.equal(objectKey(after[2]), "Secret/shop/rotated");
+});
+
+Deno.test("a ClusterIssuer's Secret is read in the configured cluster resource namespace", async () => {
+  const objects = new FakeObjects();
+  objects.put("CAProviderClass", "shop", "a", {
+    spec: { refs: [{ ...CM, kind: "ClusterIssuer", name: "root" }] },
+  });
+  objects.put("ClusterIssuer", "", "root", caIssuer("root-ca"));
+  objects.put("Secret", "cert-manager", "root-ca", { data: { "ca.crt": btoa("DEFAULT") } });
+  objects.put("Secret", "certs-system", "root-ca", { data: { "ca.crt": btoa("CONFIGURED") } });
+  const classes = [{ namespace: "shop", name: "a" }];
+  // Allowed without --allowed-ref-namespaces: cluster-scoped, the namespace is the operator's.
+  const byDefault = new SourceResolver({ objects, allowedRefNamespaces: [] });
+  const deps: WatchedObject[] = [];
+  assert.deepEqual((await byDefault.resolve({ pod, classes }, deps)).map((s) => s.text), [
+    "DEFAULT",
+  ]);
+  assert.deepEqual(deps.map(objectKey).slice(1), [
+    "ClusterIssuer//root",
+    "Secret/cert-manager/root-ca",
+  ]);
+  const configured = new SourceResolver({
+    objects,
+    allowedRefNamespaces: [],
+    clusterResourceNamespace: "certs-system",
+  });
+  const sources = await configured.resolve({ pod, classes }, []);
+  assert.deepEqual(sources, [{
+    name: "Secret certs-system/root-ca key ca.crt (ClusterIssuer root)",
+    text: "CONFIGURED",
+  }]);
+});
+
+Deno.test("an ACME issuer is refused naming the issuer and its type; a missing one is not found", async () => {
+  const { objects, resolver } = setup();
+  objects.put("CAProviderClass", "shop", "a", {
+    spec: { refs: [{ ...CM, kind: "ClusterIssuer", name: "letsencrypt" }] },
+  });
+  const missing = await refusal(resolver);
+  assert.equal(missing.reason, "SourceNotFound");
+  assert.match(
+    missing.message,
+    /^ClusterIssuer letsencrypt \(from CAProviderClass shop\/a\) not found; create it, or fix spec\.refs\[0\]/,
+  );
+  objects.put("ClusterIssuer", "", "letsencrypt", {
+    spec: { acme: { server: "https://acme-v02.api.letsencrypt.org/directory" } },
+  });
+  const acme = await refusal(resolver);
+  assert.equal(acme.reason, "InvalidRef");
+  assert.match(
+    acme.message,
+    /^ClusterIssuer letsencrypt \(from CAProviderClass shop\/a\) is an acme issuer; only CA issuers \(spec\.ca\.secretName\) can be read/,
+  );
+  objects.put("ClusterIssuer", "", "letsencrypt", { spec: { selfSigned: {} } });
+  assert.match((await refusal(resolver)).message, /a selfSigned issuer has no CA Secret/);
+  // A CA issuer whose Secret is missing: the Secret is named, and where it was looked for.
+  objects.put("ClusterIssuer", "", "letsencrypt", caIssuer("gone"));
+  const gone = await refusal(resolver);
+  assert.equal(gone.reason, "SourceNotFound");
+  assert.match(
+    gone.message,
+    /^Secret cert-manager\/gone \(from CAProviderClass shop\/a via ClusterIssuer letsencrypt\) not found/,
+  );
+});
+
+Deno.test("an Issuer in another namespace follows --allowed-ref-namespaces", async () => {
+  const ref = { ...CM, kind: "Issuer", namespace: "certs", name: "shared" };
+  const denied = setup();
+  denied.objects.put("CAProviderClass", "shop", "a", { spec: { refs: [ref] } });
+  const refused = await refusal(denied.resolver);
+  assert.equal(refused.reason, "NotAllowed");
+  assert.match(
+    refused.message,
+    /CAProviderClass shop\/a refers to Issuer certs\/shared in another namespace and "certs" is not in --allowed-ref-namespaces/,
+  );
+  const allowed = setup(["certs"]);
+  allowed.objects.put("CAProviderClass", "shop", "a", { spec: { refs: [ref] } });
+  allowed.objects.put("Issuer", "certs", "shared", caIssuer("shared-ca"));
+  allowed.objects.put("Secret", "certs", "shared-ca", { data: { "ca.crt": btoa("S") } });
+  const sources = await allowed.resolver.resolve({
+    pod,
+    classes: [{ namespace: "shop", name: "a" }],
+  }, []);
+  assert.deepEqual(sources.map((s) => s.text), ["S"]);
+});
+
+Deno.test("a Forbidden issuer Secret names the cluster resource namespace and the RoleBinding", async () => {
+  const { objects, resolver } = setup();
+  objects.put("CAProviderClass", "shop", "a", {
+    spec: { refs: [{ ...CM, kind: "ClusterIssuer", name: "root" }] },
+  });
+  objects.put("ClusterIssuer", "", "root", caIssuer("root-ca"));
+  objects.fail("Secret", "cert-manager", "root-ca", { code: 403 });
+  const error = await refusal(resolver);
+  assert.equal(error.reason, "Forbidden");
+  assert.match(
+    error.message,
+    /^cannot read Secret cert-manager\/root-ca \(from CAProviderClass shop\/a via ClusterIssuer root\): HTTP 403; .*in namespace "cert-manager"/,
+  );
+  assert.ok(
+    error.message.endsWith(
+      "`kubectl create rolebinding spire-cacerts-csi-source-reader " +
+        "--clusterrole=spire-cacerts-csi-source-reader " +
+        "--serviceaccount=spire-cacerts:spire-cacerts-csi -n cert-manager`",
+    ),
+    error.message,
+  );
+  // The issuer list itself refused: the ClusterRole rule, not a RoleBinding.
+  objects.fail("ClusterIssuer", "", "root", { code: 403 });
+  const issuer = await refusal(resolver);
+  assert.equal(issuer.reason, "Forbidden");
+  assert.match(
+    issuer.message,
+    /cannot read ClusterIssuer root \(from CAProviderClass shop\/a\): HTTP 403; .*may not list issuers\.cert-manager\.io and clusterissuers\.cert-manager\.io; add get, list and watch on them to ClusterRole spire-cacerts-csi/,
+  );
+});
+
+Deno.test("issuers not served (cert-manager not installed) are unreadable, with the fix", async () => {
+  const { objects, resolver } = setup();
+  objects.put("CAProviderClass", "shop", "a", {
+    spec: { refs: [{ ...CM, kind: "Issuer", name: "team-ca" }] },
+  });
+  objects.fail("Issuer", "shop", "team-ca", { code: 404 });
+  const error = await refusal(resolver);
+  assert.equal(error.reason, "SourceUnreadable");
+  assert.equal(
+    error.message,
+    "cannot read Issuer shop/team-ca (from CAProviderClass shop/a): the API server does not " +
+      "serve issuers.cert-manager.io/v1 (HTTP 404); install cert-manager (its CRDs), or remove " +
+      "spec.refs[0]; retrying",
+  );
+});

@@ -10,7 +10,11 @@
 
 import {
   type ClassRef,
+  CLUSTER_ISSUER_PLURAL,
+  isIssuerRef,
   isSourceRef,
+  ISSUER_GROUP,
+  ISSUER_PLURAL,
   type ObjectName,
   refObjectName,
   TRUST_BUNDLE_GROUP,
@@ -27,7 +31,10 @@ export const DRIVER_SERVICE_ACCOUNT: ObjectName = {
  * ConfigMaps (manifests/csi/rbac.yaml binds it in `spire` only).
  */
 export const DRIVER_SOURCE_READER_ROLE = "spire-cacerts-csi-source-reader";
-/** The driver's cluster-wide ClusterRole, which grants the ClusterTrustBundle reads. */
+/**
+ * The driver's cluster-wide ClusterRole, which grants the ClusterTrustBundle, Issuer and
+ * ClusterIssuer reads.
+ */
 export const DRIVER_CLUSTER_ROLE = "spire-cacerts-csi";
 
 /** Who the driver runs as, for the grant a `Forbidden` message names. */
@@ -36,7 +43,7 @@ export interface DriverIdentity {
   serviceAccount?: ObjectName;
   /** ClusterRole bound per namespace for Secret and ConfigMap reads. */
   sourceReaderRole?: string;
-  /** ClusterRole bound cluster-wide (ClusterTrustBundle reads). */
+  /** ClusterRole bound cluster-wide (ClusterTrustBundle, Issuer and ClusterIssuer reads). */
   clusterRole?: string;
 }
 
@@ -64,7 +71,10 @@ export function roleBindingCommand(namespace: string, identity: DriverIdentity =
 /**
  * The message of a ref the driver may not read (403 from its list): the object, the class, the
  * API server's answer, the namespace and the grant that fixes it (the RoleBinding command; for
- * ClusterTrustBundles the ClusterRole rule).
+ * ClusterTrustBundles, Issuers and ClusterIssuers the ClusterRole rule). For the CA Secret of an
+ * issuer, pass the Secret ref the issuer stands for (`issuerSecretRef`) and a `from` naming the
+ * issuer: the RoleBinding is needed in the Secret's namespace (for a ClusterIssuer, the cluster
+ * resource namespace).
  *
  * @param ref the ref
  * @param from where it comes from, e.g. `CAProviderClass shop/ca`
@@ -83,6 +93,12 @@ export function forbiddenMessage(
   const grant = { ...identity, serviceAccount: sa };
   const who = `ServiceAccount ${sa.namespace}/${sa.name}`;
   const what = `cannot read ${refObjectName(ref)} (from ${from})${answer ? `: ${answer}` : ""}`;
+  if (isIssuerRef(ref)) {
+    const role = identity.clusterRole ?? DRIVER_CLUSTER_ROLE;
+    return `${what}; the driver's ${who} may not list ${ISSUER_PLURAL}.${ISSUER_GROUP} and ` +
+      `${CLUSTER_ISSUER_PLURAL}.${ISSUER_GROUP}; add get, list and watch on them to ClusterRole ` +
+      `${role} (manifests/csi/rbac.yaml)`;
+  }
   if (!isSourceRef(ref)) {
     const role = identity.clusterRole ?? DRIVER_CLUSTER_ROLE;
     return `${what}; the driver's ${who} may not list ${TRUST_BUNDLE_PLURAL}.` +

@@ -1,9 +1,10 @@
 /**
  * Ref-counted watches of single named objects (Secrets, ConfigMaps, CAProviderClasses,
- * ClusterTrustBundles) and of selections of ClusterTrustBundles. Each object that a published
- * volume uses is listed and watched with `fieldSelector=metadata.name=<name>` in its namespace
- * (none for a cluster-scoped kind), shared by every volume that uses it, and dropped when the last
- * one goes: no cluster-wide or namespace-wide Secret watch. A selection (a
+ * ClusterTrustBundles, cert-manager Issuers and ClusterIssuers) and of selections of
+ * ClusterTrustBundles. Each object that a published volume uses is listed and watched with
+ * `fieldSelector=metadata.name=<name>` in its namespace (none for a cluster-scoped kind), shared
+ * by every volume that uses it, and dropped when the last one goes: no cluster-wide or
+ * namespace-wide Secret watch. A selection (a
  * {@link WatchSelector}: e.g. `spec.signerName=<signer>` and a label selector) is listed and
  * watched with its selectors, and its state is every object they match. After a watch
  * ends (timeout, 410 Gone, network error) the object is listed again and the watch resumes from
@@ -17,6 +18,10 @@ import {
   CLASS_GROUP,
   CLASS_PLURAL,
   CLASS_VERSION,
+  CLUSTER_ISSUER_PLURAL,
+  ISSUER_GROUP,
+  ISSUER_PLURAL,
+  ISSUER_VERSION,
   TRUST_BUNDLE_GROUP,
   TRUST_BUNDLE_PLURAL,
   TRUST_BUNDLE_VERSION,
@@ -26,7 +31,13 @@ import { KubeApiError, statusMessageOf } from "./api_error.ts";
 import type { KubeClient } from "./client.ts";
 
 /** Kinds the driver watches. */
-export type WatchedKind = "Secret" | "ConfigMap" | "CAProviderClass" | "ClusterTrustBundle";
+export type WatchedKind =
+  | "Secret"
+  | "ConfigMap"
+  | "CAProviderClass"
+  | "ClusterTrustBundle"
+  | "Issuer"
+  | "ClusterIssuer";
 
 /** The selectors of a watched selection (at least one of them). */
 export interface WatchSelector {
@@ -40,7 +51,7 @@ export interface WatchSelector {
 export interface WatchedObject {
   /** Kind. */
   kind: WatchedKind;
-  /** Namespace; `""` for a cluster-scoped kind (ClusterTrustBundle). */
+  /** Namespace; `""` for a cluster-scoped kind (ClusterTrustBundle, ClusterIssuer). */
   namespace: string;
   /** Name; `""` for a selection. */
   name: string;
@@ -113,6 +124,10 @@ function pathOf(o: WatchedObject): string {
       return `/apis/${CLASS_GROUP}/${CLASS_VERSION}/namespaces/${o.namespace}/${CLASS_PLURAL}`;
     case "ClusterTrustBundle":
       return `/apis/${TRUST_BUNDLE_GROUP}/${TRUST_BUNDLE_VERSION}/${TRUST_BUNDLE_PLURAL}`;
+    case "Issuer":
+      return `/apis/${ISSUER_GROUP}/${ISSUER_VERSION}/namespaces/${o.namespace}/${ISSUER_PLURAL}`;
+    case "ClusterIssuer":
+      return `/apis/${ISSUER_GROUP}/${ISSUER_VERSION}/${CLUSTER_ISSUER_PLURAL}`;
   }
 }
 

@@ -1,8 +1,8 @@
 /**
  * The shipped CRD (manifests/crds/caproviderclasses.yaml) and the ref parser (api/'s
  * parseClassRefs) agree on which refs are usable: every ref the API server stores parses, and the
- * ClusterTrustBundle refs the parser refuses are refused at admission too, with a message naming
- * the rule. Run against a real kube-apiserver (server-side dry run).
+ * ClusterTrustBundle, Issuer and ClusterIssuer refs the parser refuses are refused at admission
+ * too, with a message naming the rule. Run against a real kube-apiserver (server-side dry run).
  *
  * @module
  */
@@ -14,6 +14,7 @@ import { installCrds, needsTools, startKubeApiServer } from "./harness/mod.ts";
 
 const CRD = join(new URL("../", import.meta.url).pathname, "manifests/crds/caproviderclasses.yaml");
 const CTB = { apiGroup: "certificates.k8s.io", kind: "ClusterTrustBundle" };
+const CM = { apiGroup: "cert-manager.io" };
 
 /** A ref, and whether both the CRD and the parser accept it. */
 const CASES: [string, Record<string, unknown>, boolean][] = [
@@ -53,7 +54,21 @@ const CASES: [string, Record<string, unknown>, boolean][] = [
     },
     false,
   ],
-  ["another kind", { apiGroup: "cert-manager.io", kind: "Issuer", name: "x" }, false],
+  ["CA Issuer in the class's namespace", { ...CM, kind: "Issuer", name: "ca" }, true],
+  ["Issuer in another namespace", { ...CM, kind: "Issuer", namespace: "certs", name: "ca" }, true],
+  ["ClusterIssuer", { ...CM, kind: "ClusterIssuer", name: "ca" }, true],
+  ["Issuer without apiGroup", { kind: "Issuer", name: "x" }, false],
+  ["Issuer in certificates.k8s.io", { ...CTB, kind: "Issuer", name: "x" }, false],
+  ["Secret in cert-manager.io", { ...CM, kind: "Secret", name: "x" }, false],
+  ["Issuer without name", { ...CM, kind: "Issuer" }, false],
+  ["Issuer with a key", { ...CM, kind: "Issuer", name: "x", key: "ca.crt" }, false],
+  [
+    "ClusterIssuer with a namespace",
+    { ...CM, kind: "ClusterIssuer", name: "x", namespace: "a" },
+    false,
+  ],
+  ["signer on an Issuer", { ...CM, kind: "Issuer", name: "x", signerName: "example.com/s" }, false],
+  ["another kind", { apiGroup: "cert-manager.io", kind: "Certificate", name: "x" }, false],
 ];
 
 function parses(ref: Record<string, unknown>): boolean {

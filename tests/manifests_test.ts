@@ -399,9 +399,9 @@ Deno.test({
           },
         });
       await kube.kubectl(["create", "-f", "-"], { stdin: cap("Secret"), check: true });
-      const bad = await kube.kubectl(["create", "-f", "-"], { stdin: cap("Issuer") });
+      const bad = await kube.kubectl(["create", "-f", "-"], { stdin: cap("Certificate") });
       assert.notEqual(bad.code, 0);
-      assert.match(bad.stderr, /spec\.refs\[0\]\.kind: Unsupported value: "Issuer"/);
+      assert.match(bad.stderr, /spec\.refs\[0\]\.kind: Unsupported value: "Certificate"/);
       const columns = await kube.kubectl(["get", "cap", "-n", "spiffe-demo"], { check: true });
       assert.match(columns.stdout, /^NAME\s+REFS\s+READY\s+CERTIFICATES\s+EXPIRES\s+AGE/m);
 

@@ -6,8 +6,11 @@
  * SelfSubjectRulesReviews:
  *
  * - no Secret or ConfigMap is readable outside the namespaces granted to it (checked in
- *   `default`, a fresh namespace, `kube-system`, `spire`, `spire-cacerts` and `spiffe-demo`), and
- *   where a grant is by name, only those names;
+ *   `default`, a fresh namespace, `kube-system`, `spire`, `spire-cacerts`, `spiffe-demo` and
+ *   `cert-manager`, where ClusterIssuers keep their CA Secrets: nothing is granted there by
+ *   default), and where a grant is by name, only those names;
+ * - cert-manager Issuers and ClusterIssuers are read (get, list, watch) cluster-wide by the driver
+ *   and the webhook only, and written by no one;
  * - `attest` on `signers` only for the webhook, only on its own signer;
  * - the webhook writes exactly its Secret, its ClusterTrustBundle, the managed class, class
  *   status and its ClusterSPIFFEIDs; no one else writes a Secret, a ClusterTrustBundle or RBAC.
@@ -28,7 +31,15 @@ const MANIFESTS = `${ROOT}manifests`;
 const SIGNER = signerNameFor(DEFAULT_TRUST_DOMAIN);
 const BUNDLE = bundleObjectName(SIGNER);
 const FRESH = "rbac-fresh";
-const NAMESPACES = ["default", FRESH, "kube-system", "spire", "spire-cacerts", "spiffe-demo"];
+const NAMESPACES = [
+  "default",
+  FRESH,
+  "kube-system",
+  "spire",
+  "spire-cacerts",
+  "spiffe-demo",
+  "cert-manager",
+];
 const RBAC_KINDS = [
   "Namespace",
   "ServiceAccount",
@@ -127,7 +138,7 @@ function writeKey(verb: string, group: string, resource: string, name?: string):
 
 /** Writes that only {@link POLICIES} may grant: anything on these is checked for every account. */
 function sensitive(key: string): boolean {
-  return /^\S+ (secrets|configmaps|clustertrustbundles\.certificates\.k8s\.io|signers\.certificates\.k8s\.io|\*)(\/|$|\.)/
+  return /^\S+ (secrets|configmaps|clustertrustbundles\.certificates\.k8s\.io|signers\.certificates\.k8s\.io|(cluster)?issuers\.cert-manager\.io|\*)(\/|$|\.)/
     .test(key) ||
     /\.rbac\.authorization\.k8s\.io/.test(key) ||
     /^(\*|bind|escalate|impersonate|attest|approve|sign) /.test(key);
@@ -268,6 +279,65 @@ Deno.test({
             await allowed(CSI, { verb: "get", resource: "secrets", namespace: "default" }),
             false,
           );
+        },
+      );
+
+      await t.step(
+        "cert-manager issuers: read cluster-wide by the driver and the webhook, written by no one",
+        async () => {
+          const group = "cert-manager.io";
+          const readers = [CSI, WEBHOOK];
+          const wrong: string[] = [];
+          for (const user of Object.keys(POLICIES)) {
+            const reads = readers.includes(user);
+            for (const verb of READ_VERBS) {
+              const asked = [
+                { resource: "clusterissuers", what: "clusterissuers" },
+                { resource: "issuers", what: "issuers -A" },
+                ...NAMESPACES.map((namespace) => ({
+                  resource: "issuers",
+                  namespace,
+                  what: `issuers -n ${namespace}`,
+                })),
+              ];
+              for (const { what, ...attrs } of asked) {
+                if (await allowed(user, { verb, group, ...attrs }) !== reads) {
+                  wrong.push(`${user} ${reads ? "cannot " : ""}${verb} ${what}`);
+                }
+              }
+            }
+            for (const verb of ["create", "update", "patch", "delete"]) {
+              for (const resource of ["issuers", "clusterissuers"]) {
+                const namespace = resource === "issuers" ? "cert-manager" : undefined;
+                if (await allowed(user, { verb, group, resource, namespace })) {
+                  wrong.push(`${user} ${verb} ${resource}`);
+                }
+              }
+            }
+          }
+          assert.deepEqual(wrong, []);
+        },
+      );
+
+      await t.step(
+        "no Secret of cert-manager's namespace is readable by default (ClusterIssuer CAs)",
+        async () => {
+          for (const user of [CSI, WEBHOOK]) {
+            for (const verb of READ_VERBS) {
+              for (const name of [undefined, "ca-key-pair"]) {
+                assert.equal(
+                  await allowed(user, {
+                    verb,
+                    resource: "secrets",
+                    namespace: "cert-manager",
+                    name,
+                  }),
+                  false,
+                  `${user} ${verb} secrets${name ? `/${name}` : ""} -n cert-manager`,
+                );
+              }
+            }
+          }
         },
       );
 

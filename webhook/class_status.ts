@@ -8,6 +8,10 @@
  *   so the webhook needs no namespace-wide or cluster-wide read of Secrets. ClusterTrustBundle
  *   refs are watched the same way: by name, or as the selection of their signer
  *   (`fieldSelector=spec.signerName=<signer>` and the ref's label selector, {@link bundleWatch}).
+ *   A cert-manager `Issuer` or `ClusterIssuer` ref is watched by name, and so is the Secret its
+ *   `spec.ca.secretName` names (in the Issuer's namespace, or in the cluster resource namespace,
+ *   `--cluster-resource-namespace`, for a ClusterIssuer): a change of either is picked up; a
+ *   non-CA issuer is `Ready=False` (`InvalidRef`) with a message naming the issuer and its type.
  *   A source change reaches the status within one watch event and one patch.
  * - Certificates are counted with the driver's own admission rules (the trust-store engine's
  *   {@link buildTrustSet}: strict PEM, dedupe by SHA-256 of the DER, expired, not-yet-valid,
@@ -39,7 +43,15 @@ import {
   CLASS_PLURAL,
   CLASS_VERSION,
   type ClassRef,
+  DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
+  isIssuerRef,
   isSourceRef,
+  type IssuerKind,
+  issuerNotServedMessage,
+  type IssuerRef,
+  issuerRefName,
+  issuerSecretRef,
+  isTrustBundleRef,
   type KeyOrigin,
   type ObjectName,
   parseClassRefs,
@@ -47,6 +59,7 @@ import {
   readTrustBundles,
   refObjectName,
   type SourceKind,
+  type SourceRef,
   TRUST_BUNDLE_KIND,
   TRUST_BUNDLE_SIGNER_FIELD,
   type TrustBundleRef,
@@ -89,11 +102,11 @@ export const DEFAULT_SERVICE_ACCOUNT: ObjectName = {
 export type ReadyReason =
   /** every ref read, at least one usable CA */
   | "Resolved"
-  /** spec.refs is missing or a ref is malformed */
+  /** spec.refs is missing, a ref is malformed, or an issuer is not a CA issuer */
   | "InvalidRef"
   /**
-   * a referenced Secret, ConfigMap or ClusterTrustBundle does not exist, or no ClusterTrustBundle
-   * has the ref's signer (and labels)
+   * a referenced Secret, ConfigMap, ClusterTrustBundle, Issuer or ClusterIssuer (or an issuer's
+   * Secret) does not exist, or no ClusterTrustBundle has the ref's signer (and labels)
    */
   | "SourceNotFound"
   /** reading a referenced object failed for another reason than permissions */
@@ -125,9 +138,12 @@ export interface ReadyCondition {
 
 /** One ref as it was resolved. */
 export interface ResolvedRef {
-  /** Secret, ConfigMap or ClusterTrustBundle. */
-  kind: SourceKind | typeof TRUST_BUNDLE_KIND;
-  /** Namespace (the class's when the ref names none); absent for a ClusterTrustBundle. */
+  /** Secret, ConfigMap, ClusterTrustBundle, Issuer or ClusterIssuer. */
+  kind: SourceKind | typeof TRUST_BUNDLE_KIND | IssuerKind;
+  /**
+   * Namespace (the class's when the ref names none); absent for a ClusterTrustBundle and a
+   * ClusterIssuer.
+   */
   namespace?: string;
   /** Name; absent for a ClusterTrustBundle ref by signer. */
   name?: string;
@@ -137,6 +153,8 @@ export interface ResolvedRef {
   labelSelector?: string;
   /** The ClusterTrustBundles read for this ref, in name order. */
   bundles?: string[];
+  /** The Secret an Issuer or ClusterIssuer ref read (its `spec.ca.secretName`), once known. */
+  secret?: ObjectName;
   /** The key read (absent when a keyless ref could not be resolved). */
   key?: string;
   /** `Ref` (named in the ref), `Default` (keyless: ca.crt) or `Fallback` (keyless: tls.crt). */
@@ -221,6 +239,11 @@ export interface ComputeStatusOptions {
   serviceAccount?: ObjectName;
   /** The ClusterRole to bind for reads (default {@link SOURCE_READER_ROLE}). */
   sourceReaderRole?: string;
+  /**
+   * cert-manager's cluster resource namespace, where a ClusterIssuer's Secret is read (default
+   * `cert-manager`).
+   */
+  clusterResourceNamespace?: string;
 }
 
 /** The status computed for a class, and when it has to be computed again at the latest. */
@@ -326,11 +349,67 @@ export function bundleWatch(ref: TrustBundleRef): WatchedObject {
   };
 }
 
-/** What a class's ref is watched as. */
+/**
+ * The message of a `Forbidden` Issuer or ClusterIssuer ref (its list refused): names the issuer
+ * and the rule the webhook's ClusterRole needs.
+ */
+export function forbiddenIssuerMessage(
+  ref: IssuerRef,
+  serviceAccount: ObjectName = DEFAULT_SERVICE_ACCOUNT,
+): string {
+  return `cannot read ${issuerRefName(ref)}: ServiceAccount ` +
+    `${serviceAccount.namespace}/${serviceAccount.name} may not get, list and watch issuers ` +
+    `and clusterissuers (cert-manager.io); grant them in its ClusterRole ` +
+    `(manifests/webhook/rbac.yaml, ClusterRole spire-cacerts-webhook)`;
+}
+
+/** What the status controller watches for an Issuer or ClusterIssuer ref: the issuer by name. */
+export function issuerWatch(ref: IssuerRef): WatchedObject {
+  return { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+}
+
+/** What a class's ref is watched as (an issuer's Secret comes on top, see {@link classDeps}). */
 function watchOf(ref: ClassRef): WatchedObject {
-  return isSourceRef(ref)
-    ? { kind: ref.kind, namespace: ref.namespace, name: ref.name }
-    : bundleWatch(ref);
+  if (isSourceRef(ref)) return { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+  return isIssuerRef(ref) ? issuerWatch(ref) : bundleWatch(ref);
+}
+
+/**
+ * Every object a class's refs depend on, without duplicates: each ref's own watch and, for an
+ * Issuer or ClusterIssuer whose current state names a CA Secret, that Secret too (known only once
+ * the issuer has been read: the caller watches the issuers, then asks again).
+ *
+ * @param refs the class's parsed refs
+ * @param lookup the current state of watched objects
+ * @param clusterResourceNamespace where a ClusterIssuer's Secret lives
+ */
+export function classDeps(
+  refs: readonly ClassRef[],
+  lookup: SourceLookup,
+  clusterResourceNamespace: string = DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
+): WatchedObject[] {
+  const deps: WatchedObject[] = [];
+  const seen = new Set<string>();
+  const add = (d: WatchedObject) => {
+    if (!seen.has(objectKey(d))) {
+      seen.add(objectKey(d));
+      deps.push(d);
+    }
+  };
+  for (const ref of refs) {
+    const own = watchOf(ref);
+    add(own);
+    if (!isIssuerRef(ref)) continue;
+    const state = lookup(own);
+    if (state.object === null) continue;
+    try {
+      const secret = issuerSecretRef(ref, state.object, clusterResourceNamespace);
+      add({ kind: "Secret", namespace: secret.namespace, name: secret.name });
+    } catch (error) {
+      if (!(error instanceof SourceError)) throw error;
+    }
+  }
+  return deps;
 }
 
 /** The bundles a watched ClusterTrustBundle ref currently selects. */
@@ -415,6 +494,10 @@ function clip(text: string): string {
 
 /** How the message names what a resolved ref read. */
 function describeRead(ref: ClassRef, entry: ResolvedRef): string {
+  if (isIssuerRef(ref)) {
+    return `${issuerRefName(ref)} (Secret ${entry.secret?.namespace}/${entry.secret?.name} ` +
+      `${describeKey(entry.key!, entry.keySource!)})`;
+  }
   if (!isSourceRef(ref)) {
     return ref.name !== undefined
       ? trustBundleRefName(ref)
@@ -478,8 +561,72 @@ export async function computeClassStatus(
   const problems: Problem[] = [];
   const sources: PemSource[] = [];
   const notes: string[] = [];
+  const clusterResourceNamespace = options.clusterResourceNamespace ??
+    DEFAULT_CLUSTER_RESOURCE_NAMESPACE;
+  /**
+   * Reads a Secret or ConfigMap ref (or the Secret an issuer stands for) into `entry`: its key
+   * and certificates, or a problem.
+   */
+  const readSource = async (
+    ref: SourceRef,
+    entry: ResolvedRef,
+    from: string,
+    note = "",
+  ): Promise<void> => {
+    const state = lookup({ kind: ref.kind, namespace: ref.namespace, name: ref.name });
+    const code = httpCode(state.error);
+    if (code === 403) {
+      problems.push({
+        reason: "Forbidden",
+        message: forbiddenMessage(ref, options.serviceAccount, options.sourceReaderRole) + note,
+      });
+      return;
+    }
+    if (state.error !== undefined && state.object === null) {
+      problems.push({
+        reason: "SourceUnreadable",
+        message: `cannot read ${refObjectName(ref)} (from ${from}): ` +
+          `${code !== undefined ? `HTTP ${code}` : errorText(state.error)}; retrying`,
+      });
+      return;
+    }
+    let read;
+    try {
+      read = readRefText(ref, state.object, from);
+    } catch (error) {
+      if (!(error instanceof SourceError)) throw error;
+      const reason: ReadyReason = error.reason === "SourceNotFound"
+        ? "SourceNotFound"
+        : error.reason === "KeyNotFound"
+        ? "KeyNotFound"
+        : "InvalidPEM";
+      problems.push({ reason, message: error.message });
+      return;
+    }
+    entry.key = read.key;
+    entry.keySource = read.origin;
+    const source = { name: `${refObjectName(ref)} key ${read.key}`, text: read.text };
+    const described = `${refObjectName(ref)} ${describeKey(read.key, read.origin)}`;
+    try {
+      entry.certificates = (await buildTrustSet([source], { now })).customCount;
+    } catch (error) {
+      if (error instanceof PemError) {
+        entry.certificates = 0;
+        problems.push({ reason: "InvalidPEM", message: `${error.message} (from ${from})` });
+        return;
+      }
+      if (!(error instanceof EmptyTrustSetError)) throw error;
+      entry.certificates = 0;
+      notes.push(
+        `${described} holds no usable CA` +
+          (error.warnings.length ? ` (${error.warnings.join("; ")})` : " (no certificate)"),
+      );
+    }
+    sources.push(source);
+  };
+
   for (const ref of refs) {
-    if (!isSourceRef(ref)) {
+    if (isTrustBundleRef(ref)) {
       const entry: ResolvedRef = { kind: ref.kind };
       if (ref.name !== undefined) entry.name = ref.name;
       if (ref.signerName !== undefined) entry.signerName = ref.signerName;
@@ -533,59 +680,55 @@ export async function computeClassStatus(
       sources.push(...refSources);
       continue;
     }
+    if (isIssuerRef(ref)) {
+      const entry: ResolvedRef = { kind: ref.kind, name: ref.name };
+      if (ref.namespace !== "") entry.namespace = ref.namespace;
+      resolved.push(entry);
+      const state = lookup(issuerWatch(ref));
+      const code = httpCode(state.error);
+      if (code === 403) {
+        problems.push({
+          reason: "Forbidden",
+          message: forbiddenIssuerMessage(ref, options.serviceAccount),
+        });
+        continue;
+      }
+      if (code === 404 && state.object === null) {
+        problems.push({ reason: "SourceUnreadable", message: issuerNotServedMessage(ref, label) });
+        continue;
+      }
+      if (state.error !== undefined && state.object === null) {
+        problems.push({
+          reason: "SourceUnreadable",
+          message: `cannot read ${issuerRefName(ref)} (from ${label}): ` +
+            `${code !== undefined ? `HTTP ${code}` : errorText(state.error)}; retrying`,
+        });
+        continue;
+      }
+      let secret: SourceRef;
+      try {
+        secret = issuerSecretRef(ref, state.object, clusterResourceNamespace, label);
+      } catch (error) {
+        if (!(error instanceof SourceError)) throw error;
+        problems.push({
+          reason: error.reason === "SourceNotFound" ? "SourceNotFound" : "InvalidRef",
+          message: error.message,
+        });
+        continue;
+      }
+      entry.secret = { namespace: secret.namespace, name: secret.name };
+      await readSource(
+        secret,
+        entry,
+        `${label} via ${issuerRefName(ref)}`,
+        ` (the CA Secret of ${issuerRefName(ref)})`,
+      );
+      continue;
+    }
     const entry: ResolvedRef = { kind: ref.kind, namespace: ref.namespace, name: ref.name };
     if (ref.key !== undefined) entry.key = ref.key;
     resolved.push(entry);
-    const state = lookup({ kind: ref.kind, namespace: ref.namespace, name: ref.name });
-    const code = httpCode(state.error);
-    if (code === 403) {
-      problems.push({
-        reason: "Forbidden",
-        message: forbiddenMessage(ref, options.serviceAccount, options.sourceReaderRole),
-      });
-      continue;
-    }
-    if (state.error !== undefined && state.object === null) {
-      problems.push({
-        reason: "SourceUnreadable",
-        message: `cannot read ${refObjectName(ref)} (from ${label}): ` +
-          `${code !== undefined ? `HTTP ${code}` : errorText(state.error)}; retrying`,
-      });
-      continue;
-    }
-    let read;
-    try {
-      read = readRefText(ref, state.object, label);
-    } catch (error) {
-      if (!(error instanceof SourceError)) throw error;
-      const reason: ReadyReason = error.reason === "SourceNotFound"
-        ? "SourceNotFound"
-        : error.reason === "KeyNotFound"
-        ? "KeyNotFound"
-        : "InvalidPEM";
-      problems.push({ reason, message: error.message });
-      continue;
-    }
-    entry.key = read.key;
-    entry.keySource = read.origin;
-    const source = { name: `${refObjectName(ref)} key ${read.key}`, text: read.text };
-    const described = `${refObjectName(ref)} ${describeKey(read.key, read.origin)}`;
-    try {
-      entry.certificates = (await buildTrustSet([source], { now })).customCount;
-    } catch (error) {
-      if (error instanceof PemError) {
-        entry.certificates = 0;
-        problems.push({ reason: "InvalidPEM", message: `${error.message} (from ${label})` });
-        continue;
-      }
-      if (!(error instanceof EmptyTrustSetError)) throw error;
-      entry.certificates = 0;
-      notes.push(
-        `${described} holds no usable CA` +
-          (error.warnings.length ? ` (${error.warnings.join("; ")})` : " (no certificate)"),
-      );
-    }
-    sources.push(source);
+    await readSource(ref, entry, label);
   }
 
   if (problems.length > 0) {
@@ -728,6 +871,8 @@ export interface ClassStatusControllerOptions {
   serviceAccount?: ObjectName;
   /** The ClusterRole to bind, for `Forbidden` messages. */
   sourceReaderRole?: string;
+  /** Where a ClusterIssuer's Secret is read (default `cert-manager`). */
+  clusterResourceNamespace?: string;
   /** Registry for the status metrics. */
   metrics?: Registry;
   /** Period of a full re-check of every class in ms (default 5 min). */
@@ -905,22 +1050,37 @@ export class ClassStatusController {
     t.deps = deps;
   }
 
+  /**
+   * Follows every object the refs depend on: their own watches, then (once the issuers are read)
+   * the Secrets the issuers name; again until the set is stable (an issuer read fresh may name
+   * another Secret).
+   */
+  async #follow(t: Tracked, refs: readonly ClassRef[]): Promise<WatchedObject[]> {
+    const lookup: SourceLookup = (o) => ({
+      object: this.#sources.get(o) ?? null,
+      error: this.#sources.error(o),
+    });
+    const same = (a: WatchedObject[], b: WatchedObject[]) =>
+      a.length === b.length && a.every((d, i) => objectKey(d) === objectKey(b[i]));
+    let deps = classDeps(refs, lookup, this.#opts.clusterResourceNamespace);
+    for (let round = 0; round < 4; round++) {
+      if (round > 0 && same(deps, t.deps)) break;
+      await this.#swapDeps(t, deps);
+      if (t.removed || this.#stopped) break;
+      deps = classDeps(refs, lookup, this.#opts.clusterResourceNamespace);
+    }
+    return t.deps;
+  }
+
   async #reconcile(t: Tracked): Promise<void> {
     let cls = t.object;
-    let deps: WatchedObject[] = [];
+    let refs: ClassRef[];
     try {
-      const seen = new Set<string>();
-      for (const ref of parseClassRefs(cls, t.name)) {
-        const d = watchOf(ref);
-        if (!seen.has(objectKey(d))) {
-          seen.add(objectKey(d));
-          deps.push(d);
-        }
-      }
+      refs = parseClassRefs(cls, t.name);
     } catch {
-      deps = [];
+      refs = [];
     }
-    await this.#swapDeps(t, deps);
+    let deps = await this.#follow(t, refs);
     if (t.removed || this.#stopped) return;
     const compute = () => {
       const now = this.#opts.now?.() ?? new Date();
@@ -931,6 +1091,7 @@ export class ClassStatusController {
         now,
         serviceAccount: this.#opts.serviceAccount,
         sourceReaderRole: this.#opts.sourceReaderRole,
+        clusterResourceNamespace: this.#opts.clusterResourceNamespace,
       }).then((computed) => ({ ...computed, now }));
     };
     let computed = await compute();
@@ -940,6 +1101,13 @@ export class ClassStatusController {
       // backoff) that may lag behind it. A replica that only lagged then agrees and writes nothing.
       await Promise.all(deps.map((d) => this.#sources.refresh(d)));
       if (t.removed || this.#stopped) return;
+      // A fresh issuer may name another Secret: follow it (and read it) before computing.
+      const before = new Set(deps.map(objectKey));
+      deps = await this.#follow(t, refs);
+      if (t.removed || this.#stopped) return;
+      await Promise.all(
+        deps.filter((d) => !before.has(objectKey(d))).map((d) => this.#sources.refresh(d)),
+      );
       // The stored status may have moved meanwhile (the informer delivers it).
       if (canonical(t.object.spec) === canonical(cls.spec)) cls = t.object;
       computed = await compute();
@@ -997,6 +1165,8 @@ export interface StartClassStatusOptions {
   serviceAccount?: ObjectName;
   /** Longest wait between retries of an unreadable source in ms (default 2000). */
   sourceRetryMs?: number;
+  /** Where a ClusterIssuer's Secret is read (default `cert-manager`). */
+  clusterResourceNamespace?: string;
 }
 
 /**
@@ -1090,6 +1260,7 @@ export async function startClassStatus(
     log: options.log,
     metrics: options.metrics,
     serviceAccount: options.serviceAccount,
+    clusterResourceNamespace: options.clusterResourceNamespace,
   });
   await controller.start();
   return controller;

@@ -858,3 +858,152 @@ Deno.test("controller: a failed write is retried", async () => {
   assert.equal((cluster.classes.get("shop/trust")!.status as ClassStatus).certificates, 1);
   await c.stop();
 });
+
+const CM = { apiGroup: "cert-manager.io" };
+
+function caIssuer(secretName: string, resourceVersion = "1"): Record<string, unknown> {
+  return { metadata: { resourceVersion }, spec: { ca: { secretName } } };
+}
+
+Deno.test("status: a CA Issuer and a ClusterIssuer resolve to their Secrets, named with the key read", async () => {
+  const { status } = await computeClassStatus(
+    cls([
+      { ...CM, kind: "Issuer", name: "team-ca" },
+      { ...CM, kind: "ClusterIssuer", name: "root" },
+    ]),
+    lookupFrom({
+      "Issuer/shop/team-ca": { object: caIssuer("team-ca-key") },
+      "Secret/shop/team-ca-key": {
+        object: secret({ "tls.crt": pki.rootA.pem }, "kubernetes.io/tls"),
+      },
+      "ClusterIssuer//root": { object: caIssuer("root-ca") },
+      "Secret/certs-system/root-ca": { object: secret({ "ca.crt": pki.rootB.pem }) },
+    }),
+    { now: NOW, clusterResourceNamespace: "certs-system" },
+  );
+  assert.equal(status.conditions[0].status, "True", status.conditions[0].message);
+  assert.equal(status.certificates, 2);
+  assert.deepEqual(status.resolvedRefs, [
+    {
+      kind: "Issuer",
+      namespace: "shop",
+      name: "team-ca",
+      secret: { namespace: "shop", name: "team-ca-key" },
+      key: "tls.crt",
+      keySource: "Fallback",
+      certificates: 1,
+    },
+    {
+      kind: "ClusterIssuer",
+      name: "root",
+      secret: { namespace: "certs-system", name: "root-ca" },
+      key: "ca.crt",
+      keySource: "Default",
+      certificates: 1,
+    },
+  ]);
+  assert.match(
+    status.conditions[0].message,
+    /^2 CA certificates from Issuer shop\/team-ca \(Secret shop\/team-ca-key key tls\.crt \(ref without key; the object has no ca\.crt\)\), ClusterIssuer root \(Secret certs-system\/root-ca key ca\.crt \(ref without key\)\)/,
+  );
+});
+
+Deno.test("status: an ACME issuer is InvalidRef naming it; missing and Forbidden issuers and Secrets", async () => {
+  const forbidden = { object: null, error: Object.assign(new Error("no"), { code: 403 }) };
+  const ready = async (refs: unknown[], objects: Record<string, SourceState>) =>
+    (await computeClassStatus(cls(refs), lookupFrom(objects), { now: NOW })).status
+      .conditions[0];
+  const acme = await ready([{ ...CM, kind: "ClusterIssuer", name: "letsencrypt" }], {
+    "ClusterIssuer//letsencrypt": { object: { spec: { acme: { server: "https://acme" } } } },
+  });
+  assert.equal(acme.status, "False");
+  assert.equal(acme.reason, "InvalidRef");
+  assert.match(
+    acme.message,
+    /^ClusterIssuer letsencrypt \(from CAProviderClass shop\/trust\) is an acme issuer; only CA issuers \(spec\.ca\.secretName\) can be read/,
+  );
+  const missing = await ready([{ ...CM, kind: "Issuer", name: "gone" }], {});
+  assert.equal(missing.reason, "SourceNotFound");
+  assert.match(
+    missing.message,
+    /^Issuer shop\/gone \(from CAProviderClass shop\/trust\) not found/,
+  );
+  const noSecret = await ready([{ ...CM, kind: "ClusterIssuer", name: "root" }], {
+    "ClusterIssuer//root": { object: caIssuer("root-ca") },
+  });
+  assert.equal(noSecret.reason, "SourceNotFound");
+  assert.match(
+    noSecret.message,
+    /^Secret cert-manager\/root-ca \(from CAProviderClass shop\/trust via ClusterIssuer root\) not found/,
+  );
+  const secretForbidden = await ready([{ ...CM, kind: "ClusterIssuer", name: "root" }], {
+    "ClusterIssuer//root": { object: caIssuer("root-ca") },
+    "Secret/cert-manager/root-ca": forbidden,
+  });
+  assert.equal(secretForbidden.reason, "Forbidden");
+  assert.match(secretForbidden.message, /in namespace "cert-manager"/);
+  assert.match(
+    secretForbidden.message,
+    /`kubectl create rolebinding spire-cacerts-source-reader --clusterrole=spire-cacerts-source-reader --serviceaccount=spire-cacerts:spire-cacerts-webhook -n cert-manager` \(the CA Secret of ClusterIssuer root\)$/,
+  );
+  const notServed = await ready([{ ...CM, kind: "ClusterIssuer", name: "root" }], {
+    "ClusterIssuer//root": { object: null, error: Object.assign(new Error("nf"), { code: 404 }) },
+  });
+  assert.equal(notServed.reason, "SourceUnreadable");
+  assert.match(
+    notServed.message,
+    /the API server does not serve clusterissuers\.cert-manager\.io\/v1 \(HTTP 404\); install cert-manager/,
+  );
+  const issuerForbidden = await ready([{ ...CM, kind: "Issuer", name: "x" }], {
+    "Issuer/shop/x": forbidden,
+  });
+  assert.equal(issuerForbidden.reason, "Forbidden");
+  assert.match(
+    issuerForbidden.message,
+    /^cannot read Issuer shop\/x: .*may not get, list and watch issuers and clusterissuers \(cert-manager\.io\)/,
+  );
+});
+
+Deno.test("controller: an issuer's Secret is followed, and a new secretName moves the watch", async () => {
+  const cluster = new FakeCluster();
+  cluster.setSource("Issuer/shop/team-ca", { object: caIssuer("key-1") });
+  cluster.setSource("Secret/shop/key-1", { object: secret({ "ca.crt": pki.rootA.pem }) });
+  cluster.setSource("Secret/shop/key-2", { object: secret({ "ca.crt": pki.rootB.pem }) });
+  cluster.putClass(cls([{ ...CM, kind: "Issuer", name: "team-ca" }]));
+  let watcher: FakeSources | undefined;
+  const c = new ClassStatusController({
+    classes: cluster.feed(),
+    sources: (onChange) => watcher = cluster.watcher(onChange),
+    writer: cluster.writer("a"),
+    now: () => NOW,
+  });
+  await c.start();
+  await settle(c);
+  const stored = () => cluster.classes.get("shop/trust")!.status as ClassStatus;
+  assert.equal(stored().conditions[0].reason, "Resolved", stored().conditions[0].message);
+  assert.deepEqual(stored().fingerprints, [sha(pki.rootA)]);
+  assert.deepEqual([...watcher!.refs.keys()].sort(), ["Issuer/shop/team-ca", "Secret/shop/key-1"]);
+
+  // The Secret changes: the status follows.
+  cluster.setSource("Secret/shop/key-1", {
+    object: secret({ "ca.crt": pki.rootA.pem + pki.rootB.pem }),
+  });
+  await settle(c);
+  assert.equal(stored().certificates, 2);
+
+  // The issuer names another Secret: that one is watched instead, and read.
+  cluster.setSource("Issuer/shop/team-ca", { object: caIssuer("key-2", "2") });
+  await settle(c);
+  assert.deepEqual(stored().fingerprints, [sha(pki.rootB)]);
+  assert.deepEqual(stored().resolvedRefs?.[0].secret, { namespace: "shop", name: "key-2" });
+  assert.deepEqual([...watcher!.refs.keys()].sort(), ["Issuer/shop/team-ca", "Secret/shop/key-2"]);
+
+  // It turns into an ACME issuer: Ready False, and no Secret is watched.
+  cluster.setSource("Issuer/shop/team-ca", {
+    object: { metadata: { resourceVersion: "3" }, spec: { acme: {} } },
+  });
+  await settle(c);
+  assert.equal(stored().conditions[0].reason, "InvalidRef");
+  assert.deepEqual([...watcher!.refs.keys()], ["Issuer/shop/team-ca"]);
+  await c.stop();
+});

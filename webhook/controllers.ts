@@ -55,6 +55,11 @@ export interface ControllerSettings {
   registrationsDir: string;
   /** Period of the registrations' repair pass (ms). */
   registrationsResyncMs: number;
+  /**
+   * cert-manager's cluster resource namespace, where class status reads a ClusterIssuer's Secret
+   * (default `cert-manager`).
+   */
+  clusterResourceNamespace?: string;
   /** Where events go. */
   log: Logger;
   /** Where counts go. */
@@ -106,7 +111,12 @@ export async function prepareControllers(settings: ControllerSettings): Promise<
         () => log.info("controller watching namespaces and the SPIRE bundle"),
         (error) => log.error("controller failed to start", { error: String(error) }),
       );
-      startClassStatus({ client, log, metrics: metrics.registry }).then(
+      startClassStatus({
+        client,
+        log,
+        metrics: metrics.registry,
+        clusterResourceNamespace: settings.clusterResourceNamespace,
+      }).then(
         (started) => {
           classStatus = started;
           log.info("writing the status of every CAProviderClass");

@@ -36,7 +36,12 @@ import {
   UsageError,
   VERSION,
 } from "../cli/mod.ts";
-import { ANNOTATION_PREFIX, DRIVER_NAME, INJECT_LABEL } from "../api/mod.ts";
+import {
+  ANNOTATION_PREFIX,
+  DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
+  DRIVER_NAME,
+  INJECT_LABEL,
+} from "../api/mod.ts";
 import { createApp, DEFAULT_BODY_TIMEOUT_MS } from "./app.ts";
 import type { Controllers } from "./controllers.ts";
 import { WebhookMetrics } from "./metrics.ts";
@@ -140,6 +145,16 @@ export const WEBHOOK_FLAGS = {
     type: "string",
     arg: "PATH",
     help: "cluster access (default: in-cluster service account)",
+  },
+  "cluster-resource-namespace": {
+    type: "string",
+    arg: "NS",
+    nonEmpty: true,
+    default: DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
+    expect: "a namespace name",
+    parse: (text: string) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text) ? text : undefined,
+    help: "\nclass status reads a ClusterIssuer's CA Secret here: cert-manager's\n" +
+      "own --cluster-resource-namespace (default {default})",
   },
   controller: {
     type: "boolean",
@@ -281,6 +296,8 @@ export interface WebhookFlags {
   trustDomain: string;
   /** Kubeconfig path, or undefined for in-cluster. */
   kubeconfig: string | undefined;
+  /** cert-manager's cluster resource namespace: where a ClusterIssuer's CA Secret is read. */
+  clusterResourceNamespace: string;
   /** Whether the controller runs. */
   controller: boolean;
   /** Whether annotated workloads are rolled out when their classes gain a CA. */
@@ -333,6 +350,7 @@ export function parseFlags(args: string[]): WebhookFlags {
     clusterTrustBundle: values["cluster-trust-bundle"],
     trustDomain: values["trust-domain"],
     kubeconfig: values.kubeconfig,
+    clusterResourceNamespace: values["cluster-resource-namespace"],
     controller: values.controller,
     trustRestart: values["trust-restart"],
     trustRestartSettleMs: values["trust-restart-settle"],
@@ -418,6 +436,7 @@ async function run(flags: WebhookFlags): Promise<void> {
         : undefined,
       registrationsDir: flags.registrationsDir,
       registrationsResyncMs: flags.registrationsResyncMs,
+      clusterResourceNamespace: flags.clusterResourceNamespace,
       log,
       metrics,
     }).catch((error: Error) => {

@@ -62,3 +62,21 @@ Deno.test("flags: the controller defaults main.ts repeats are still the controll
   assert.deepEqual(flags.excludedNamespaces, [...DEFAULT_EXCLUDED_NAMESPACES]);
   assert.equal(flags.registrationsResyncMs, DEFAULT_REGISTRATION_RESYNC_MS);
 });
+
+Deno.test("flags: --cluster-resource-namespace defaults to cert-manager and takes a namespace", () => {
+  assert.equal(parseFlags([]).clusterResourceNamespace, "cert-manager");
+  assert.equal(
+    parseFlags(["--cluster-resource-namespace=certs-system"]).clusterResourceNamespace,
+    "certs-system",
+  );
+  for (const value of ["", "Not_A_Namespace"]) {
+    assert.throws(
+      () => parseFlags([`--cluster-resource-namespace=${value}`]),
+      (error: Error) =>
+        error instanceof UsageError &&
+        /--cluster-resource-namespace(: "Not_A_Namespace" is not a namespace name| is empty)/
+          .test(error.message),
+      value,
+    );
+  }
+});
