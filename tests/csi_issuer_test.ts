@@ -30,6 +30,7 @@ import {
   needsTools,
   startKubeApiServer,
   waitFor,
+  writeServiceAccountKubeconfig,
 } from "./harness/mod.ts";
 import { type DriverProcess, startDriverProcess } from "./harness/driver_process.ts";
 import { CsiCallError, CsiClient, publishRequest, unmountUnder } from "./faults/helpers.ts";
@@ -95,24 +96,11 @@ function issuer(kind: "Issuer" | "ClusterIssuer", name: string, spec: Record<str
 }
 
 /** A kubeconfig for the driver's ServiceAccount with a token the API server minted. */
-async function driverKubeconfig(kube: KubeApiServer, path: string): Promise<void> {
-  const token = (await kube.kubectl(
-    ["create", "token", "spire-cacerts-csi", "-n", "spire-cacerts", "--duration=2h"],
-    { check: true },
-  )).stdout.trim();
-  await Deno.writeTextFile(
+function driverKubeconfig(kube: KubeApiServer, path: string): Promise<void> {
+  return writeServiceAccountKubeconfig(
+    kube,
+    { namespace: "spire-cacerts", name: "spire-cacerts-csi" },
     path,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [{
-        name: "test",
-        cluster: { server: kube.url, "certificate-authority-data": btoa(kube.caPem) },
-      }],
-      users: [{ name: "spire-cacerts-csi", user: { token } }],
-      contexts: [{ name: "csi", context: { cluster: "test", user: "spire-cacerts-csi" } }],
-      "current-context": "csi",
-    }),
   );
 }
 

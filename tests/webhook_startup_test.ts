@@ -20,6 +20,7 @@ import {
   startWebhookProcess,
   waitFor,
   writeLocalhostSvid,
+  writeServiceAccountKubeconfig,
 } from "./harness/mod.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
@@ -178,24 +179,12 @@ Deno.test({
       // The webhook's namespace, service account and RBAC as shipped; no CRD yet.
       await kube.kubectl(["apply", "-f", join(MANIFESTS, "namespaces.yaml")], { check: true });
       await kube.kubectl(["apply", "-f", join(MANIFESTS, "webhook/rbac.yaml")], { check: true });
-      const token = (await kube.kubectl(
-        ["-n", "spire-cacerts", "create", "token", "spire-cacerts-webhook", "--duration=1h"],
-        { check: true },
-      )).stdout.trim();
       const kubeconfig = join(work, "webhook.kubeconfig");
-      await Deno.writeTextFile(
+      await writeServiceAccountKubeconfig(
+        kube,
+        { namespace: "spire-cacerts", name: "spire-cacerts-webhook" },
         kubeconfig,
-        JSON.stringify({
-          apiVersion: "v1",
-          kind: "Config",
-          clusters: [{
-            name: "test",
-            cluster: { server: kube.url, "certificate-authority-data": btoa(kube.caPem) },
-          }],
-          users: [{ name: "webhook", user: { token } }],
-          contexts: [{ name: "webhook", context: { cluster: "test", user: "webhook" } }],
-          "current-context": "webhook",
-        }),
+        "1h",
       );
       const registrations = join(work, "registrations");
       await Deno.mkdir(registrations);

@@ -23,6 +23,7 @@ import {
   needsTools,
   startKubeApiServer,
   waitFor,
+  writeServiceAccountKubeconfig,
 } from "./harness/mod.ts";
 import { startWebhookProcess, type WebhookProcess } from "./harness/webhook_process.ts";
 import { Informer, type KubeClient, type KubeObject } from "../kube/mod.ts";
@@ -47,24 +48,11 @@ async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
 
 /** A kubeconfig file that authenticates with the webhook ServiceAccount's token. */
 async function webhookKubeconfig(kube: KubeApiServer, dir: string): Promise<string> {
-  const token = (await kube.kubectl(
-    ["create", "token", "spire-cacerts-webhook", "-n", "spire-cacerts", "--duration=1h"],
-    { check: true },
-  )).stdout.trim();
   const path = join(dir, "webhook.kubeconfig");
-  await Deno.writeTextFile(
+  await writeServiceAccountKubeconfig(
+    kube,
+    { namespace: "spire-cacerts", name: "spire-cacerts-webhook" },
     path,
-    JSON.stringify({
-      apiVersion: "v1",
-      kind: "Config",
-      clusters: [{
-        name: "test",
-        cluster: { server: kube.url, "certificate-authority-data": btoa(kube.caPem) },
-      }],
-      users: [{ name: "webhook", user: { token } }],
-      contexts: [{ name: "webhook", context: { cluster: "test", user: "webhook" } }],
-      "current-context": "webhook",
-    }),
   );
   return path;
 }

@@ -68,8 +68,6 @@ import {
 import { SourceError } from "../api/mod.ts";
 import { Backoff, type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 import {
-  describeApiError,
-  Informer,
   type KubeClient,
   objectKey,
   ObjectWatcher,
@@ -85,6 +83,7 @@ import {
   type PemSource,
 } from "../trust_store/mod.ts";
 import type { Registry } from "../prometheus/mod.ts";
+import { type Feed, informerFeed } from "./informer_feed.ts";
 
 /** Type of the condition this module writes. */
 export const READY = "Ready";
@@ -817,17 +816,7 @@ export function statusDiffers(stored: unknown, desired: ClassStatus): boolean {
 }
 
 /** Delivers CAProviderClass objects as they are added, changed and deleted. */
-export interface ClassFeed {
-  /** Starts delivering; resolves once the initial list has been delivered. */
-  start(handlers: {
-    /** A class was listed, added or changed. */
-    upsert(cls: ClassObject): void;
-    /** A class was deleted. */
-    remove(cls: ClassObject): void;
-  }): Promise<void>;
-  /** Stops delivering. */
-  stop(): Promise<void>;
-}
+export type ClassFeed = Feed<ClassObject>;
 
 /** Watches single referenced objects; {@link ObjectWatcher} is the real one. */
 export interface SourceFeed {
@@ -1174,45 +1163,9 @@ export interface StartClassStatusOptions {
  * served yet) is retried with a doubling delay up to 30 s, logged once until a list succeeds.
  */
 export function classInformerFeed(client: KubeClient, log: Logger): ClassFeed {
-  const backoff = new Backoff({ initialMs: 1_000, maxMs: 30_000 });
-  let failing = false;
-  const informer = new Informer<ClassObject>(
-    client,
-    resourcePath({ group: CLASS_GROUP, version: CLASS_VERSION, plural: CLASS_PLURAL }),
-    {
-      onList: () => {
-        if (failing) log.info("listing CAProviderClasses again");
-        failing = false;
-        backoff.reset();
-      },
-    },
-  );
-  let stopped = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return {
-    async start(handlers) {
-      informer.on("add", (o) => handlers.upsert(o));
-      informer.on("update", (o) => handlers.upsert(o));
-      informer.on("delete", (o) => handlers.remove(o));
-      informer.on("error", (error: unknown) => {
-        if (stopped) return;
-        const delay = backoff.next();
-        const fields = { error: describeApiError(error), retryInMs: delay };
-        if (!failing) log.warn("CAProviderClass list or watch failed; retrying", fields);
-        else log.debug("CAProviderClass list or watch failed again", fields);
-        failing = true;
-        timer = setTimeout(() => {
-          if (!stopped) informer.start().catch(() => {});
-        }, delay);
-      });
-      await informer.start();
-    },
-    async stop() {
-      stopped = true;
-      if (timer !== undefined) clearTimeout(timer);
-      await informer.stop();
-    },
-  };
+  return informerFeed<ClassObject>(client, "CAProviderClass", [{
+    path: resourcePath({ group: CLASS_GROUP, version: CLASS_VERSION, plural: CLASS_PLURAL }),
+  }], log);
 }
 
 /** Writes status with server-side apply on the `status` subresource. */

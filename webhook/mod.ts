@@ -19,6 +19,10 @@
  * - {@link ClassStatusController} ({@link startClassStatus}): the status of every CAProviderClass
  *   (Ready with reason and message, resolved refs and keys, certificate count, fingerprints,
  *   earliest NotAfter), from the Secrets, ConfigMaps and ClusterTrustBundles it may read.
+ * - {@link TrustRestartController} ({@link startTrustRestart}): Deployments, StatefulSets and
+ *   DaemonSets annotated `cacerts.spiffe.io/restart-on-trust-change` (or in an annotated
+ *   namespace) rolled out when their classes' CA set gains a certificate, after a settle delay and
+ *   at most once per interval ({@link planTrustRestart}).
  * - {@link RegistrationSync}: the ClusterSPIFFEIDs of a directory (the registrations ConfigMap),
  *   server-side applied once their CRD is served and kept applied (file changes, periodic repair).
  * - {@link startWebhookServer}: HTTPS with the SPIRE SVID from spiffe-helper's files, swapped
@@ -114,6 +118,42 @@ export {
   type StatusWriter,
   storedReadyCondition,
 } from "./class_status.ts";
+export { type Feed, type FeedHandlers, type FeedSource, informerFeed } from "./informer_feed.ts";
+export {
+  type ClassTrust,
+  classTrust,
+  kubeWorkloadWriter,
+  type NamespaceView,
+  RESTART_EVENT_REASON,
+  restartMessage,
+  startTrustRestart,
+  type StartTrustRestartOptions,
+  TRUST_RESTART_ERRORS,
+  TRUST_RESTART_FIELD_MANAGER,
+  TRUST_RESTARTS,
+  TrustRestartController,
+  type TrustRestartOptions,
+  WORKLOAD_PLURALS,
+  type WorkloadWriter,
+} from "./trust_restart.ts";
+export {
+  DEFAULT_INTERVAL_MS,
+  DEFAULT_SETTLE_MS,
+  formatFingerprints,
+  type Gain,
+  lastTrustRestart,
+  parseFingerprints,
+  planTrustRestart,
+  type RestartInputs,
+  type RestartPlan,
+  type RestartSetting,
+  restartSetting,
+  templateClasses,
+  type TemplateVolume,
+  type WorkloadKind,
+  type WorkloadView,
+  workloadView,
+} from "./trust_restart_plan.ts";
 export { LATENCY_BUCKETS, WebhookMetrics } from "./metrics.ts";
 export {
   type AppliedObject,

@@ -29,15 +29,15 @@ import {
   type ObjectName,
   WORKLOAD_ANNOTATIONS,
 } from "../api/mod.ts";
-import { Backoff, type Logger, SILENT_LOGGER } from "../cli/mod.ts";
+import { type Logger, SILENT_LOGGER } from "../cli/mod.ts";
 import {
   describeApiError,
-  Informer,
   isApiStatus,
   type KubeClient,
   type KubeObject,
   resourcePath,
 } from "../kube/mod.ts";
+import { type Feed, informerFeed } from "./informer_feed.ts";
 import type { Registry } from "../prometheus/mod.ts";
 import {
   DEFAULT_INTERVAL_MS,
@@ -82,22 +82,6 @@ export interface ClassTrust {
   metadata: { namespace: string; name: string; resourceVersion: string };
   /** Its CA fingerprints when `Ready=True` for the current generation, else undefined. */
   fingerprints: string[] | undefined;
-}
-
-/** Callbacks of a {@link Feed}. */
-export interface FeedHandlers<T> {
-  /** An object was added or changed. */
-  upsert(object: T): void;
-  /** An object was deleted. */
-  remove(object: T): void;
-}
-
-/** A watched collection (an informer in production, a list in tests). */
-export interface Feed<T> {
-  /** Starts delivering; resolves once the current objects were delivered. */
-  start(handlers: FeedHandlers<T>): Promise<void>;
-  /** Stops. */
-  stop(): Promise<void>;
 }
 
 /** The writes the controller makes. */
@@ -392,9 +376,13 @@ export class TrustRestartController {
       },
       (error) => {
         if (isApiStatus(error, 409)) {
-          // Another replica (or a user) changed it first: the watch brings the new object.
-          this.#log.debug("workload changed meanwhile; planning again", { workload: key });
-          this.#dirty.add(key);
+          // Another replica (or a user) changed it first: the watch brings the newer object and
+          // the plan is made again on it (planning on the stale copy would only conflict again).
+          // A late look is kept in case that event never comes.
+          this.#log.debug("workload changed meanwhile; planning again on its next version", {
+            workload: key,
+          });
+          this.#later(key, RETRY_MS);
           return;
         }
         if (isApiStatus(error, 404)) return;
@@ -468,59 +456,6 @@ function namespaceView(object: KubeObject): NamespaceView {
   }
   return {
     metadata: { name: m?.name ?? "", resourceVersion: m?.resourceVersion ?? "", annotations },
-  };
-}
-
-/**
- * A {@link Feed} over informers of `paths`, each keeping `transform(object)`; a failed list or
- * watch is retried with backoff (1 s doubling to 30 s), logged once per failing streak.
- */
-export function informerFeed<T extends object>(
-  client: KubeClient,
-  what: string,
-  paths: readonly { path: string; transform: (object: KubeObject) => T }[],
-  log: Logger,
-): Feed<T> {
-  const informers: Informer<T>[] = [];
-  const timers = new Set<ReturnType<typeof setTimeout>>();
-  let stopped = false;
-  return {
-    async start(handlers) {
-      await Promise.all(paths.map(({ path, transform }) => {
-        const backoff = new Backoff({ initialMs: 1_000, maxMs: 30_000 });
-        let failing = false;
-        const informer = new Informer<T>(client, path, {
-          transform,
-          onList: () => {
-            if (failing) log.info(`listing ${what} again`, { path });
-            failing = false;
-            backoff.reset();
-          },
-        });
-        informer.on("add", (o) => handlers.upsert(o));
-        informer.on("update", (o) => handlers.upsert(o));
-        informer.on("delete", (o) => handlers.remove(o));
-        informer.on("error", (error: unknown) => {
-          if (stopped) return;
-          const delay = backoff.next();
-          const fields = { path, error: describeApiError(error), retryInMs: delay };
-          if (!failing) log.warn(`${what} list or watch failed; retrying`, fields);
-          failing = true;
-          const timer = setTimeout(() => {
-            timers.delete(timer);
-            if (!stopped) informer.start().catch(() => {});
-          }, delay);
-          timers.add(timer);
-        });
-        informers.push(informer);
-        return informer.start();
-      }));
-    },
-    async stop() {
-      stopped = true;
-      for (const timer of timers) clearTimeout(timer);
-      await Promise.all(informers.map((i) => i.stop()));
-    },
   };
 }
 

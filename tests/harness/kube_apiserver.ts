@@ -361,3 +361,39 @@ export async function installCrds(
     { check: true },
   );
 }
+
+/**
+ * Writes a kubeconfig (JSON) at `path` that authenticates as a ServiceAccount with a token the API
+ * server mints (`kubectl create token`), the way the suites run a program under exactly the
+ * manifests' RBAC.
+ *
+ * @param kube the API server
+ * @param account the ServiceAccount's namespace and name
+ * @param path where to write it
+ * @param duration the token's lifetime (default 2h)
+ */
+export async function writeServiceAccountKubeconfig(
+  kube: KubeApiServer,
+  account: { namespace: string; name: string },
+  path: string,
+  duration = "2h",
+): Promise<void> {
+  const token = (await kube.kubectl(
+    ["create", "token", account.name, "-n", account.namespace, `--duration=${duration}`],
+    { check: true },
+  )).stdout.trim();
+  await Deno.writeTextFile(
+    path,
+    JSON.stringify({
+      apiVersion: "v1",
+      kind: "Config",
+      clusters: [{
+        name: "test",
+        cluster: { server: kube.url, "certificate-authority-data": btoa(kube.caPem) },
+      }],
+      users: [{ name: account.name, user: { token } }],
+      contexts: [{ name: account.name, context: { cluster: "test", user: account.name } }],
+      "current-context": account.name,
+    }),
+  );
+}

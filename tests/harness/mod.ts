@@ -60,6 +60,7 @@ export {
   type KubectlOptions,
   SERVICE_CLUSTER_IP_RANGE,
   startKubeApiServer,
+  writeServiceAccountKubeconfig,
 } from "./kube_apiserver.ts";
 export {
   CLUSTER_DNS_IP,
