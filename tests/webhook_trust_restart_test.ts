@@ -79,7 +79,7 @@ function capClass(namespace: string, name: string, bundleName: string) {
 
 /** A workload whose pods mount the CSI volume of `classes` (the template never runs here). */
 function workload(
-  kind: "Deployment" | "DaemonSet",
+  kind: "Deployment" | "DaemonSet" | "StatefulSet",
   namespace: string,
   name: string,
   classes: string,
@@ -91,6 +91,7 @@ function workload(
     kind,
     metadata: { namespace, name, annotations },
     spec: {
+      ...(kind === "StatefulSet" ? { serviceName: name } : {}),
       selector: { matchLabels: labels },
       template: {
         metadata: { labels },
@@ -212,11 +213,13 @@ Deno.test({
       await apply(kube, workload("Deployment", "shop", "web", "extra", { [ON]: "true" }));
       await apply(kube, workload("Deployment", "shop", "plain", "extra"));
       await apply(kube, workload("DaemonSet", "fleet", "agent", "extra"));
+      await apply(kube, workload("StatefulSet", "fleet", "db", "extra"));
       await apply(kube, workload("Deployment", "fleet", "pinned", "extra", { [ON]: "false" }));
 
       const shop = new RolloutLog(kube.client, "/apis/apps/v1/namespaces/shop/deployments");
       const fleet = new RolloutLog(kube.client, "/apis/apps/v1/namespaces/fleet/daemonsets");
-      rollouts.push(shop, fleet);
+      const stateful = new RolloutLog(kube.client, "/apis/apps/v1/namespaces/fleet/statefulsets");
+      rollouts.push(shop, fleet, stateful);
       await Promise.all(rollouts.map((r) => r.start()));
       const kubeconfig = await webhookKubeconfig(kube, dir);
       for (const i of [0, 1]) {
@@ -280,6 +283,10 @@ Deno.test({
         assert.deepEqual(w, { trusted: [fa, fb, fc].sort(), restartedAt: firstRollout });
         assert.deepEqual(shop.of("web"), [firstRollout], "one rollout of web");
         assert.equal(fleet.of("agent").length, 1, "one rollout of agent");
+        await waitFor("db rolled out", () => stateful.of("db").length === 1, {
+          timeoutMs: 10_000,
+          detail: logs,
+        });
         await untouched();
         const events = JSON.parse(
           (await kube.kubectl([
@@ -309,6 +316,7 @@ Deno.test({
           )).then((n) => n.reduce((x, y) => x + y, 0));
         assert.equal(await total(webhooks, "Deployment"), 1);
         assert.equal(await total(webhooks, "DaemonSet"), 1);
+        assert.equal(await total(webhooks, "StatefulSet"), 1);
       });
 
       await t.step("a removal alone rolls nothing out", async () => {
