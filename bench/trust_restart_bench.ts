@@ -5,6 +5,8 @@
  * CA set comes from SPIRE's bundle ConfigMap through the published ClusterTrustBundle.
  *
  * Measured in one run:
+ * The webhook runs with the Deployment's `DENO_V8_FLAGS` (its heap sized from its memory limit).
+ *
  * - VmRSS of the webhook idle with no workload (baseline), and 5 s after it recorded the baseline
  *   CA set of every Deployment (its informers then hold a trimmed copy of each): target ≤ 1.3×;
  * - time from start until every Deployment has its baseline (one merge patch each);
@@ -35,6 +37,7 @@ import {
   waitForWebhook,
   writeLocalhostSvid,
 } from "../tests/harness/mod.ts";
+import { readWebhookContainer } from "../tests/harness/webhook_manifest.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const NS = "fleet";
@@ -109,9 +112,12 @@ if (import.meta.main) {
     const certDir = join(dir, "certs");
     await Deno.mkdir(certDir);
     await writeLocalhostSvid(spire, dir, certDir);
+    // The Deployment's heap flags: the V8 heap sized from its memory limit, as it runs there.
+    const { env } = readWebhookContainer();
     const start = (name: string) => {
       const w = startWebhookProcess({
         logPath: join(dir, `${name}.log`),
+        env: { DENO_V8_FLAGS: env.DENO_V8_FLAGS },
         args: [
           `--kubeconfig=${kube.kubeconfigPath}`,
           `--cert-dir=${certDir}`,

@@ -1,7 +1,7 @@
 /**
  * What every program shares: the flag table that parses, checks and documents its flags, the
- * structured logger, the version, and the retry back-off of every list/watch loop. Nothing here
- * loads an npm package, so the SPIFFE side and the examples can use it.
+ * structured logger, the version, the retry back-off of every list/watch loop and a counting
+ * semaphore. Nothing here loads an npm package, so the SPIFFE side and the examples can use it.
  *
  * ```ts
  * import assert from "node:assert/strict";
@@ -27,4 +27,5 @@ export * from "./heap_flags.ts";
 export * from "./log.ts";
 export * from "./log_keys.ts";
 export * from "./memory_limit.ts";
+export * from "./semaphore.ts";
 export * from "./version.ts";

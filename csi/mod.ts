@@ -41,7 +41,7 @@ export {
   SOURCE_FORBIDDEN_REASON,
   UPDATE_FAILED_REASON,
 } from "./events.ts";
-export { KeyedLock, Semaphore } from "./concurrency.ts";
+export { KeyedLock } from "./concurrency.ts";
 export { DependencyIndex } from "./dependency_index.ts";
 export {
   hostMounter,

@@ -48,10 +48,10 @@ import {
 } from "../trust_store/mod.ts";
 import { type ObjectName, SourceError } from "../api/mod.ts";
 import type { WatchedObject } from "../kube/mod.ts";
-import { LOG_KEYS, type Logger } from "../cli/mod.ts";
+import { LOG_KEYS, type Logger, Semaphore } from "../cli/mod.ts";
 import { Registry } from "../prometheus/mod.ts";
 import { CsiError, StoreTooLargeError, toCsiError } from "./errors.ts";
-import { KeyedLock, Semaphore } from "./concurrency.ts";
+import { KeyedLock } from "./concurrency.ts";
 import { DependencyIndex } from "./dependency_index.ts";
 import {
   CERTIFICATE_DROPPED_REASON,

@@ -43,6 +43,14 @@ export interface ListOptions {
   resourceVersion?: string;
 }
 
+/** Query parameters of one page of a list. */
+export interface ListPageOptions extends ListOptions {
+  /** Most objects in the page (the server may return fewer). */
+  limit?: number;
+  /** The `metadata.continue` token of the previous page. */
+  continue?: string;
+}
+
 /** Options of a watch. */
 export interface WatchOptions extends ListOptions {
   /** Ask for BOOKMARK events (default true). */
@@ -108,8 +116,11 @@ export type KubeObject = Record<string, unknown>;
 
 /** A list answer. */
 export interface KubeList<T = KubeObject> {
-  /** Its resourceVersion, where a watch resumes. */
-  metadata?: { resourceVersion?: string };
+  /**
+   * Its resourceVersion, where a watch resumes; `continue`: the token of the next page, when a
+   * paged list has more.
+   */
+  metadata?: { resourceVersion?: string; continue?: string };
   /** The objects. */
   items: T[];
 }
@@ -299,7 +310,7 @@ export class KubeClient {
    * @throws {KubeApiError} on a refusal
    * @throws {KubeRequestError} when no answer came
    */
-  list<T = KubeObject>(path: string, options: ListOptions = {}): Promise<KubeList<T>> {
+  list<T = KubeObject>(path: string, options: ListPageOptions = {}): Promise<KubeList<T>> {
     return this.#json<KubeList<T>>({ method: "GET", path, query: { ...options } });
   }
 

@@ -211,6 +211,36 @@ Deno.test({
         assert.deepEqual(informer.list().map((o) => o.metadata.name), ["i1"]);
         await informer.stop();
       });
+
+      await t.step("informer: a list in pages delivers every object, transformed", async () => {
+        for (let i = 0; i < 7; i++) {
+          await client.create(cms, {
+            metadata: { name: `p${i}`, labels: { paged: "yes" } },
+            data: { big: "x".repeat(1000) },
+          });
+        }
+        const page = await client.list(cms, { labelSelector: "paged=yes", limit: 3 });
+        assert.equal(page.items.length, 3);
+        assert.ok(page.metadata?.continue, "a page of 3 out of 7 has a continue token");
+        const kept: unknown[] = [];
+        const informer = new Informer<{ metadata: { name: string }; size: number }>(client, cms, {
+          labelSelector: "paged=yes",
+          pageSize: 3,
+          transform: (o) => {
+            const { name, resourceVersion } = o.metadata as Record<string, string>;
+            return { metadata: { name, resourceVersion }, size: JSON.stringify(o).length };
+          },
+        });
+        informer.on("add", (o) => kept.push(o));
+        await informer.start();
+        await informer.stop();
+        assert.deepEqual(
+          informer.list().map((o) => o.metadata.name).sort(),
+          ["p0", "p1", "p2", "p3", "p4", "p5", "p6"],
+        );
+        assert.equal(kept.length, 7);
+        assert.ok(informer.list().every((o) => o.size > 1000 && !("data" in o)));
+      });
     } finally {
       client.close();
       await kube.stop();

@@ -1,9 +1,9 @@
 /**
  * A list+watch cache of one collection that reports each object added, changed and deleted, as
- * `@kubernetes/client-node`'s informer did for the controllers: `start()` lists and starts
- * watching from the list's resourceVersion; a watch that ends is resumed from the last
- * resourceVersion seen, and one answered with 410 Gone lists again (the objects that went missing
- * meanwhile are reported deleted). A failed list or watch is reported to the `error` handlers
+ * `@kubernetes/client-node`'s informer did for the controllers: `start()` lists (in pages of
+ * `pageSize`) and starts watching from the list's resourceVersion; a watch that ends is resumed
+ * from the last resourceVersion seen, and one answered with 410 Gone lists again (the objects that
+ * went missing meanwhile are reported deleted). A failed list or watch is reported to the `error` handlers
  * and the informer stops; the owner calls `start()` again (with its own backoff).
  *
  * @module
@@ -25,6 +25,11 @@ export interface InformerOptions {
   watchTimeoutSeconds?: number;
   /** Called after each list that succeeded. */
   onList?: () => void;
+  /**
+   * Objects per page of the list (`limit` and `continue`, as client-go's pager asks for 500), so a
+   * large collection is never one response held in memory whole. Default 500.
+   */
+  pageSize?: number;
   /**
    * Turns each listed or watched object into what is kept and reported, so a cache of a large
    * collection holds only the fields its owner reads. The result must keep `metadata.name`,
@@ -127,26 +132,36 @@ export class Informer<T extends object = KubeObject> {
   }
 
   async #list(): Promise<void> {
-    const list = await this.#client.list<KubeObject>(this.#path, {
-      fieldSelector: this.#options.fieldSelector,
-      labelSelector: this.#options.labelSelector,
-    });
     const seen = new Set<string>();
-    for (const raw of list.items ?? []) {
-      const item = this.#keep(raw);
-      const key = keyOf(item);
-      seen.add(key);
-      const before = this.#objects.get(key);
-      this.#objects.set(key, item);
-      if (before === undefined) this.#emit("add", item);
-      else if (rvOf(before) !== rvOf(item)) this.#emit("update", item);
-    }
+    let token: string | undefined;
+    let resourceVersion = "";
+    do {
+      // Pages of one list come from one snapshot (the server's continue token holds it); an
+      // expired token is a 410, which fails this list like any error: the owner starts again.
+      const page = await this.#client.list<KubeObject>(this.#path, {
+        fieldSelector: this.#options.fieldSelector,
+        labelSelector: this.#options.labelSelector,
+        limit: this.#options.pageSize ?? 500,
+        continue: token,
+      });
+      for (const raw of page.items ?? []) {
+        const item = this.#keep(raw);
+        const key = keyOf(item);
+        seen.add(key);
+        const before = this.#objects.get(key);
+        this.#objects.set(key, item);
+        if (before === undefined) this.#emit("add", item);
+        else if (rvOf(before) !== rvOf(item)) this.#emit("update", item);
+      }
+      resourceVersion = page.metadata?.resourceVersion ?? "";
+      token = page.metadata?.continue || undefined;
+    } while (token !== undefined && !this.#stopped);
     for (const [key, item] of [...this.#objects]) {
       if (seen.has(key)) continue;
       this.#objects.delete(key);
       this.#emit("delete", item);
     }
-    this.#resourceVersion = list.metadata?.resourceVersion ?? "";
+    this.#resourceVersion = resourceVersion;
     this.#options.onList?.();
   }
 

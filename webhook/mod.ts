@@ -122,6 +122,7 @@ export { type Feed, type FeedHandlers, type FeedSource, informerFeed } from "./i
 export {
   type ClassTrust,
   classTrust,
+  DEFAULT_WRITE_CONCURRENCY,
   kubeWorkloadWriter,
   type NamespaceView,
   RESTART_EVENT_REASON,
