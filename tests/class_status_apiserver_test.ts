@@ -26,14 +26,8 @@ import {
   startClassStatus,
 } from "../webhook/class_status.ts";
 import { makeCert } from "../trust_store/testdata/pki.ts";
-import {
-  createCa,
-  installCrds,
-  type KubeApiServer,
-  needsTools,
-  startKubeApiServer,
-  waitFor,
-} from "./harness/mod.ts";
+import { createCa, installCrds, needsTools, startKubeApiServer, waitFor } from "./harness/mod.ts";
+import { applyObject, certSha256 } from "./harness/kube_objects.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -46,10 +40,6 @@ const WITHIN_MS = 2_000;
 /** The admin's kubeconfig, acting as the webhook's ServiceAccount. */
 function asWebhook(admin: KubeClient): KubeClient {
   return new KubeClient({ ...admin.config, impersonateUser: SA_USER });
-}
-
-async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
-  await kube.kubectl(["apply", "-f", "-"], { stdin: JSON.stringify(object), check: true });
 }
 
 function secret(ns: string, name: string, data: Record<string, string>, type = "Opaque") {
@@ -69,11 +59,6 @@ function capClass(name: string, ref: Record<string, string>) {
     metadata: { namespace: "shop", name },
     spec: { refs: [{ apiGroup: "", ...ref }] },
   };
-}
-
-/** Lower-case hex SHA-256 of a PEM certificate's DER. */
-function sha256(pem: string): string {
-  return new X509Certificate(pem).fingerprint256.replaceAll(":", "").toLowerCase();
 }
 
 Deno.test({
@@ -120,18 +105,18 @@ Deno.test({
         "yes",
       );
 
-      await apply(
+      await applyObject(
         kube,
         secret("spire", "spire-ca-bundle", { "ca.crt": caOne.certPem + caTwo.certPem }),
       );
-      await apply(
+      await applyObject(
         kube,
         secret("shop", "web-tls", {
           "tls.crt": caWeb.certPem,
           "tls.key": caWeb.keyPem,
         }, "kubernetes.io/tls"),
       );
-      await apply(
+      await applyObject(
         kube,
         capClass("spire-ca", {
           kind: "Secret",
@@ -140,8 +125,11 @@ Deno.test({
           key: "ca.crt",
         }),
       );
-      await apply(kube, capClass("web", { kind: "Secret", namespace: "shop", name: "web-tls" }));
-      await apply(
+      await applyObject(
+        kube,
+        capClass("web", { kind: "Secret", namespace: "shop", name: "web-tls" }),
+      );
+      await applyObject(
         kube,
         capClass("team", {
           kind: "ConfigMap",
@@ -192,7 +180,7 @@ Deno.test({
         assert.equal(status.certificates, 2);
         assert.deepEqual(
           status.fingerprints,
-          [sha256(caOne.certPem), sha256(caTwo.certPem)].sort(),
+          [certSha256(caOne.certPem), certSha256(caTwo.certPem)].sort(),
         );
         const notAfter = [caOne.certPem, caTwo.certPem].map((p) =>
           new Date(new X509Certificate(p).validTo).getTime()
@@ -273,13 +261,13 @@ Deno.test({
           assert.notEqual(gone.lastTransitionTime < before!.lastTransitionTime, true);
           assert.equal((await read("spire-ca")).status?.certificates, 0);
 
-          await apply(kube, secret("spire", "spire-ca-bundle", { "ca.crt": caOne.certPem }));
+          await applyObject(kube, secret("spire", "spire-ca-bundle", { "ca.crt": caOne.certPem }));
           const back = await waitFor("spire-ca Ready again", async () => {
             const c = await read("spire-ca");
             return c.status?.conditions?.[0]?.status === "True" ? c.status : undefined;
           }, { timeoutMs: WITHIN_MS, intervalMs: 50 });
           assert.equal(back.certificates, 1);
-          assert.deepEqual(back.fingerprints, [sha256(caOne.certPem)]);
+          assert.deepEqual(back.fingerprints, [certSha256(caOne.certPem)]);
         },
       );
 
@@ -320,11 +308,11 @@ Deno.test({
             notAfter: new Date(Date.now() - DAY),
           });
           const leaf = await makeCert({ subject: "CN=Dropped leaf", ca: false });
-          await apply(
+          await applyObject(
             kube,
             secret("shop", "mixed", { "ca.crt": caOne.certPem + expired.pem + leaf.pem }),
           );
-          await apply(
+          await applyObject(
             kube,
             capClass("mixed", { kind: "Secret", namespace: "shop", name: "mixed", key: "ca.crt" }),
           );
@@ -342,8 +330,8 @@ Deno.test({
           assert.equal(status.certificates, 1);
           const dropped = status.droppedCertificates ?? [];
           assert.deepEqual(dropped.map((d) => [d.reason, d.sha256, d.source]), [
-            ["expired", sha256(expired.pem), "Secret shop/mixed key ca.crt"],
-            ["non_ca", sha256(leaf.pem), "Secret shop/mixed key ca.crt"],
+            ["expired", certSha256(expired.pem), "Secret shop/mixed key ca.crt"],
+            ["non_ca", certSha256(leaf.pem), "Secret shop/mixed key ca.crt"],
           ]);
           assert.equal(dropped[0].subject.length, MAX_DROPPED_TEXT);
           assert.ok(dropped[0].subject.startsWith("CN=Dropped expired"));
@@ -351,7 +339,7 @@ Deno.test({
           assert.equal(dropped[1].subject, "CN=Dropped leaf");
 
           // Fixed: the fields go away (server-side apply drops what the manager no longer sets).
-          await apply(kube, secret("shop", "mixed", { "ca.crt": caOne.certPem }));
+          await applyObject(kube, secret("shop", "mixed", { "ca.crt": caOne.certPem }));
           const clean = await waitFor("mixed without dropped certificates", async () => {
             const s = (await read("mixed")).status;
             return s?.droppedCount === undefined ? s : undefined;
@@ -419,23 +407,23 @@ Deno.test({
         metadata: { name, labels },
         spec: { signerName: signer, trustBundle: pem },
       });
-      await apply(kube, bundle(own, caOne.certPem));
-      await apply(kube, bundle(extra, caTwo.certPem, { tier: "prod" }));
+      await applyObject(kube, bundle(own, caOne.certPem));
+      await applyObject(kube, bundle(extra, caTwo.certPem, { tier: "prod" }));
       const ctbClass = (name: string, ref: Record<string, unknown>) => ({
         apiVersion: CLASS_API_VERSION,
         kind: CLASS_KIND,
         metadata: { namespace: "shop", name },
         spec: { refs: [{ apiGroup: "certificates.k8s.io", kind: "ClusterTrustBundle", ...ref }] },
       });
-      await apply(kube, ctbClass("by-name", { name: own }));
-      await apply(
+      await applyObject(kube, ctbClass("by-name", { name: own }));
+      await applyObject(
         kube,
         ctbClass("by-signer", {
           signerName: signer,
           labelSelector: { matchLabels: { tier: "prod" } },
         }),
       );
-      await apply(kube, ctbClass("no-match", { signerName: "example.com/none" }));
+      await applyObject(kube, ctbClass("no-match", { signerName: "example.com/none" }));
 
       controller = await startClassStatus({
         client: asWebhook(kube.client),
@@ -459,7 +447,7 @@ Deno.test({
       await t.step("by name: the bundle's CAs, the bundle named", async () => {
         const s = await until("by-name", "True");
         assert.equal(s.certificates, 1);
-        assert.deepEqual(s.fingerprints, [sha256(caOne.certPem)]);
+        assert.deepEqual(s.fingerprints, [certSha256(caOne.certPem)]);
         assert.deepEqual(s.resolvedRefs, [{
           kind: "ClusterTrustBundle",
           name: own,
@@ -474,7 +462,7 @@ Deno.test({
 
       await t.step("by signer and labels: only the matching bundle", async () => {
         const s = await until("by-signer", "True");
-        assert.deepEqual(s.fingerprints, [sha256(caTwo.certPem)]);
+        assert.deepEqual(s.fingerprints, [certSha256(caTwo.certPem)]);
         assert.deepEqual(s.resolvedRefs, [{
           kind: "ClusterTrustBundle",
           signerName: signer,
@@ -504,13 +492,13 @@ Deno.test({
           gone.conditions[0].message,
           `ClusterTrustBundle ${own} (from CAProviderClass shop/by-name) not found`,
         );
-        await apply(kube, bundle(own, caOne.certPem + caTwo.certPem));
+        await applyObject(kube, bundle(own, caOne.certPem + caTwo.certPem));
         const back = await until("by-name", "True", WITHIN_MS);
         assert.equal(back.certificates, 2);
       });
 
       await t.step("a bundle relabelled out of the selection leaves it", async () => {
-        await apply(kube, bundle(extra, caTwo.certPem, { tier: "dev" }));
+        await applyObject(kube, bundle(extra, caTwo.certPem, { tier: "dev" }));
         const left = await until("by-signer", "False", WITHIN_MS);
         assert.equal(left.conditions[0].reason, "SourceNotFound");
         assert.match(left.conditions[0].message, /and labels matching "tier=prod"/);

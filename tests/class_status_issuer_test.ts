@@ -11,7 +11,6 @@
  */
 
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { CustomObjectsApi } from "@kubernetes/client-node";
 import {
@@ -28,14 +27,8 @@ import {
   type ClassStatusController,
   startClassStatus,
 } from "../webhook/class_status.ts";
-import {
-  createCa,
-  installCrds,
-  type KubeApiServer,
-  needsTools,
-  startKubeApiServer,
-  waitFor,
-} from "./harness/mod.ts";
+import { createCa, installCrds, needsTools, startKubeApiServer, waitFor } from "./harness/mod.ts";
+import { applyObject, certSha256 } from "./harness/kube_objects.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -44,14 +37,6 @@ const ISSUER_CRDS = `${ROOT}tests/harness/fixtures/cert_manager_issuers_crd.yaml
 const RBAC = `${ROOT}manifests/webhook/rbac.yaml`;
 const SA_USER = "system:serviceaccount:spire-cacerts:spire-cacerts-webhook";
 const CM = "cert-manager.io";
-
-async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
-  await kube.kubectl(["apply", "-f", "-"], { stdin: JSON.stringify(object), check: true });
-}
-
-function sha256(pem: string): string {
-  return new X509Certificate(pem).fingerprint256.replaceAll(":", "").toLowerCase();
-}
 
 Deno.test({
   name: "class status on a real apiserver: CA Issuer Ready, ACME InvalidRef, ClusterIssuer RBAC",
@@ -91,21 +76,21 @@ Deno.test({
         metadata: { namespace, name },
         data: { "tls.crt": btoa(pem), "tls.key": btoa(key) },
       });
-      await apply(kube, tls("shop", "team-ca-key", teamCa.certPem, teamCa.keyPem));
-      await apply(kube, tls("cert-manager", "root-ca-key", rootCa.certPem, rootCa.keyPem));
-      await apply(kube, {
+      await applyObject(kube, tls("shop", "team-ca-key", teamCa.certPem, teamCa.keyPem));
+      await applyObject(kube, tls("cert-manager", "root-ca-key", rootCa.certPem, rootCa.keyPem));
+      await applyObject(kube, {
         apiVersion: `${CM}/v1`,
         kind: "Issuer",
         metadata: { namespace: "shop", name: "team-ca" },
         spec: { ca: { secretName: "team-ca-key" } },
       });
-      await apply(kube, {
+      await applyObject(kube, {
         apiVersion: `${CM}/v1`,
         kind: "Issuer",
         metadata: { namespace: "shop", name: "letsencrypt" },
         spec: { acme: { server: "https://acme-v02.api.letsencrypt.org/directory" } },
       });
-      await apply(kube, {
+      await applyObject(kube, {
         apiVersion: `${CM}/v1`,
         kind: "ClusterIssuer",
         metadata: { name: "root" },
@@ -117,9 +102,9 @@ Deno.test({
         metadata: { namespace: "shop", name },
         spec: { refs: [{ apiGroup: CM, ...ref }] },
       });
-      await apply(kube, capClass("team", { kind: "Issuer", name: "team-ca" }));
-      await apply(kube, capClass("acme", { kind: "Issuer", name: "letsencrypt" }));
-      await apply(kube, capClass("root", { kind: "ClusterIssuer", name: "root" }));
+      await applyObject(kube, capClass("team", { kind: "Issuer", name: "team-ca" }));
+      await applyObject(kube, capClass("acme", { kind: "Issuer", name: "letsencrypt" }));
+      await applyObject(kube, capClass("root", { kind: "ClusterIssuer", name: "root" }));
 
       const client = new KubeClient({ ...kube.client.config, impersonateUser: SA_USER });
       controller = await startClassStatus({ client, log: createLogger("error") });
@@ -142,7 +127,7 @@ Deno.test({
         const cls = await condition("team", "Resolved");
         const status = cls.status!;
         assert.equal(status.certificates, 1);
-        assert.deepEqual(status.fingerprints, [sha256(teamCa.certPem)]);
+        assert.deepEqual(status.fingerprints, [certSha256(teamCa.certPem)]);
         assert.deepEqual(status.resolvedRefs, [{
           kind: "Issuer",
           namespace: "shop",
@@ -175,7 +160,7 @@ Deno.test({
           assert.ok(denied.message.includes(`\`${grant("cert-manager")}\``), denied.message);
           await kube.kubectl(grant("cert-manager").split(" ").slice(1), { check: true });
           const cls = await condition("root", "Resolved");
-          assert.deepEqual(cls.status!.fingerprints, [sha256(rootCa.certPem)]);
+          assert.deepEqual(cls.status!.fingerprints, [certSha256(rootCa.certPem)]);
           assert.deepEqual(cls.status!.resolvedRefs?.[0].secret, {
             namespace: "cert-manager",
             name: "root-ca-key",

@@ -18,10 +18,8 @@
  */
 
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { CLASS_API_VERSION, CLASS_KIND } from "../api/mod.ts";
 import {
   type CertificateFiles,
   createCa,
@@ -32,6 +30,12 @@ import {
   waitFor,
   writeServiceAccountKubeconfig,
 } from "./harness/mod.ts";
+import {
+  applyObject,
+  caClassObject,
+  caFingerprints,
+  storeFingerprints,
+} from "./harness/kube_objects.ts";
 import { type DriverProcess, startDriverProcess } from "./harness/driver_process.ts";
 import { CsiCallError, CsiClient, publishRequest, unmountUnder } from "./faults/helpers.ts";
 
@@ -39,7 +43,6 @@ const ROOT = new URL("../", import.meta.url).pathname;
 const CRD = join(ROOT, "manifests/crds/caproviderclasses.yaml");
 const ISSUER_CRDS = join(ROOT, "tests/harness/fixtures/cert_manager_issuers_crd.yaml");
 const RBAC = join(ROOT, "manifests/csi/rbac.yaml");
-const BUNDLE = "ca-certificates.crt";
 const CM = "cert-manager.io";
 
 /** The RoleBinding the README documents for a namespace. */
@@ -47,32 +50,6 @@ function grant(namespace: string): string {
   return "kubectl create rolebinding spire-cacerts-csi-source-reader " +
     "--clusterrole=spire-cacerts-csi-source-reader " +
     `--serviceaccount=spire-cacerts:spire-cacerts-csi -n ${namespace}`;
-}
-
-function fingerprints(pem: string): string[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.map((b) => new X509Certificate(b).fingerprint256).sort();
-}
-
-function fps(...cas: CertificateFiles[]): string {
-  return cas.map((ca) => new X509Certificate(ca.certPem).fingerprint256).sort().join(",");
-}
-
-async function storeOf(target: string): Promise<string> {
-  return fingerprints(await Deno.readTextFile(join(target, BUNDLE))).join(",");
-}
-
-async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
-  await kube.kubectl(["apply", "-f", "-"], { stdin: JSON.stringify(object), check: true });
-}
-
-function caClass(name: string, refs: Record<string, unknown>[]) {
-  return {
-    apiVersion: CLASS_API_VERSION,
-    kind: CLASS_KIND,
-    metadata: { namespace: "shop", name },
-    spec: { refs },
-  };
 }
 
 /** A CA key pair as `kubectl create secret tls` makes it: tls.crt and tls.key, no ca.crt. */
@@ -125,16 +102,16 @@ Deno.test({
       await installCrds(kube, CRD);
       await installCrds(kube, ISSUER_CRDS);
       for (const ns of ["spire-cacerts", "spire", "shop", "cert-manager"]) {
-        await apply(kube, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+        await applyObject(kube, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
       }
       await kube.kubectl(["apply", "-f", RBAC], { check: true });
       // The pod's own namespace holds the Issuer's Secret: granted as the README says.
       await kube.kubectl(grant("shop").split(" ").slice(1), { check: true });
 
-      await apply(kube, tlsSecret("shop", "team-ca-key", teamCa));
-      await apply(kube, tlsSecret("shop", "moved-ca-key", movedCa));
-      await apply(kube, issuer("Issuer", "team-ca", { ca: { secretName: "team-ca-key" } }));
-      await apply(
+      await applyObject(kube, tlsSecret("shop", "team-ca-key", teamCa));
+      await applyObject(kube, tlsSecret("shop", "moved-ca-key", movedCa));
+      await applyObject(kube, issuer("Issuer", "team-ca", { ca: { secretName: "team-ca-key" } }));
+      await applyObject(
         kube,
         issuer("Issuer", "letsencrypt", {
           acme: {
@@ -144,11 +121,23 @@ Deno.test({
           },
         }),
       );
-      await apply(kube, tlsSecret("cert-manager", "root-ca-key", rootCa));
-      await apply(kube, issuer("ClusterIssuer", "root", { ca: { secretName: "root-ca-key" } }));
-      await apply(kube, caClass("team", [{ apiGroup: CM, kind: "Issuer", name: "team-ca" }]));
-      await apply(kube, caClass("acme", [{ apiGroup: CM, kind: "Issuer", name: "letsencrypt" }]));
-      await apply(kube, caClass("root", [{ apiGroup: CM, kind: "ClusterIssuer", name: "root" }]));
+      await applyObject(kube, tlsSecret("cert-manager", "root-ca-key", rootCa));
+      await applyObject(
+        kube,
+        issuer("ClusterIssuer", "root", { ca: { secretName: "root-ca-key" } }),
+      );
+      await applyObject(
+        kube,
+        caClassObject("shop", "team", [{ apiGroup: CM, kind: "Issuer", name: "team-ca" }]),
+      );
+      await applyObject(
+        kube,
+        caClassObject("shop", "acme", [{ apiGroup: CM, kind: "Issuer", name: "letsencrypt" }]),
+      );
+      await applyObject(
+        kube,
+        caClassObject("shop", "root", [{ apiGroup: CM, kind: "ClusterIssuer", name: "root" }]),
+      );
 
       const kubeconfigPath = join(dir, "csi.kubeconfig");
       await driverKubeconfig(kube, kubeconfigPath);
@@ -158,14 +147,14 @@ Deno.test({
 
       await t.step("a CA Issuer's Secret (tls.crt, no ca.crt) is rendered", async () => {
         await client!.publish(publishRequest("vol-web-1", target("web-1"), "web-1", "team"));
-        assert.equal(await storeOf(target("web-1")), fps(teamCa));
+        assert.equal(await storeFingerprints(target("web-1")), caFingerprints(teamCa));
       });
 
       await t.step("a new certificate in the Secret reaches the mounted store", async () => {
-        await apply(kube, tlsSecret("shop", "team-ca-key", rotatedCa));
+        await applyObject(kube, tlsSecret("shop", "team-ca-key", rotatedCa));
         await waitFor(
           "web-1 follows Secret shop/team-ca-key",
-          async () => await storeOf(target("web-1")) === fps(rotatedCa),
+          async () => await storeFingerprints(target("web-1")) === caFingerprints(rotatedCa),
           { timeoutMs: 20_000, detail },
         );
       });
@@ -173,10 +162,13 @@ Deno.test({
       await t.step(
         "a new spec.ca.secretName on the issuer moves the store to that Secret",
         async () => {
-          await apply(kube, issuer("Issuer", "team-ca", { ca: { secretName: "moved-ca-key" } }));
+          await applyObject(
+            kube,
+            issuer("Issuer", "team-ca", { ca: { secretName: "moved-ca-key" } }),
+          );
           await waitFor(
             "web-1 follows Issuer shop/team-ca to Secret shop/moved-ca-key",
-            async () => await storeOf(target("web-1")) === fps(movedCa),
+            async () => await storeFingerprints(target("web-1")) === caFingerprints(movedCa),
             { timeoutMs: 20_000, detail },
           );
         },
@@ -221,7 +213,7 @@ Deno.test({
               throw error;
             }
           }, { timeoutMs: 30_000, intervalMs: 500, detail });
-          assert.equal(await storeOf(target("web-3")), fps(rootCa));
+          assert.equal(await storeFingerprints(target("web-3")), caFingerprints(rootCa));
         },
       );
 

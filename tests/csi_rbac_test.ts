@@ -10,10 +10,8 @@
  */
 
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { status } from "@grpc/grpc-js";
-import { CLASS_API_VERSION, CLASS_KIND } from "../api/mod.ts";
 import {
   type CertificateFiles,
   createCa,
@@ -24,6 +22,12 @@ import {
   waitFor,
   writeServiceAccountKubeconfig,
 } from "./harness/mod.ts";
+import {
+  applyObject,
+  caClassObject,
+  caFingerprints,
+  storeFingerprints,
+} from "./harness/kube_objects.ts";
 import { type DriverProcess, startDriverProcess } from "./harness/driver_process.ts";
 import { CsiCallError, CsiClient, publishRequest, unmountUnder } from "./faults/helpers.ts";
 
@@ -35,34 +39,7 @@ const SA = "system:serviceaccount:spire-cacerts:spire-cacerts-csi";
 const GRANT = "kubectl create rolebinding spire-cacerts-csi-source-reader " +
   "--clusterrole=spire-cacerts-csi-source-reader " +
   "--serviceaccount=spire-cacerts:spire-cacerts-csi -n team";
-const BUNDLE = "ca-certificates.crt";
 const SIGNER = "example.com/demo";
-
-function fingerprints(pem: string): string[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.map((b) => new X509Certificate(b).fingerprint256).sort();
-}
-
-function fps(...cas: CertificateFiles[]): string {
-  return cas.map((ca) => new X509Certificate(ca.certPem).fingerprint256).sort().join(",");
-}
-
-async function storeOf(target: string): Promise<string> {
-  return fingerprints(await Deno.readTextFile(join(target, BUNDLE))).join(",");
-}
-
-async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
-  await kube.kubectl(["apply", "-f", "-"], { stdin: JSON.stringify(object), check: true });
-}
-
-function caClass(name: string, refs: Record<string, unknown>[]) {
-  return {
-    apiVersion: CLASS_API_VERSION,
-    kind: CLASS_KIND,
-    metadata: { namespace: "shop", name },
-    spec: { refs },
-  };
-}
 
 function bundle(name: string, ca: CertificateFiles, labels?: Record<string, string>) {
   return {
@@ -125,7 +102,7 @@ Deno.test({
       const [spireCa, teamCa, rootCa, signerA, signerB, root2] = cas;
       await installCrds(kube, CRD);
       for (const ns of ["spire-cacerts", "spire", "shop", "team"]) {
-        await apply(kube, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
+        await applyObject(kube, { apiVersion: "v1", kind: "Namespace", metadata: { name: ns } });
       }
       await kube.kubectl(["apply", "-f", RBAC], { check: true });
       const secret = (ns: string, name: string, ca: CertificateFiles) => ({
@@ -134,11 +111,11 @@ Deno.test({
         metadata: { namespace: ns, name },
         data: { "ca.crt": btoa(ca.certPem) },
       });
-      await apply(kube, secret("spire", "spire-ca-bundle", spireCa));
-      await apply(kube, secret("team", "team-ca", teamCa));
-      await apply(kube, bundle("root-bundle", rootCa));
-      await apply(kube, bundle("example.com:demo:a", signerA, { team: "a" }));
-      await apply(kube, bundle("example.com:demo:b", signerB, { team: "b" }));
+      await applyObject(kube, secret("spire", "spire-ca-bundle", spireCa));
+      await applyObject(kube, secret("team", "team-ca", teamCa));
+      await applyObject(kube, bundle("root-bundle", rootCa));
+      await applyObject(kube, bundle("example.com:demo:a", signerA, { team: "a" }));
+      await applyObject(kube, bundle("example.com:demo:b", signerB, { team: "b" }));
       const spireRef = {
         apiGroup: "",
         kind: "Secret",
@@ -146,11 +123,11 @@ Deno.test({
         name: "spire-ca-bundle",
       };
       const teamRef = { kind: "Secret", namespace: "team", name: "team-ca" };
-      await apply(kube, caClass("trust", [spireRef]));
-      await apply(kube, caClass("team-ca", [teamRef]));
-      await apply(
+      await applyObject(kube, caClassObject("shop", "trust", [spireRef]));
+      await applyObject(kube, caClassObject("shop", "team-ca", [teamRef]));
+      await applyObject(
         kube,
-        caClass("bundles", [
+        caClassObject("shop", "bundles", [
           { apiGroup: "certificates.k8s.io", kind: "ClusterTrustBundle", name: "root-bundle" },
           {
             apiGroup: "certificates.k8s.io",
@@ -195,7 +172,7 @@ Deno.test({
 
       await t.step("a class reading the granted namespace publishes", async () => {
         await client!.publish(publishRequest("vol-web-1", target("web-1"), "web-1", "trust"));
-        assert.equal(await storeOf(target("web-1")), fps(spireCa));
+        assert.equal(await storeFingerprints(target("web-1")), caFingerprints(spireCa));
       });
 
       await t.step(
@@ -226,13 +203,13 @@ Deno.test({
       await t.step(
         "a volume whose class gains a Forbidden ref keeps its store, republish too",
         async () => {
-          await apply(kube, caClass("trust", [spireRef, teamRef]));
+          await applyObject(kube, caClassObject("shop", "trust", [spireRef, teamRef]));
           const event = await eventFor(kube, "web-1", "TrustStoreUpdateFailed");
           assert.equal(event.type, "Warning");
           assert.ok(event.message.includes(`\`${GRANT}\``), event.message);
           assert.match(event.message, /^Keeping the last good trust store: /);
           await client!.publish(publishRequest("vol-web-1", target("web-1"), "web-1", "trust"));
-          assert.equal(await storeOf(target("web-1")), fps(spireCa));
+          assert.equal(await storeFingerprints(target("web-1")), caFingerprints(spireCa));
           const stats = await client!.stats("vol-web-1", target("web-1"));
           assert.equal(stats.volumeCondition?.abnormal, true);
         },
@@ -249,14 +226,15 @@ Deno.test({
           // The watch of the refused Secret retries with backoff; no republish is needed.
           await waitFor(
             "web-1 reads team/team-ca",
-            async () => await storeOf(target("web-1")) === fps(spireCa, teamCa),
+            async () =>
+              await storeFingerprints(target("web-1")) === caFingerprints(spireCa, teamCa),
             {
               timeoutMs: 30_000,
               detail,
             },
           );
           await client!.publish(publishRequest("vol-web-2", target("web-2"), "web-2", "team-ca"));
-          assert.equal(await storeOf(target("web-2")), fps(teamCa));
+          assert.equal(await storeFingerprints(target("web-2")), caFingerprints(teamCa));
           const stats = await client!.stats("vol-web-1", target("web-1"));
           assert.equal(stats.volumeCondition?.abnormal, false);
         },
@@ -264,23 +242,25 @@ Deno.test({
 
       await t.step("ClusterTrustBundles by name and by signer + labels publish", async () => {
         await client!.publish(publishRequest("vol-web-3", target("web-3"), "web-3", "bundles"));
-        assert.equal(await storeOf(target("web-3")), fps(rootCa, signerA));
+        assert.equal(await storeFingerprints(target("web-3")), caFingerprints(rootCa, signerA));
       });
 
       await t.step("bundle changes reach the mounted store", async () => {
-        await apply(kube, bundle("example.com:demo:b", signerB, { team: "a" }));
+        await applyObject(kube, bundle("example.com:demo:b", signerB, { team: "a" }));
         await waitFor(
           "web-3 gains the relabelled bundle",
-          async () => await storeOf(target("web-3")) === fps(rootCa, signerA, signerB),
+          async () =>
+            await storeFingerprints(target("web-3")) === caFingerprints(rootCa, signerA, signerB),
           {
             timeoutMs: 20_000,
             detail,
           },
         );
-        await apply(kube, bundle("root-bundle", root2));
+        await applyObject(kube, bundle("root-bundle", root2));
         await waitFor(
           "web-3 follows root-bundle's new content",
-          async () => await storeOf(target("web-3")) === fps(root2, signerA, signerB),
+          async () =>
+            await storeFingerprints(target("web-3")) === caFingerprints(root2, signerA, signerB),
           {
             timeoutMs: 20_000,
             detail,
@@ -289,7 +269,7 @@ Deno.test({
         await kube.kubectl(["delete", "clustertrustbundle", "example.com:demo:a"], { check: true });
         await waitFor(
           "web-3 drops the deleted bundle",
-          async () => await storeOf(target("web-3")) === fps(root2, signerB),
+          async () => await storeFingerprints(target("web-3")) === caFingerprints(root2, signerB),
           { timeoutMs: 20_000, detail },
         );
       });

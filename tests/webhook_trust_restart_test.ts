@@ -12,7 +12,6 @@
  * their sources are ClusterTrustBundles without a signer, as any user may create them.
  */
 import assert from "node:assert/strict";
-import { X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CLASS_API_VERSION, CLASS_KIND, CLASSES_ATTRIBUTE, DRIVER_NAME } from "../api/mod.ts";
@@ -25,6 +24,7 @@ import {
   waitFor,
   writeServiceAccountKubeconfig,
 } from "./harness/mod.ts";
+import { applyObject, certSha256 } from "./harness/kube_objects.ts";
 import { startWebhookProcess, type WebhookProcess } from "./harness/webhook_process.ts";
 import { Informer, type KubeClient, type KubeObject } from "../kube/mod.ts";
 import { setTimeout as delay } from "node:timers/promises";
@@ -37,14 +37,6 @@ const TRUSTED = "cacerts.spiffe.io/trusted-fingerprints";
 const RESTARTED_AT = "cacerts.spiffe.io/trust-restarted-at";
 const SETTLE_S = 3;
 const INTERVAL_S = 25;
-
-function sha256(pem: string): string {
-  return new X509Certificate(pem).fingerprint256.replaceAll(":", "").toLowerCase();
-}
-
-async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
-  await kube.kubectl(["apply", "-f", "-"], { stdin: JSON.stringify(object), check: true });
-}
 
 /** A kubeconfig file that authenticates with the webhook ServiceAccount's token. */
 async function webhookKubeconfig(kube: KubeApiServer, dir: string): Promise<string> {
@@ -195,26 +187,29 @@ Deno.test({
       const [a, b, c, d] = await Promise.all(
         ["a", "b", "c", "d"].map((n) => createCa(dir, `ca-${n}`, `Restart CA ${n}`)),
       );
-      const [fa, fb, fc, fd] = [a, b, c, d].map((x) => sha256(x.certPem));
+      const [fa, fb, fc, fd] = [a, b, c, d].map((x) => certSha256(x.certPem));
       await installCrds(kube, CRD);
       for (const ns of ["spire", "spire-cacerts", "shop"]) {
         await kube.kubectl(["create", "namespace", ns], { check: true });
       }
       // A namespace whose workloads restart by default.
-      await apply(kube, {
+      await applyObject(kube, {
         apiVersion: "v1",
         kind: "Namespace",
         metadata: { name: "fleet", annotations: { [ON]: "true" } },
       });
       await kube.kubectl(["apply", "-f", RBAC], { check: true });
-      await apply(kube, bundle("extra-bundle", [a.certPem]));
-      await apply(kube, capClass("shop", "extra", "extra-bundle"));
-      await apply(kube, capClass("fleet", "extra", "extra-bundle"));
-      await apply(kube, workload("Deployment", "shop", "web", "extra", { [ON]: "true" }));
-      await apply(kube, workload("Deployment", "shop", "plain", "extra"));
-      await apply(kube, workload("DaemonSet", "fleet", "agent", "extra"));
-      await apply(kube, workload("StatefulSet", "fleet", "db", "extra"));
-      await apply(kube, workload("Deployment", "fleet", "pinned", "extra", { [ON]: "false" }));
+      await applyObject(kube, bundle("extra-bundle", [a.certPem]));
+      await applyObject(kube, capClass("shop", "extra", "extra-bundle"));
+      await applyObject(kube, capClass("fleet", "extra", "extra-bundle"));
+      await applyObject(kube, workload("Deployment", "shop", "web", "extra", { [ON]: "true" }));
+      await applyObject(kube, workload("Deployment", "shop", "plain", "extra"));
+      await applyObject(kube, workload("DaemonSet", "fleet", "agent", "extra"));
+      await applyObject(kube, workload("StatefulSet", "fleet", "db", "extra"));
+      await applyObject(
+        kube,
+        workload("Deployment", "fleet", "pinned", "extra", { [ON]: "false" }),
+      );
 
       const shop = new RolloutLog(kube.client, "/apis/apps/v1/namespaces/shop/deployments");
       const fleet = new RolloutLog(kube.client, "/apis/apps/v1/namespaces/fleet/daemonsets");
@@ -236,7 +231,7 @@ Deno.test({
       const logs = () => webhooks.map((w) => w.process.logTail(15)).join("\n----\n");
       const web = () => read(kube, "deployment", "shop", "web");
       const agent = () => read(kube, "daemonset", "fleet", "agent");
-      const setBundle = (pems: string[]) => apply(kube, bundle("extra-bundle", pems));
+      const setBundle = (pems: string[]) => applyObject(kube, bundle("extra-bundle", pems));
       const untouched = async () => {
         const quiet: [string, string, string][] = [
           ["deployment", "shop", "plain"],

@@ -15,6 +15,7 @@ import { nodeService } from "../../csi/proto.ts";
 import { DevCa } from "../../x509/mod.ts";
 import { storeFiles } from "../../trust_store/mod.ts";
 import { installCrds, type KubeApiServer, runCommand, startKubeApiServer } from "../harness/mod.ts";
+import { applyObject, pemFingerprints } from "../harness/kube_objects.ts";
 import { setTimeout as delay } from "node:timers/promises";
 
 /** The CAProviderClass CRD the harness ships. */
@@ -77,9 +78,7 @@ export async function setupCluster(kube: KubeApiServer): Promise<void> {
 }
 
 /** Applies one object with kubectl. */
-export async function apply(kube: KubeApiServer, object: unknown): Promise<void> {
-  await kube.kubectl(["apply", "-f", "-"], { stdin: JSON.stringify(object), check: true });
-}
+export const apply: (kube: KubeApiServer, object: unknown) => Promise<void> = applyObject;
 
 /** A CAProviderClass in {@link NS} referencing one Secret (or ConfigMap) key. */
 export function caProviderClass(
@@ -129,11 +128,7 @@ export function coreApi(kubeConfig: KubeConfig): CoreV1Api {
   return kubeConfig.makeApiClient(CoreV1Api);
 }
 
-/** SHA-256 fingerprints of every certificate in a PEM text (in order). */
-export function pemFingerprints(pem: string): string[] {
-  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  return blocks.map((b) => new X509Certificate(b).fingerprint256);
-}
+export { pemFingerprints };
 
 /** One generation of store content: a set of CA certificates no other generation shares. */
 export interface Generation {
