@@ -14,6 +14,7 @@ import {
   CLASS_API_VERSION,
   CLASS_KIND,
   CLUSTER_ISSUER_KIND,
+  isNamespaceName,
   ISSUER_GROUP,
   ISSUER_KIND,
   TRUST_BUNDLE_GROUP,
@@ -115,7 +116,6 @@ export interface RefText extends RefKey {
   text: string;
 }
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN =
   /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
@@ -132,7 +132,7 @@ export function parseClassList(value: string, defaultNamespace: string): ObjectN
     const parts = entry.split("/");
     if (parts.length > 2) throw new Error(`"${entry}" is neither a name nor namespace/name`);
     const [namespace, name] = parts.length === 2 ? parts : [defaultNamespace, parts[0]];
-    if (!DNS_LABEL.test(namespace)) {
+    if (!isNamespaceName(namespace)) {
       throw new Error(`"${entry}": "${namespace}" is not a valid namespace name`);
     }
     if (!DNS_SUBDOMAIN.test(name)) {
@@ -323,7 +323,7 @@ export function parseClassRefs(object: unknown, where: ObjectName): ClassRef[] {
       throw new SourceError(`${at}: name "${name ?? ""}" is missing or invalid`);
     }
     const namespace = str(ref.namespace) ?? where.namespace;
-    if (!DNS_LABEL.test(namespace)) {
+    if (!isNamespaceName(namespace)) {
       throw new SourceError(`${at}: namespace "${namespace}" is invalid`);
     }
     return { kind, namespace, name, key: str(ref.key), index: i };

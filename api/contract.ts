@@ -137,3 +137,10 @@ export const WORKLOAD_ANNOTATIONS = {
    */
   trustedFingerprints: "trusted-fingerprints",
 } as const;
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Whether `text` is a valid namespace name (an RFC 1123 DNS label: lower-case, at most 63). */
+export function isNamespaceName(text: string): boolean {
+  return DNS_LABEL.test(text);
+}

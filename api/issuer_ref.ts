@@ -26,6 +26,7 @@
 import {
   CLUSTER_ISSUER_KIND,
   CLUSTER_ISSUER_PLURAL,
+  isNamespaceName,
   ISSUER_GROUP,
   ISSUER_KIND,
   ISSUER_PLURAL,
@@ -59,7 +60,6 @@ export interface IssuerSecret {
 /** The issuer types cert-manager knows, in the order they are looked for in `spec`. */
 const ISSUER_TYPES = ["ca", "acme", "vault", "venafi", "selfSigned"] as const;
 
-const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN =
   /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
@@ -130,7 +130,7 @@ export function parseIssuerRef(
     return { kind, namespace: "", name, index };
   }
   const namespace = str(ref.namespace) ?? classNamespace;
-  if (!DNS_LABEL.test(namespace)) {
+  if (!isNamespaceName(namespace)) {
     throw new SourceError(`${at}: namespace "${namespace}" is invalid`);
   }
   return { kind, namespace, name, index };

@@ -20,7 +20,7 @@
  */
 
 import { hostname } from "node:os";
-import { DEFAULT_CLUSTER_RESOURCE_NAMESPACE, DRIVER_NAME } from "../api/mod.ts";
+import { DEFAULT_CLUSTER_RESOURCE_NAMESPACE, DRIVER_NAME, isNamespaceName } from "../api/mod.ts";
 import { KubeClient, type KubeConfig, loadKubeConfig } from "../kube/mod.ts";
 import { createNodeDriver } from "./driver.ts";
 import type { BaseRoots } from "../trust_store/mod.ts";
@@ -94,7 +94,7 @@ export const CSI_FLAGS = {
     nonEmpty: true,
     default: DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
     expect: "a namespace name",
-    parse: (text: string) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text) ? text : undefined,
+    parse: (text: string) => isNamespaceName(text) ? text : undefined,
     help: "\nwhere a ClusterIssuer's CA Secret is read: cert-manager's own\n" +
       "--cluster-resource-namespace (default {default})",
   },

@@ -41,6 +41,7 @@ import {
   DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
   DRIVER_NAME,
   INJECT_LABEL,
+  isNamespaceName,
 } from "../api/mod.ts";
 import { createApp, DEFAULT_BODY_TIMEOUT_MS } from "./app.ts";
 import type { Controllers } from "./controllers.ts";
@@ -152,7 +153,7 @@ export const WEBHOOK_FLAGS = {
     nonEmpty: true,
     default: DEFAULT_CLUSTER_RESOURCE_NAMESPACE,
     expect: "a namespace name",
-    parse: (text: string) => /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(text) ? text : undefined,
+    parse: (text: string) => isNamespaceName(text) ? text : undefined,
     help: "\nclass status reads a ClusterIssuer's CA Secret here: cert-manager's\n" +
       "own --cluster-resource-namespace (default {default})",
   },

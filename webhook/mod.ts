@@ -145,6 +145,7 @@ export {
   lastTrustRestart,
   parseFingerprints,
   planTrustRestart,
+  prefixedAnnotations,
   type RestartInputs,
   type RestartPlan,
   type RestartSetting,

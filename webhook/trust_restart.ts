@@ -47,6 +47,7 @@ import {
   lastTrustRestart,
   parseFingerprints,
   planTrustRestart,
+  prefixedAnnotations,
   restartSetting,
   templateClasses,
   type WorkloadKind,
@@ -463,12 +464,12 @@ function namespaceView(object: KubeObject): NamespaceView {
   const m = (object as {
     metadata?: { name?: string; resourceVersion?: string; annotations?: Record<string, unknown> };
   }).metadata;
-  const annotations: Record<string, string> = {};
-  for (const [key, value] of Object.entries(m?.annotations ?? {})) {
-    if (key.startsWith(ANNOTATION_PREFIX) && typeof value === "string") annotations[key] = value;
-  }
   return {
-    metadata: { name: m?.name ?? "", resourceVersion: m?.resourceVersion ?? "", annotations },
+    metadata: {
+      name: m?.name ?? "",
+      resourceVersion: m?.resourceVersion ?? "",
+      annotations: prefixedAnnotations(m?.annotations),
+    },
   };
 }
 

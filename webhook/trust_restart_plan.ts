@@ -70,7 +70,8 @@ export interface WorkloadView {
   };
 }
 
-function prefixed(annotations: unknown): Record<string, string> {
+/** The string annotations under {@link ANNOTATION_PREFIX} of an object's `metadata.annotations`. */
+export function prefixedAnnotations(annotations: unknown): Record<string, string> {
   const out: Record<string, string> = {};
   if (typeof annotations !== "object" || annotations === null) return out;
   for (const [key, value] of Object.entries(annotations)) {
@@ -123,11 +124,11 @@ export function workloadView(
       name: o.metadata?.name ?? "",
       ...(o.metadata?.uid ? { uid: o.metadata.uid } : {}),
       resourceVersion: o.metadata?.resourceVersion ?? "",
-      annotations: prefixed(o.metadata?.annotations),
+      annotations: prefixedAnnotations(o.metadata?.annotations),
     },
     template: {
       ...(typeof label === "string" ? { injectLabel: label } : {}),
-      annotations: prefixed(template?.metadata?.annotations),
+      annotations: prefixedAnnotations(template?.metadata?.annotations),
       volumes,
     },
   };
